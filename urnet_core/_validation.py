@@ -1,0 +1,89 @@
+"""Shared input checks. They raise ``TypeError``/``ValueError`` with concrete messages.
+
+Public functions validate their inputs with these helpers, then call unvalidated
+private code (the cleanlab pattern).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def as_labels(labels: Any, *, num_classes: int | None = None, name: str = "labels") -> np.ndarray:
+    """Return ``labels`` as a 1-D int64 array, checking range against ``num_classes``."""
+    arr = np.asarray(labels)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        if np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+            arr = arr.astype(np.int64)
+        else:
+            raise TypeError(f"{name} must hold integers, got dtype {arr.dtype}")
+    arr = arr.astype(np.int64, copy=False)
+    if num_classes is not None:
+        check_positive_int(num_classes, "num_classes")
+        if arr.size and (arr.min() < 0 or arr.max() >= num_classes):
+            bad = arr[(arr < 0) | (arr >= num_classes)]
+            raise ValueError(
+                f"{name} must lie in [0, {num_classes}); found {bad.size} value(s) outside, e.g. {int(bad[0])}"
+            )
+    return arr
+
+
+def check_positive_int(value: Any, name: str, *, minimum: int = 1) -> int:
+    """Return ``value`` as int, raising when it is not an integer >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_fraction(value: Any, name: str, *, low: float = 0.0, high: float = 1.0) -> float:
+    """Return ``value`` as float, raising when it is not finite and within [low, high]."""
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number, got {value!r}") from None
+    if not np.isfinite(out) or out < low or out > high:
+        raise ValueError(f"{name} must lie in [{low}, {high}], got {value}")
+    return out
+
+
+def as_features(features: Any, *, n_rows: int | None = None, name: str = "features") -> np.ndarray:
+    """Return a 2-D float array, raising on NaN/inf (naming the first bad row) or a row-count mismatch."""
+    arr = np.asarray(features)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n, d), got shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.number):
+        raise TypeError(f"{name} must be numeric, got dtype {arr.dtype}")
+    if n_rows is not None and arr.shape[0] != n_rows:
+        raise ValueError(f"{name} has {arr.shape[0]} rows but {n_rows} were expected")
+    if np.issubdtype(arr.dtype, np.floating):
+        finite = np.isfinite(arr).all(axis=1)
+        if not finite.all():
+            bad_rows = np.flatnonzero(~finite)
+            raise ValueError(
+                f"{name} contain NaN or inf in {bad_rows.size} row(s), first at row {int(bad_rows[0])}; "
+                "check the feature extraction (e.g. a diverged model) before reweighting"
+            )
+    return arr
+
+
+def check_probabilities(pred_probs: Any, *, n_rows: int | None = None, num_classes: int | None = None) -> np.ndarray:
+    """Return ``pred_probs`` as a float (n, K) array of rows summing to ~1."""
+    arr = as_features(pred_probs, n_rows=n_rows, name="pred_probs").astype(np.float64, copy=False)
+    if num_classes is not None and arr.shape[1] != num_classes:
+        raise ValueError(f"pred_probs has {arr.shape[1]} columns but num_classes={num_classes}")
+    if arr.size and (arr.min() < -1e-6 or arr.max() > 1 + 1e-6):
+        raise ValueError("pred_probs must lie in [0, 1]")
+    return arr
+
+
+def check_option(value: Any, name: str, options: dict | list | tuple | set) -> Any:
+    """Raise a ValueError listing the valid choices when ``value`` is not one of ``options``."""
+    if value not in options:
+        raise ValueError(f"{name}={value!r} is not valid; choose one of {sorted(map(str, options))}")
+    return value

@@ -1,0 +1,144 @@
+"""Atomic artefact writing and input hashing for cached pipeline stages.
+
+Every artefact is written to a temporary file in the same folder and renamed into place,
+so a killed run never leaves a half-written file under the final name. Stage caches are
+keyed by :func:`stable_hash` of their inputs and parameters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` when the block succeeds.
+
+    The temporary file keeps ``path``'s suffix, so libraries that infer a format from the
+    name (pandas, matplotlib, torch) still work. On error the temporary file is removed.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".tmp{final.suffix}", dir=final.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    return Path(path)
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically."""
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def _json_default(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON atomically (numpy values and dataclasses allowed)."""
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Read a JSON file, naming the file in the error when it is malformed."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: malformed JSON at line {exc.lineno}: {exc.msg}") from None
+
+
+def save_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
+    """Save ``array`` as ``.npy`` atomically (readable later with ``np.load(..., mmap_mode='r')``)."""
+    with atomic_path(path) as tmp:
+        np.save(tmp, np.asarray(array), allow_pickle=False)
+    return Path(path)
+
+
+def load_npy(path: str | os.PathLike, *, mmap: bool = True) -> np.ndarray:
+    """Load a ``.npy`` file, memory-mapped by default so arrays sized by N stay off the heap."""
+    return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+
+
+def _update_hash(h: "hashlib._Hash", obj: Any) -> None:
+    if isinstance(obj, np.ndarray):
+        arr = np.ascontiguousarray(obj)
+        h.update(f"ndarray{arr.dtype.str}{arr.shape}".encode())
+        h.update(arr.tobytes())
+    elif hasattr(obj, "to_numpy") and hasattr(obj, "columns"):  # pandas DataFrame
+        import pandas as pd
+
+        h.update(b"dataframe")
+        h.update(",".join(map(str, obj.columns)).encode())
+        h.update(pd.util.hash_pandas_object(obj, index=True).to_numpy().tobytes())
+    elif isinstance(obj, (bytes, bytearray)):
+        h.update(b"bytes")
+        h.update(obj)
+    elif isinstance(obj, Path):
+        h.update(b"path")
+        h.update(str(obj).encode())
+    elif isinstance(obj, (list, tuple)):
+        h.update(f"seq{len(obj)}".encode())
+        for item in obj:
+            _update_hash(h, item)
+    elif isinstance(obj, dict):
+        h.update(f"dict{len(obj)}".encode())
+        for key in sorted(obj, key=str):
+            _update_hash(h, str(key))
+            _update_hash(h, obj[key])
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        _update_hash(h, type(obj).__name__)
+        _update_hash(h, dataclasses.asdict(obj))
+    else:
+        h.update(json.dumps(obj, sort_keys=True, default=_json_default).encode())
+
+
+def stable_hash(*parts: Any, length: int = 16) -> str:
+    """Return a hex digest of ``parts`` (arrays, DataFrames, dicts, dataclasses, scalars).
+
+    Equal inputs give equal digests across processes and machines, so it keys caches.
+    """
+    h = hashlib.sha256()
+    for part in parts:
+        _update_hash(h, part)
+    return h.hexdigest()[:length]
+
+
+def file_hash(path: str | os.PathLike, *, length: int = 16, chunk: int = 1 << 20) -> str:
+    """Return the sha256 hex digest of a file's bytes, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()[:length]
