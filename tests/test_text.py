@@ -1,0 +1,85 @@
+import numpy as np
+import pytest
+
+from urnet_core import text
+from urnet_core.text import class_name_words, label_vectors
+
+FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+
+
+def test_class_name_words():
+    assert class_name_words("n01440764 tench, Tinca tinca") == "tench tinca tinca"
+    assert class_name_words("T-shirt/top") == "t shirt top"
+    assert class_name_words("7") == "7"
+    with pytest.raises(ValueError):
+        class_name_words(" - / ")
+
+
+def test_shipped_corpus_is_substantial():
+    corpus = text.default_corpus()
+    assert len(corpus.encode()) > 5000
+    words = set(text.normalize_text(corpus).split())
+    for name in FASHION + [str(d) for d in range(10)]:
+        assert set(class_name_words(name).split()) <= words, name
+
+
+def test_vectors_shape_norm_distinct_and_deterministic(tmp_path):
+    v = label_vectors(FASHION, cache_dir=tmp_path / "a", dim=32)
+    assert v.shape == (10, 32) and v.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, rtol=1e-5)
+    sims = v @ v.T
+    off = sims[~np.eye(10, dtype=bool)]
+    assert off.max() < 0.99  # every class distinguishable
+    # related names are closer than unrelated ones
+    i = {n: k for k, n in enumerate(FASHION)}
+    assert sims[i["T-shirt/top"], i["Shirt"]] > sims[i["T-shirt/top"], i["Sandal"]]
+    assert sims[i["Sneaker"], i["Sandal"]] > sims[i["Sneaker"], i["Bag"]]
+    v2 = label_vectors(FASHION, cache_dir=tmp_path / "b", dim=32)  # fresh build
+    np.testing.assert_array_equal(v, v2)
+
+
+def test_cache_reuse(tmp_path, monkeypatch):
+    v = label_vectors(FASHION[:3], cache_dir=tmp_path, dim=16)
+    cached = list(tmp_path.glob("*.npz"))
+    assert len(cached) == 1
+
+    def boom(*args, **kwargs):
+        raise AssertionError("rebuilt despite the cache")
+
+    monkeypatch.setattr(text, "_svd_ppmi", boom)
+    np.testing.assert_array_equal(label_vectors(FASHION[:3], cache_dir=tmp_path, dim=16), v)
+    with pytest.raises(AssertionError, match="rebuilt"):
+        label_vectors(FASHION[:3], cache_dir=tmp_path, dim=16, extra_text="A new text changes the key.")
+
+
+def test_unseen_words_and_extra_text(tmp_path):
+    v = label_vectors(["sneakers", "n01440764 tench, Tinca tinca", "0"], cache_dir=tmp_path, dim=24)
+    assert np.isfinite(v).all()
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, rtol=1e-5)
+    with pytest.raises(ValueError, match="zero text vector"):
+        label_vectors(["qqqq"], cache_dir=tmp_path, dim=24)
+    w = label_vectors(["qqqq"], cache_dir=tmp_path, dim=24, extra_text="A qqqq is a striped animal of the plains.")
+    assert np.isfinite(w).all()
+
+
+def test_fasttext_model_path(tmp_path):
+    fasttext = pytest.importorskip("fasttext")
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(text.normalize_text(text.default_corpus()))
+    model = None
+    for _ in range(3):  # fasttext 0.9.3 sometimes stops with "Encountered NaN" on tiny corpora
+        try:
+            model = fasttext.train_unsupervised(str(corpus), model="skipgram", dim=8, epoch=2, minCount=1,
+                                                bucket=2000, thread=1, verbose=0)
+            break
+        except RuntimeError:
+            continue
+    if model is None:
+        pytest.skip("fasttext training failed on the tiny corpus")
+    path = tmp_path / "m.bin"
+    model.save_model(str(path))
+    v = label_vectors(["n02085620 Chihuahua", "Ankle boot"], model_path=path)
+    assert v.shape == (2, 8)
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, rtol=1e-5)
+    with pytest.raises(FileNotFoundError):
+        label_vectors(["a"], model_path=tmp_path / "missing.bin")

@@ -1,0 +1,303 @@
+"""The ablation: the paper's incremental ladder, each strategy alone, peers and oracles, over seeds.
+
+Every method trains the same backbone for the same epochs on the same benchmark draw and is
+tested on the same untouched test split; only the weights, targets, loss or training subset
+differ. Rows are summarised as means with 95% Student-t intervals over seeds
+(:mod:`urnet_core.stats`), consecutive ladder rungs as paired differences, and every method as
+the fraction of the baseline -> oracle gap it closes.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import logging
+import multiprocessing as mp
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+from .io import load_npy, read_json
+from .pipeline import StudySettings, baseline, load_bundle, train_config, weight_components, _train_and_save
+from .stages import run_stage, stage_key
+from .stats import gap_closed, mean_ci, paired_difference
+
+logger = logging.getLogger(__name__)
+
+#: The paper's ablation (WebVision 2.0 validation, top-5 accuracy, single runs).
+PAPER_TOP5 = {"baseline": 71.7, "+class": 72.8, "+cluster": 75.3, "+instance": 76.0, "+bag": 76.3, "+label": 76.5}
+#: The paper's tricks on top of full URNet (top-5).
+PAPER_TRICKS_TOP5 = {"top-15 Flickr": 77.0, "29-model ensemble": 78.3, "multi-crop test": 79.3,
+                     "multi-scale test": 79.8}
+
+METRICS = ("top1", "balanced_accuracy", "macro_f1", "top5", "ece")
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One row of the ablation.
+
+    ``strategies`` names the URNet components combined into the weights (subset of
+    {"class", "class_literal", "cluster", "instance", "label"}); ``bag`` turns on the bag
+    branch; ``loss`` is "ce" or "gce"; ``class_balanced`` multiplies effective-number class
+    weights (Cui et al. 2019); ``subset`` restricts the training table ("clean_oracle",
+    "cleanlab", "flickr_top_k").
+    """
+
+    name: str
+    group: str
+    strategies: tuple[str, ...] = ()
+    bag: bool = False
+    loss: str = "ce"
+    class_balanced: bool = False
+    subset: str | None = None
+
+
+LADDER = ("baseline", "+class", "+cluster", "+instance", "+bag", "+label")
+
+
+def default_methods(*, include_tricks: bool = True) -> list[MethodSpec]:
+    """The study's rows: ladder, each strategy alone, the literal class weight, peers, oracles, tricks."""
+    rungs = [
+        MethodSpec("baseline", "ladder"),
+        MethodSpec("+class", "ladder", ("class",)),
+        MethodSpec("+cluster", "ladder", ("class", "cluster")),
+        MethodSpec("+instance", "ladder", ("class", "cluster", "instance")),
+        MethodSpec("+bag", "ladder", ("class", "cluster", "instance"), bag=True),
+        MethodSpec("+label", "ladder", ("class", "cluster", "instance", "label"), bag=True),
+    ]
+    alone = [
+        MethodSpec("class (literal eq. 3)", "alone", ("class_literal",)),
+        MethodSpec("cluster only", "alone", ("cluster",)),
+        MethodSpec("instance only", "alone", ("instance",)),
+        MethodSpec("bag only", "alone", (), bag=True),
+        MethodSpec("label only", "alone", ("label",)),
+    ]
+    peers = [
+        MethodSpec("class-balanced loss (Cui 2019)", "peer", class_balanced=True),
+        MethodSpec("confident learning (cleanlab)", "peer", subset="cleanlab"),
+        MethodSpec("generalized CE (Zhang 2018)", "peer", loss="gce"),
+    ]
+    oracles = [
+        MethodSpec("oracle: clean only", "oracle", subset="clean_oracle"),
+        MethodSpec("oracle: clean only, class-balanced", "oracle", subset="clean_oracle", class_balanced=True),
+    ]
+    tricks = [MethodSpec("URNet + top-K Flickr", "trick", rungs[-1].strategies, bag=True, subset="flickr_top_k")]
+    return rungs + alone + peers + oracles + (tricks if include_tricks else [])
+
+
+# --------------------------------------------------------------------------- one method
+def _subset_mask(spec: MethodSpec, settings: StudySettings, seed: int, table: pd.DataFrame,
+                 flickr_top_k: int) -> np.ndarray:
+    n = len(table)
+    if spec.subset is None:
+        return np.ones(n, dtype=bool)
+    if spec.subset == "clean_oracle":
+        if "noise_type" not in table:
+            raise ValueError("the oracle needs ground truth (a noise_type column); this dataset has none")
+        return (table["noise_type"] == "clean").to_numpy()
+    if spec.subset == "cleanlab":
+        from .peers import confident_learning_keep_mask
+
+        probs = load_npy(baseline(settings, seed) / "train_probs.npy", mmap=False)
+        return confident_learning_keep_mask(table["label"].to_numpy(), probs)
+    if spec.subset == "flickr_top_k":
+        from .peers import top_k_source_mask
+
+        return top_k_source_mask(table, source="flickr", k=flickr_top_k)
+    raise ValueError(f"unknown subset {spec.subset!r}")
+
+
+def method_weights(spec: MethodSpec, settings: StudySettings, seed: int, table: pd.DataFrame,
+                   num_classes: int, keep: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Per-instance weights (mean 1 over the kept rows) and soft targets of ``spec`` (None = plain)."""
+    from .reweight.class_weight import effective_number_weights
+    from .reweight.compose import combine_components
+
+    weights = targets = None
+    if spec.strategies:
+        folder = weight_components(settings, seed)
+        comps = {name: load_npy(folder / f"{name}.npy", mmap=False)
+                 for name in ("class_balanced", "class_literal", "cluster", "instance", "label_targets")}
+        weights, targets = combine_components(comps, spec.strategies)
+    labels = table["label"].to_numpy()[keep]
+    if weights is not None:
+        weights = weights[keep]
+    if targets is not None:
+        targets = targets[keep]
+    if spec.class_balanced:
+        cb = effective_number_weights(labels, num_classes)[labels]
+        weights = cb if weights is None else weights * cb
+    if weights is not None:
+        weights = (weights / weights.mean()).astype(np.float32)
+    return weights, targets
+
+
+def run_method(settings: StudySettings, spec: MethodSpec, seed: int, *, force: bool = False,
+               flickr_top_k: int = 15) -> Path:
+    """Train ``spec`` for ``seed`` (cached) and return its folder (``metrics.json``, ``test_probs.npy``)."""
+    if spec.name == "baseline":
+        return baseline(settings, seed, force=force)
+    bundle = load_bundle(settings)
+    table = bundle.train
+    config = train_config(settings, seed, loss=spec.loss, bag_branch=spec.bag)
+    base_key = read_json(baseline(settings, seed) / "stage.json")["key"]
+    key = stage_key("method", base_key, spec, config, flickr_top_k, settings.top_r, settings.kmeans_backend,
+                    settings.text_model_path)
+
+    def compute(folder: Path) -> dict:
+        keep = _subset_mask(spec, settings, seed, table, flickr_top_k)
+        if keep.sum() == 0:
+            raise ValueError(f"{spec.name}: the training subset is empty")
+        weights, targets = method_weights(spec, settings, seed, table, bundle.num_classes, keep)
+        sub = table.loc[keep].reset_index(drop=True)
+        summary = _train_and_save(bundle, settings, folder, sub, config, sample_weights=weights, soft_targets=targets)
+        summary["kept_fraction"] = float(keep.mean())
+        return summary
+
+    folder, _ = run_stage(settings.run_dir, "method", key, compute, force=force,
+                          description={"method": spec.name, "seed": seed})
+    return folder
+
+
+# --------------------------------------------------------------------------- many runs
+def _init_worker() -> None:
+    import torch
+
+    # Two single-threaded trainings beat one two-threaded one for small CNNs on 2 cores.
+    torch.set_num_threads(1)
+    logging.basicConfig(level=logging.WARNING)
+
+
+def _job(kind: str, settings: StudySettings, seed: int, spec: MethodSpec | None) -> str:
+    if kind == "baseline":
+        return str(baseline(settings, seed))
+    if kind == "weights":
+        return str(weight_components(settings, seed))
+    return str(run_method(settings, spec, seed))
+
+
+def _run_jobs(jobs: list[tuple], n_jobs: int, desc: str) -> list[str]:
+    from tqdm.auto import tqdm
+
+    if n_jobs <= 1 or len(jobs) <= 1:
+        return [_job(*job) for job in tqdm(jobs, desc=desc, leave=False)]
+    results: list[str | None] = [None] * len(jobs)
+    with cf.ProcessPoolExecutor(max_workers=n_jobs, mp_context=mp.get_context("spawn"),
+                                initializer=_init_worker) as pool:
+        futures = {pool.submit(_job, *job): i for i, job in enumerate(jobs)}
+        for fut in tqdm(cf.as_completed(futures), total=len(jobs), desc=desc, leave=False):
+            results[futures[fut]] = fut.result()
+    return results  # type: ignore[return-value]
+
+
+def run_ablation(settings: StudySettings, methods: Iterable[MethodSpec] | None = None, *,
+                 n_jobs: int | None = None) -> pd.DataFrame:
+    """Run every method for every seed (cached) and return one row per (method, seed).
+
+    Columns: method, group, seed, the metrics of :data:`METRICS`, ``per_class_accuracy``
+    (list) and ``folder``.
+    """
+    methods = list(methods) if methods is not None else default_methods()
+    n_jobs = settings.n_jobs if n_jobs is None else n_jobs
+    seeds = list(settings.seeds)
+    _run_jobs([("baseline", settings, s, None) for s in seeds], n_jobs, "baselines")
+    if any(m.strategies for m in methods):
+        _run_jobs([("weights", settings, s, None) for s in seeds], n_jobs, "weights")
+    jobs = [("method", settings, s, m) for m in methods for s in seeds]
+    folders = _run_jobs(jobs, n_jobs, "ablation")
+    rows = []
+    for (_, _, seed, spec), folder in zip(jobs, folders):
+        metrics = read_json(Path(folder) / "metrics.json")
+        row = {"method": spec.name, "group": spec.group, "seed": seed, "folder": folder}
+        row.update({m: float(metrics[m]) for m in METRICS})
+        row["per_class_accuracy"] = metrics["per_class_accuracy"]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- tables
+def summary_table(results: pd.DataFrame, *, metrics: Iterable[str] = METRICS) -> pd.DataFrame:
+    """One row per method: mean, 95% CI bounds and formatted ``mean ± hw`` (in %) of each metric."""
+    rows = []
+    for (method, group), df in results.groupby(["method", "group"], sort=False):
+        row = {"method": method, "group": group, "seeds": int(df["seed"].nunique())}
+        for m in metrics:
+            ci = mean_ci(df[m])
+            scale = 100.0
+            row[f"{m}_mean"], row[f"{m}_low"], row[f"{m}_high"] = ci.mean, ci.low, ci.high
+            row[m] = ci.format(scale, 2 if m == "ece" else 1)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _by_seed(results: pd.DataFrame, method: str, metric: str) -> pd.Series:
+    return results[results["method"] == method].set_index("seed")[metric].sort_index()
+
+
+def ladder_differences(results: pd.DataFrame, *, metric: str = "top1") -> pd.DataFrame:
+    """Paired (by seed) differences between consecutive ladder rungs, in percentage points."""
+    rows = []
+    present = [r for r in LADDER if r in set(results["method"])]
+    for prev, cur in zip(present, present[1:]):
+        a, b = _by_seed(results, prev, metric), _by_seed(results, cur, metric)
+        seeds = a.index.intersection(b.index)
+        ci = paired_difference(a[seeds].to_numpy(), b[seeds].to_numpy())
+        rows.append({"step": f"{prev} -> {cur}", "diff_pp": ci.mean * 100, "low_pp": ci.low * 100,
+                     "high_pp": ci.high * 100, "significant": ci.excludes_zero(),
+                     "paper_top5_diff": (PAPER_TOP5[cur] - PAPER_TOP5[prev])})
+    return pd.DataFrame(rows)
+
+
+def gap_closed_table(results: pd.DataFrame, *, metric: str = "top1") -> pd.DataFrame:
+    """Fraction of the baseline -> best-oracle gap each method closes (mean over seeds, with CI).
+
+    The best oracle is the oracle method with the higher mean; per seed, the gap is
+    ``(method - baseline) / (oracle - baseline)``.
+    """
+    oracles = [m for m in results.loc[results["group"] == "oracle", "method"].unique()]
+    if not oracles or "baseline" not in set(results["method"]):
+        return pd.DataFrame(columns=["method", "gap_closed", "low", "high"])
+    best = max(oracles, key=lambda m: _by_seed(results, m, metric).mean())
+    base, orc = _by_seed(results, "baseline", metric), _by_seed(results, best, metric)
+    rows = []
+    for method in results["method"].unique():
+        vals = _by_seed(results, method, metric)
+        seeds = vals.index.intersection(base.index).intersection(orc.index)
+        per_seed = [gap_closed(vals[s], base[s], orc[s]) for s in seeds]
+        ci = mean_ci(per_seed)
+        rows.append({"method": method, "oracle": best, "gap_closed": ci.mean, "low": ci.low, "high": ci.high})
+    return pd.DataFrame(rows)
+
+
+def paper_comparison(summary: pd.DataFrame) -> pd.DataFrame:
+    """Our ladder (top-1 and top-5, mean ± CI) beside the paper's top-5 on WebVision 2.0."""
+    ladder = summary[summary["method"].isin(LADDER)].set_index("method").reindex(
+        [r for r in LADDER if r in set(summary["method"])])
+    return pd.DataFrame({"ours top-1 (%)": ladder["top1"], "ours top-5 (%)": ladder["top5"],
+                         "paper top-5 (%), WebVision 2.0": [PAPER_TOP5[r] for r in ladder.index]})
+
+
+def accuracy_by_class_size(results: pd.DataFrame, class_counts: np.ndarray) -> pd.DataFrame:
+    """Mean per-class accuracy of each method over head / medium / tail thirds of the classes
+    (sorted by training-set size), averaged over seeds, with 95% CI."""
+    order = np.argsort(-np.asarray(class_counts), kind="stable")
+    thirds = np.array_split(order, 3)
+    rows = []
+    for method, df in results.groupby("method", sort=False):
+        for name, idx in zip(("head", "medium", "tail"), thirds):
+            vals = [float(np.mean(np.asarray(pc)[idx])) for pc in df["per_class_accuracy"]]
+            ci = mean_ci(vals)
+            rows.append({"method": method, "group": name, "accuracy": ci.mean, "low": ci.low, "high": ci.high})
+    return pd.DataFrame(rows)
+
+
+def seed_ensemble_metrics(results: pd.DataFrame, method: str, test_labels: np.ndarray, num_classes: int) -> dict:
+    """Metrics of the average of ``method``'s test probabilities over seeds (the ensembling trick)."""
+    from .metrics import classification_metrics
+
+    probs = [load_npy(Path(f) / "test_probs.npy", mmap=False) for f in results.loc[results["method"] == method, "folder"]]
+    return classification_metrics(test_labels, np.mean(probs, axis=0), num_classes=num_classes)

@@ -1,0 +1,815 @@
+"""Measure the five challenges of web data (DESIGN.md section 1) and score weights against truth.
+
+Pure functions from arrays (and the instances table) to numbers: dicts of scalars or pandas
+DataFrames, one row per class / group / instance. The study's notebooks call these and
+:mod:`urnet_core.plots` draws them; no measurement lives only in a notebook.
+
+Notation: ``n`` instances, ``C`` classes, ``D`` feature dimension. ``pred_probs`` are the
+baseline's predicted probabilities (n, C); ``features`` its penultimate features (n, D).
+
+Challenges and their measurements:
+
+- C1 long tail: :func:`class_size_profile` (imbalance ratio, Gini, head share).
+- C2 intra-class diversity / inter-class similarity: :func:`most_confused_pairs` and
+  :func:`feature_spread` (class spread vs distance to the nearest other class).
+- C3 imprecise instances: :func:`estimated_noise_rates` (per class, vs the truth when the
+  benchmark has it) and :func:`noise_by_rank` (noise by search-rank quantile per source).
+- C4 few representative instances: the bag branch's saliency (:func:`bag_saliency`).
+- C5 ambiguous labels: :func:`ambiguity` (margin and entropy of the baseline's predictions).
+
+Weights are scored with :func:`weight_auroc` (how well a weight separates clean from noisy
+instances) and :func:`weights_by_noise_type`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ._validation import as_features, as_labels, check_option, check_positive_int, check_probabilities
+
+logger = logging.getLogger(__name__)
+
+#: Order of the benchmark's noise types in every table and figure.
+NOISE_TYPE_ORDER = ("clean", "asym", "sym", "open", "ambiguous")
+#: Noise types whose observed label is wrong (ambiguous images keep one of their two true classes).
+WRONG_LABEL_TYPES = ("asym", "sym", "open")
+SIZE_GROUPS = ("head", "medium", "tail")
+
+
+# --------------------------------------------------------------------------- helpers
+def _as_1d(values: Any, name: str, n_rows: int | None = None) -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+    if n_rows is not None and arr.shape[0] != n_rows:
+        raise ValueError(f"{name} has {arr.shape[0]} entries but {n_rows} were expected")
+    return arr
+
+
+def _require_columns(table: pd.DataFrame, columns: Sequence[str], what: str) -> None:
+    if not isinstance(table, pd.DataFrame):
+        raise TypeError(f"{what} needs an instances table (pandas DataFrame), got {type(table).__name__}")
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise ValueError(f"{what} needs the column(s) {missing} in the instances table; it has {list(table.columns)}")
+
+
+def size_groups(counts: Sequence[int], groups: Sequence[str] = SIZE_GROUPS) -> np.ndarray:
+    """Name of the size group of every class (largest third "head", then "medium", "tail").
+
+    Classes are sorted by count (largest first, ties by class id) and cut with
+    ``np.array_split``, the same split as :func:`urnet_core.metrics.accuracy_by_class_size`.
+
+    Returns
+    -------
+    ndarray of str, shape (C,)
+    """
+    counts = _as_1d(counts, "counts")
+    if len(groups) == 0 or len(groups) > counts.size:
+        raise ValueError(f"need between 1 and {counts.size} groups, got {len(groups)}")
+    order = np.lexsort((np.arange(counts.size), -counts))
+    out = np.empty(counts.size, dtype=object)
+    for name, members in zip(groups, np.array_split(order, len(groups))):
+        out[members] = name
+    return out.astype(str)
+
+
+def noisy_mask(table: pd.DataFrame, *, include_ambiguous: bool = False) -> np.ndarray:
+    """Boolean (n,) mask of instances whose observed label is wrong (benchmark ground truth).
+
+    Uses ``noise_type`` when present (asym/sym/open, plus ambiguous with
+    ``include_ambiguous``), else ``true_label != label`` (open-set rows have ``true_label=-1``).
+    """
+    if "noise_type" in table.columns:
+        kinds = WRONG_LABEL_TYPES + (("ambiguous",) if include_ambiguous else ())
+        return table["noise_type"].isin(kinds).to_numpy()
+    _require_columns(table, ["label", "true_label"], "noisy_mask")
+    return (table["true_label"].to_numpy() != table["label"].to_numpy())
+
+
+def self_confidence(labels: Any, pred_probs: Any) -> np.ndarray:
+    """Predicted probability of each instance's observed label, shape (n,) (cleanlab's score)."""
+    probs = check_probabilities(pred_probs)
+    labels = as_labels(labels, num_classes=probs.shape[1])
+    if labels.shape[0] != probs.shape[0]:
+        raise ValueError(f"labels has {labels.shape[0]} entries but pred_probs has {probs.shape[0]} rows")
+    return probs[np.arange(labels.shape[0]), labels]
+
+
+# --------------------------------------------------------------------------- C1 long tail
+def gini(values: Any) -> float:
+    """Gini coefficient of non-negative ``values`` (0 = all equal, -> 1 = one holds everything)."""
+    x = np.sort(np.asarray(values, dtype=np.float64).ravel())
+    if x.size == 0:
+        raise ValueError("gini needs at least one value")
+    if (x < 0).any() or not np.isfinite(x).all():
+        raise ValueError("gini needs finite non-negative values")
+    total = x.sum()
+    if total == 0:
+        return 0.0
+    i = np.arange(1, x.size + 1)
+    return float(((2 * i - x.size - 1) * x).sum() / (x.size * total))
+
+
+def class_size_profile(labels: Any, num_classes: int) -> dict:
+    """How long-tailed the class sizes are (challenge C1).
+
+    Parameters
+    ----------
+    labels : array of int, shape (n,)
+        Observed labels.
+    num_classes : int
+        ``C``.
+
+    Returns
+    -------
+    dict
+        - ``counts``: int64 (C,) instances per class (class order);
+        - ``order``: class ids sorted by decreasing count; ``sorted_counts``: counts in that order;
+        - ``imbalance_ratio``: largest / smallest count over non-empty classes;
+        - ``gini``: Gini coefficient of the counts;
+        - ``top20_share``: share of all instances held by the largest 20% of classes
+          (at least one class);
+        - ``empty_classes``: number of classes without instances;
+        - ``groups``: str (C,) head/medium/tail of each class (:func:`size_groups`);
+        - ``n``, ``num_classes``.
+    """
+    num_classes = check_positive_int(num_classes, "num_classes")
+    labels = as_labels(labels, num_classes=num_classes)
+    if labels.size == 0:
+        raise ValueError("class_size_profile needs at least one label")
+    counts = np.bincount(labels, minlength=num_classes).astype(np.int64)
+    order = np.lexsort((np.arange(num_classes), -counts))
+    nonempty = counts[counts > 0]
+    n_top = max(1, int(round(0.2 * num_classes)))
+    return {
+        "counts": counts,
+        "order": order,
+        "sorted_counts": counts[order],
+        "imbalance_ratio": float(nonempty.max() / nonempty.min()),
+        "gini": gini(counts),
+        "top20_share": float(counts[order[:n_top]].sum() / counts.sum()),
+        "empty_classes": int((counts == 0).sum()),
+        "groups": size_groups(counts) if num_classes >= 3 else np.array(["head"] * num_classes),
+        "n": int(labels.size),
+        "num_classes": num_classes,
+    }
+
+
+def class_weight_table(labels: Any, num_classes: int, *, alpha: float = 0.5,
+                       class_names: Sequence[str] | None = None) -> pd.DataFrame:
+    """Class weights of both schemes (eq. 2-4) per class and their effect on the training mass.
+
+    Returns
+    -------
+    DataFrame, one row per class (largest first)
+        ``class``, ``name``, ``count``, ``weight_balanced``, ``weight_literal``, and the share of
+        the total training weight each class gets: ``share_plain`` (no weighting, = count / n),
+        ``share_balanced``, ``share_literal``.
+    """
+    from .reweight.class_weight import class_weights
+
+    num_classes = check_positive_int(num_classes, "num_classes")
+    labels = as_labels(labels, num_classes=num_classes)
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    wb = class_weights(labels, num_classes, alpha=alpha, scheme="balanced")
+    wl = class_weights(labels, num_classes, alpha=alpha, scheme="literal")
+    df = pd.DataFrame({
+        "class": np.arange(num_classes),
+        "name": list(class_names) if class_names is not None else [str(c) for c in range(num_classes)],
+        "count": counts.astype(np.int64),
+        "weight_balanced": wb,
+        "weight_literal": wl,
+        "share_plain": counts / counts.sum(),
+        "share_balanced": counts * wb / (counts * wb).sum(),
+        "share_literal": counts * wl / (counts * wl).sum(),
+    })
+    return df.sort_values(["count", "class"], ascending=[False, True]).reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- C2 similarity
+def most_confused_pairs(confusion: Any, class_names: Sequence[str] | None = None, top: int = 10) -> pd.DataFrame:
+    """The ``top`` largest off-diagonal cells of a confusion matrix.
+
+    Parameters
+    ----------
+    confusion : array, shape (C, C)
+        ``M[j, k]`` = instances labelled ``j`` predicted as ``k``.
+    class_names : sequence of str, optional
+    top : int, default=10
+
+    Returns
+    -------
+    DataFrame with columns ``label``, ``predicted``, ``label_name``, ``predicted_name``,
+    ``count``, ``rate`` (count / instances labelled ``label``) and ``reverse_count``
+    (``M[k, j]``), sorted by decreasing count.
+    """
+    m = np.asarray(confusion)
+    if m.ndim != 2 or m.shape[0] != m.shape[1]:
+        raise ValueError(f"confusion must be square (C, C), got shape {m.shape}")
+    if not np.issubdtype(m.dtype, np.number) or (m < 0).any():
+        raise ValueError("confusion must hold non-negative counts")
+    top = check_positive_int(top, "top")
+    c = m.shape[0]
+    names = list(class_names) if class_names is not None else [str(i) for i in range(c)]
+    if len(names) != c:
+        raise ValueError(f"class_names has {len(names)} entries but confusion is {c}x{c}")
+    j, k = np.where(~np.eye(c, dtype=bool))
+    counts = m[j, k]
+    order = np.lexsort((k, j, -counts))[:top]
+    rows = m.sum(1)
+    j, k = j[order], k[order]
+    return pd.DataFrame({
+        "label": j, "predicted": k,
+        "label_name": [names[a] for a in j], "predicted_name": [names[b] for b in k],
+        "count": m[j, k], "rate": m[j, k] / np.maximum(rows[j], 1), "reverse_count": m[k, j],
+    })
+
+
+def feature_spread(features: Any, labels: Any, num_classes: int) -> pd.DataFrame:
+    """Intra-class spread vs inter-class distance in feature space (challenge C2).
+
+    For each class: ``intra`` = mean Euclidean distance of its instances to the class centroid;
+    ``inter`` = distance from its centroid to the nearest other class's centroid; ``ratio`` =
+    intra / inter. A ratio near or above 1 means the class is as wide as the gap to its
+    neighbour, so the two overlap.
+
+    Parameters
+    ----------
+    features : array, shape (n, D)
+    labels : array of int, shape (n,)
+    num_classes : int
+
+    Returns
+    -------
+    DataFrame, one row per non-empty class: ``class``, ``n``, ``intra``, ``inter``,
+    ``nearest_class``, ``ratio``.
+    """
+    num_classes = check_positive_int(num_classes, "num_classes")
+    labels = as_labels(labels, num_classes=num_classes)
+    x = as_features(features, n_rows=labels.shape[0]).astype(np.float64, copy=False)
+    counts = np.bincount(labels, minlength=num_classes)
+    present = np.flatnonzero(counts)
+    if present.size < 2:
+        raise ValueError("feature_spread needs instances of at least two classes")
+    sums = np.zeros((num_classes, x.shape[1]))
+    np.add.at(sums, labels, x)
+    centroids = sums[present] / counts[present, None]
+    pos = np.full(num_classes, -1)
+    pos[present] = np.arange(present.size)
+    dist = np.linalg.norm(x - centroids[pos[labels]], axis=1)
+    intra = np.bincount(labels, weights=dist, minlength=num_classes)[present] / counts[present]
+    cd = np.linalg.norm(centroids[:, None, :] - centroids[None, :, :], axis=2)
+    np.fill_diagonal(cd, np.inf)
+    nearest = cd.argmin(1)
+    inter = cd[np.arange(present.size), nearest]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(inter > 0, intra / inter, np.inf)
+    return pd.DataFrame({"class": present, "n": counts[present], "intra": intra, "inter": inter,
+                         "nearest_class": present[nearest], "ratio": ratio})
+
+
+# --------------------------------------------------------------------------- C3 noise
+NOISE_ESTIMATORS = ("disagreement", "cleanlab")
+
+
+def estimated_noise_rates(labels: Any, pred_probs: Any, true_labels: Any | None = None, *,
+                          method: str = "disagreement") -> pd.DataFrame:
+    """Per-class label-noise rate estimated from the baseline, and the true rate when known.
+
+    Parameters
+    ----------
+    labels : array of int, shape (n,)
+        Observed labels.
+    pred_probs : array, shape (n, C)
+        Baseline predicted probabilities (in-sample here, which underestimates noise a
+        network has memorised).
+    true_labels : array of int, shape (n,), optional
+        Ground truth (-1 = open-set image, counted as noisy).
+    method : {'disagreement', 'cleanlab'}, default='disagreement'
+        - ``'disagreement'``: share of the class's instances whose predicted class differs
+          from the label;
+        - ``'cleanlab'``: ``1 - Q[j, j] / sum_k Q[j, k]`` of cleanlab's calibrated confident
+          joint ``Q`` (``cleanlab.count.estimate_joint``; rows = given label).
+
+    Returns
+    -------
+    DataFrame, one row per class: ``class``, ``n``, ``estimated`` and, with ``true_labels``,
+    ``true`` (share with ``true_label != label``) and ``error`` (estimated - true).
+    """
+    check_option(method, "method", NOISE_ESTIMATORS)
+    probs = check_probabilities(pred_probs)
+    c = probs.shape[1]
+    labels = as_labels(labels, num_classes=c)
+    if labels.shape[0] != probs.shape[0]:
+        raise ValueError(f"labels has {labels.shape[0]} entries but pred_probs has {probs.shape[0]} rows")
+    counts = np.bincount(labels, minlength=c)
+    if method == "disagreement":
+        wrong = (probs.argmax(1) != labels).astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            est = np.bincount(labels, weights=wrong, minlength=c) / counts
+    else:
+        from cleanlab.count import estimate_joint
+
+        joint = estimate_joint(labels, probs)
+        rows = joint.sum(1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            est = 1.0 - np.diag(joint) / rows
+    df = pd.DataFrame({"class": np.arange(c), "n": counts, "estimated": est})
+    if true_labels is not None:
+        truth = _as_1d(true_labels, "true_labels", labels.shape[0]).astype(np.int64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            true_rate = np.bincount(labels, weights=(truth != labels).astype(np.float64), minlength=c) / counts
+        df["true"] = true_rate
+        df["error"] = df["estimated"] - df["true"]
+    return df[df["n"] > 0].reset_index(drop=True)
+
+
+def noise_by_rank(table: pd.DataFrame, bins: int = 5) -> pd.DataFrame:
+    """True label-noise rate by search-rank quantile, per source (are top ranks cleaner?).
+
+    Ranks are cut into ``bins`` quantiles within each source (fewer when ranks repeat); rows
+    without a rank are left out. Noisy = the observed label is wrong (:func:`noisy_mask`).
+
+    Returns
+    -------
+    DataFrame: ``source``, ``bin`` (0 = top ranks), ``rank_low``, ``rank_high``, ``n``,
+    ``noise_rate``, and per wrong-label noise type its share ``share_<type>`` when the table
+    has ``noise_type``.
+    """
+    _require_columns(table, ["rank", "source", "label"], "noise_by_rank")
+    bins = check_positive_int(bins, "bins")
+    df = pd.DataFrame({"source": table["source"].to_numpy(), "rank": table["rank"].to_numpy(dtype=np.float64),
+                       "noisy": noisy_mask(table).astype(np.float64)})
+    has_type = "noise_type" in table.columns
+    if has_type:
+        for t in WRONG_LABEL_TYPES:
+            df[f"share_{t}"] = (table["noise_type"].to_numpy() == t).astype(np.float64)
+    df = df[np.isfinite(df["rank"])]
+    if df.empty:
+        raise ValueError("noise_by_rank: no instance has a search rank (the rank column is all NaN)")
+    out = []
+    for source, sub in df.groupby("source", sort=True):
+        q = pd.qcut(sub["rank"].rank(method="first"), q=min(bins, len(sub)), labels=False, duplicates="drop")
+        for b, part in sub.groupby(q.to_numpy(), sort=True):
+            row = {"source": source, "bin": int(b), "rank_low": float(part["rank"].min()),
+                   "rank_high": float(part["rank"].max()), "n": int(len(part)),
+                   "noise_rate": float(part["noisy"].mean())}
+            if has_type:
+                row.update({f"share_{t}": float(part[f"share_{t}"].mean()) for t in WRONG_LABEL_TYPES})
+            out.append(row)
+    return pd.DataFrame(out)
+
+
+def noise_type_counts(table: pd.DataFrame) -> pd.DataFrame:
+    """Instances and share of each noise type (ground truth), in :data:`NOISE_TYPE_ORDER`."""
+    _require_columns(table, ["noise_type"], "noise_type_counts")
+    counts = table["noise_type"].value_counts()
+    kinds = [t for t in NOISE_TYPE_ORDER if t in counts.index] + [t for t in counts.index if t not in NOISE_TYPE_ORDER]
+    n = counts.reindex(kinds).to_numpy()
+    return pd.DataFrame({"noise_type": kinds, "n": n, "share": n / n.sum()})
+
+
+# --------------------------------------------------------------------------- C5 ambiguity
+def ambiguity(pred_probs: Any, labels: Any, noise_type: Any | None = None, *,
+              low_margin: float = 0.2) -> dict:
+    """How undecided the baseline is between classes (challenge C5).
+
+    Parameters
+    ----------
+    pred_probs : array, shape (n, C)
+    labels : array of int, shape (n,)
+    noise_type : array of str, shape (n,), optional
+        Ground-truth noise type; the table by group then compares ``ambiguous`` with the rest.
+    low_margin : float, default=0.2
+        An instance is *low-margin* when its top-1 minus top-2 probability is below this.
+
+    Returns
+    -------
+    dict
+        - ``margin``: (n,) top-1 minus top-2 probability;
+        - ``label_margin``: (n,) probability of the label minus the largest other probability
+          (negative when the baseline prefers another class);
+        - ``entropy``: (n,) entropy of the prediction in nats;
+        - ``low_margin_share``: share of low-margin instances;
+        - ``by_group``: DataFrame ``group``, ``n``, ``mean_margin``, ``mean_entropy``,
+          ``low_margin_share`` (groups ``ambiguous``/``other`` with ``noise_type``, else ``all``).
+    """
+    probs = check_probabilities(pred_probs)
+    n, c = probs.shape
+    if c < 2:
+        raise ValueError("ambiguity needs at least two classes")
+    labels = as_labels(labels, num_classes=c)
+    if labels.shape[0] != n:
+        raise ValueError(f"labels has {labels.shape[0]} entries but pred_probs has {n} rows")
+    top2 = -np.partition(-probs, 1, axis=1)[:, :2]
+    margin = top2[:, 0] - top2[:, 1]
+    others = probs.copy()
+    others[np.arange(n), labels] = -np.inf
+    label_margin = probs[np.arange(n), labels] - others.max(1)
+    p = np.clip(probs, 1e-12, 1.0)
+    entropy = -(probs * np.log(p)).sum(1)
+    low = margin < low_margin
+    if noise_type is not None:
+        kinds = _as_1d(noise_type, "noise_type", n).astype(str)
+        group = np.where(kinds == "ambiguous", "ambiguous", "other")
+    else:
+        group = np.full(n, "all")
+    frame = pd.DataFrame({"group": group, "margin": margin, "entropy": entropy, "low": low.astype(np.float64)})
+    by_group = (frame.groupby("group", sort=True)
+                .agg(n=("margin", "size"), mean_margin=("margin", "mean"), mean_entropy=("entropy", "mean"),
+                     low_margin_share=("low", "mean")).reset_index())
+    return {"margin": margin, "label_margin": label_margin, "entropy": entropy,
+            "low_margin_share": float(low.mean()) if n else float("nan"), "by_group": by_group}
+
+
+# --------------------------------------------------------------------------- weights vs truth
+def weight_auroc(weights: Any, is_noisy: Any) -> float:
+    """AUROC of a weight as a detector of clean instances (clean should weigh more).
+
+    1 = every clean instance outweighs every noisy one; 0.5 = no better than chance; below
+    0.5 = the weight favours noisy instances. Computed with ``sklearn.metrics.roc_auc_score``
+    with clean as the positive class.
+
+    Parameters
+    ----------
+    weights : array of float, shape (n,)
+    is_noisy : array of bool, shape (n,)
+    """
+    from sklearn.metrics import roc_auc_score
+
+    w = _as_1d(weights, "weights").astype(np.float64)
+    noisy = _as_1d(is_noisy, "is_noisy", w.shape[0])
+    if noisy.dtype != bool:
+        if not np.isin(noisy, (0, 1)).all():
+            raise ValueError("is_noisy must be boolean (or 0/1)")
+        noisy = noisy.astype(bool)
+    if not np.isfinite(w).all():
+        raise ValueError("weights contain NaN or inf")
+    if noisy.all() or not noisy.any():
+        raise ValueError("weight_auroc needs both clean and noisy instances")
+    return float(roc_auc_score(~noisy, w))
+
+
+def weights_by_noise_type(weights: Any, noise_type: Any) -> pd.DataFrame:
+    """Summary of a weight within each noise type.
+
+    Returns
+    -------
+    DataFrame, one row per noise type present (in :data:`NOISE_TYPE_ORDER`): ``noise_type``,
+    ``n``, ``mean``, ``median``, ``std``, ``q10``, ``q90``.
+    """
+    w = _as_1d(weights, "weights").astype(np.float64)
+    kinds = _as_1d(noise_type, "noise_type", w.shape[0]).astype(str)
+    df = pd.DataFrame({"noise_type": kinds, "w": w})
+    agg = df.groupby("noise_type").agg(n=("w", "size"), mean=("w", "mean"), median=("w", "median"),
+                                       std=("w", "std"), q10=("w", lambda s: s.quantile(0.1)),
+                                       q90=("w", lambda s: s.quantile(0.9)))
+    order = [t for t in NOISE_TYPE_ORDER if t in agg.index] + sorted(t for t in agg.index if t not in NOISE_TYPE_ORDER)
+    return agg.reindex(order).reset_index()
+
+
+def weight_report(weights: Mapping[str, Any], table: pd.DataFrame) -> pd.DataFrame:
+    """AUROC (clean vs wrong label) and per-noise-type means of several weights.
+
+    Returns one row per weight name: ``weight``, ``auroc``, and ``mean_<type>`` per noise type.
+    """
+    noisy = noisy_mask(table)
+    rows = []
+    for name, w in weights.items():
+        row: dict[str, Any] = {"weight": name, "auroc": weight_auroc(w, noisy)}
+        if "noise_type" in table.columns:
+            by = weights_by_noise_type(w, table["noise_type"].to_numpy())
+            row.update({f"mean_{t}": m for t, m in zip(by["noise_type"], by["mean"])})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- label reweight
+def label_change_summary(labels: Any, targets: Any, table: pd.DataFrame | None = None) -> dict:
+    """What label reweighting (eq. 10) changes: how many targets, and whether rightly.
+
+    Parameters
+    ----------
+    labels : array of int, shape (n,)
+    targets : array, shape (n, C)
+        Soft targets (a row differs from one-hot of its label where the baseline disagrees).
+    table : instances table, optional
+        With ground truth, the changed share among noisy and clean instances and how often the
+        mixed-in class is the true one.
+
+    Returns
+    -------
+    dict with ``n``, ``changed`` (count), ``changed_share``, ``mixed_class`` ((n,) the class mixed
+    in, -1 where unchanged) and, with ground truth, ``changed_share_noisy``,
+    ``changed_share_clean``, ``changed_noisy_share`` (precision: share of changed that are
+    noisy) and ``mixed_is_true_share`` (share of changed whose mixed-in class is the true label).
+    """
+    t = as_features(targets, name="targets").astype(np.float64, copy=False)
+    labels = as_labels(labels, num_classes=t.shape[1])
+    n = labels.shape[0]
+    if t.shape[0] != n:
+        raise ValueError(f"targets has {t.shape[0]} rows but labels has {n}")
+    on_label = t[np.arange(n), labels]
+    changed = on_label < 1.0 - 1e-6
+    rest = t.copy()
+    rest[np.arange(n), labels] = -np.inf
+    mixed = np.where(changed, rest.argmax(1), -1)
+    out: dict[str, Any] = {"n": int(n), "changed": int(changed.sum()),
+                           "changed_share": float(changed.mean()) if n else float("nan"), "mixed_class": mixed}
+    if table is not None and ("noise_type" in table.columns or "true_label" in table.columns):
+        if len(table) != n:
+            raise ValueError(f"table has {len(table)} rows but labels has {n}")
+        noisy = noisy_mask(table)
+        out["changed_share_noisy"] = float(changed[noisy].mean()) if noisy.any() else float("nan")
+        out["changed_share_clean"] = float(changed[~noisy].mean()) if (~noisy).any() else float("nan")
+        out["changed_noisy_share"] = float(noisy[changed].mean()) if changed.any() else float("nan")
+        if "true_label" in table.columns:
+            truth = table["true_label"].to_numpy()
+            out["mixed_is_true_share"] = float((mixed[changed] == truth[changed]).mean()) if changed.any() else float("nan")
+    return out
+
+
+# --------------------------------------------------------------------------- cluster reweight
+def cluster_problems(labels: Any, confusion: Any, *, top_k: int = 4) -> list[np.ndarray]:
+    """Row indices of each class's k-means problem (the class plus its ``top_k`` most confused).
+
+    The same problems :func:`urnet_core.reweight.cluster_weight.cluster_weights` solves, for
+    timing the k-means backends on this data.
+    """
+    from .reweight.cluster_weight import most_confused
+
+    m = np.asarray(confusion)
+    if m.ndim != 2 or m.shape[0] != m.shape[1]:
+        raise ValueError(f"confusion must be square (C, C), got shape {m.shape}")
+    labels = as_labels(labels, num_classes=m.shape[0])
+    partners = most_confused(m, top_k)
+    by_class = [np.flatnonzero(labels == j) for j in range(m.shape[0])]
+    return [np.sort(np.concatenate([by_class[t] for t in np.concatenate([[j], partners[j]])]))
+            for j in range(m.shape[0]) if by_class[j].size]
+
+
+def available_kmeans_backends() -> list[str]:
+    """Concrete k-means backends usable on this machine (cuML only with CUDA)."""
+    from .kmeans import BACKENDS, resolve_backend
+
+    out = []
+    for name in BACKENDS:
+        if name == "auto":
+            continue
+        try:
+            resolve_backend(name, batched=True)
+        except ValueError:
+            continue
+        out.append(name)
+    return out
+
+
+def time_kmeans_backends(features: Any, problems: Sequence[np.ndarray], n_clusters: int = 5, *,
+                         backends: Sequence[str] | None = None, repeats: int = 3, seed: int = 0,
+                         n_jobs: int | None = None, timer: Callable[[], float] = time.perf_counter) -> pd.DataFrame:
+    """Wall-clock time of :func:`urnet_core.kmeans.batched_kmeans` per backend on ``problems``.
+
+    Each backend runs once untimed (warm-up: imports, CUDA context), then ``repeats`` timed
+    runs; the table reports the median and the minimum, and the mean inertia (to check the
+    backends solve the problem equally well).
+
+    Returns
+    -------
+    DataFrame: ``backend``, ``seconds`` (median), ``min_seconds``, ``problems``, ``rows``
+    (total rows over problems), ``mean_inertia``.
+    """
+    from .kmeans import batched_kmeans
+
+    x = as_features(features)
+    repeats = check_positive_int(repeats, "repeats")
+    names = list(backends) if backends is not None else available_kmeans_backends()
+    rows = []
+    for name in names:
+        batched_kmeans(x, problems, n_clusters, backend=name, seed=seed, n_jobs=n_jobs)
+        times = []
+        for _ in range(repeats):
+            t0 = timer()
+            res = batched_kmeans(x, problems, n_clusters, backend=name, seed=seed, n_jobs=n_jobs)
+            times.append(timer() - t0)
+        rows.append({"backend": name, "seconds": float(np.median(times)), "min_seconds": float(np.min(times)),
+                     "problems": len(problems), "rows": int(sum(len(p) for p in problems)),
+                     "mean_inertia": float(np.mean([r.inertia for r in res])) if res else float("nan")})
+    return pd.DataFrame(rows)
+
+
+def cluster_group_table(details: Any, class_names: Sequence[str] | None = None) -> pd.DataFrame:
+    """One class's k-means groups (a ``ClassClusters`` from ``cluster_weights(return_details=True)``).
+
+    Returns one row per group: ``group``, ``size`` (all pooled instances, ``N_Gjl``),
+    ``own`` (instances of the class itself), ``weight`` (the weight the group gives the
+    class's instances) and one column per pooled class with its count.
+    """
+    if details is None:
+        raise ValueError("no clustering for this class (it has no instances)")
+    classes = np.asarray(details.classes)
+    names = [class_names[c] if class_names is not None else str(c) for c in classes]
+    comp = np.asarray(details.composition)
+    df = pd.DataFrame(comp, columns=names)
+    df.insert(0, "weight", np.asarray(details.group_weights))
+    df.insert(0, "own", comp[:, 0])
+    df.insert(0, "size", comp.sum(1))
+    df.insert(0, "group", np.arange(comp.shape[0]))
+    return df
+
+
+# --------------------------------------------------------------------------- C4 bag attention
+def sample_bags(labels: Any, *, classes: Sequence[int], bags_per_class: int = 2, bag_size: int = 3,
+                seed: int = 0) -> np.ndarray:
+    """Random same-label bags (rows of indices) for showing the bag branch's saliency.
+
+    Returns int64 (len(classes) * bags_per_class, bag_size); classes with fewer than
+    ``bag_size`` instances are skipped.
+    """
+    labels = as_labels(labels)
+    bag_size = check_positive_int(bag_size, "bag_size")
+    bags_per_class = check_positive_int(bags_per_class, "bags_per_class")
+    rng = np.random.default_rng(seed)
+    bags = []
+    for c in classes:
+        idx = np.flatnonzero(labels == c)
+        if idx.size < bag_size:
+            continue
+        for _ in range(bags_per_class):
+            bags.append(rng.choice(idx, size=bag_size, replace=False))
+    if not bags:
+        raise ValueError(f"no class among {list(classes)} has {bag_size} instances")
+    return np.stack(bags).astype(np.int64)
+
+
+def bag_saliency(branch: Any, features: Any, bags: Any) -> np.ndarray:
+    """Softmax saliency of every instance of every bag under a bag attention branch.
+
+    Parameters
+    ----------
+    branch : BagAttentionBranch
+        ``forward(bag_features (B, Nb, D)) -> (logits, saliency)``.
+    features : array, shape (n, D)
+        Instance features (e.g. the model's penultimate features).
+    bags : int array, shape (B, Nb)
+
+    Returns
+    -------
+    ndarray of float64, shape (B, Nb), rows summing to 1.
+    """
+    import torch
+
+    x = as_features(features).astype(np.float32, copy=False)
+    bags = np.asarray(bags, dtype=np.int64)
+    if bags.ndim != 2:
+        raise ValueError(f"bags must be 2-D (B, Nb), got shape {bags.shape}")
+    if bags.size and (bags.min() < 0 or bags.max() >= x.shape[0]):
+        raise ValueError(f"bags hold indices outside [0, {x.shape[0]})")
+    was_training = branch.training
+    branch.eval()
+    try:
+        with torch.no_grad():
+            _, sal = branch(torch.from_numpy(x[bags]))
+    finally:
+        branch.train(was_training)
+    return sal.double().numpy()
+
+
+def per_class_accuracy_table(per_class_accuracy: Sequence[Sequence[float]], counts: Any,
+                             class_names: Sequence[str] | None = None) -> pd.DataFrame:
+    """Per-class test accuracy over seeds beside the class's training size.
+
+    Parameters
+    ----------
+    per_class_accuracy : sequence (seeds) of sequences (C,)
+    counts : array, shape (C,)
+        Training instances per class.
+
+    Returns one row per class: ``class``, ``name``, ``count``, ``group`` (head/medium/tail),
+    ``accuracy`` (mean over seeds), ``accuracy_std``.
+    """
+    acc = np.asarray(per_class_accuracy, dtype=np.float64)
+    if acc.ndim == 1:
+        acc = acc[None, :]
+    counts = _as_1d(counts, "counts", acc.shape[1])
+    c = acc.shape[1]
+    with np.errstate(invalid="ignore"):
+        mean = np.nanmean(acc, axis=0) if np.isfinite(acc).any() else np.full(c, np.nan)
+        std = np.nanstd(acc, axis=0) if acc.shape[0] > 1 else np.zeros(c)
+    return pd.DataFrame({
+        "class": np.arange(c),
+        "name": list(class_names) if class_names is not None else [str(i) for i in range(c)],
+        "count": counts.astype(np.int64), "group": size_groups(counts) if c >= 3 else "head",
+        "accuracy": mean, "accuracy_std": std,
+    })
+
+
+def saliency_by_noise_type(bags: Any, saliency: Any, noise_type: Any) -> pd.DataFrame:
+    """Does the bag branch attend to clean instances? Saliency of each noise type within bags.
+
+    Parameters
+    ----------
+    bags : int array, shape (B, Nb)
+    saliency : array, shape (B, Nb)
+        Softmax saliency (rows sum to 1; uniform = ``1 / Nb``).
+    noise_type : array of str, shape (n,)
+        Ground truth of every instance.
+
+    Returns
+    -------
+    DataFrame, one row per noise type present: ``noise_type``, ``n`` (instance slots),
+    ``mean_saliency``, ``top_share`` (share of its slots that are the bag's most salient),
+    ``uniform`` (``1 / Nb``, the reference).
+    """
+    bags = np.asarray(bags, dtype=np.int64)
+    sal = np.asarray(saliency, dtype=np.float64)
+    if bags.ndim != 2 or bags.shape != sal.shape:
+        raise ValueError(f"bags {bags.shape} and saliency {sal.shape} must be 2-D of the same shape")
+    kinds = _as_1d(noise_type, "noise_type").astype(str)
+    if bags.size and (bags.min() < 0 or bags.max() >= kinds.shape[0]):
+        raise ValueError(f"bags hold indices outside [0, {kinds.shape[0]})")
+    top = np.zeros_like(sal, dtype=bool)
+    top[np.arange(sal.shape[0]), sal.argmax(1)] = True
+    df = pd.DataFrame({"noise_type": kinds[bags].ravel(), "s": sal.ravel(), "top": top.ravel().astype(float)})
+    agg = df.groupby("noise_type").agg(n=("s", "size"), mean_saliency=("s", "mean"), top_share=("top", "mean"))
+    order = [t for t in NOISE_TYPE_ORDER if t in agg.index] + sorted(t for t in agg.index if t not in NOISE_TYPE_ORDER)
+    out = agg.reindex(order).reset_index()
+    out["uniform"] = 1.0 / bags.shape[1]
+    return out
+
+
+def bag_branch_from_checkpoint(path: Any) -> Any:
+    """The trained :class:`~urnet_core.models.bag.BagAttentionBranch` stored in a training checkpoint.
+
+    Raises ``ValueError`` when the checkpoint was trained without the bag branch.
+    """
+    from pathlib import Path
+
+    import torch
+
+    from .models.bag import BagAttentionBranch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    state = ckpt.get("bag_branch") if isinstance(ckpt, dict) else None
+    if not state:
+        raise ValueError(f"{path}: the checkpoint holds no bag branch (trained without bag_branch=True)")
+    feature_dim = state["fc2.weight"].shape[1]
+    hidden = state["fc2.weight"].shape[0]
+    num_classes = state["fc4.weight"].shape[0]
+    branch = BagAttentionBranch(feature_dim, num_classes, hidden=hidden)
+    branch.load_state_dict(state)
+    return branch.eval()
+
+
+def clean_counts(table: pd.DataFrame, num_classes: int) -> pd.DataFrame:
+    """Representative (clean) instances per class (challenge C4).
+
+    Returns one row per class: ``class``, ``n`` (observed), ``clean`` (ground truth clean),
+    ``clean_share``, ``group`` (head/medium/tail by observed size); sorted largest first.
+    """
+    _require_columns(table, ["label", "noise_type"], "clean_counts")
+    num_classes = check_positive_int(num_classes, "num_classes")
+    labels = as_labels(table["label"].to_numpy(), num_classes=num_classes)
+    n = np.bincount(labels, minlength=num_classes)
+    clean = np.bincount(labels, weights=(table["noise_type"].to_numpy() == "clean").astype(float),
+                        minlength=num_classes).astype(np.int64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(n > 0, clean / np.maximum(n, 1), np.nan)
+    df = pd.DataFrame({"class": np.arange(num_classes), "n": n, "clean": clean, "clean_share": share,
+                       "group": size_groups(n) if num_classes >= 3 else "head"})
+    return df.sort_values(["n", "class"], ascending=[False, True]).reset_index(drop=True)
+
+
+def soft_target_examples(labels: Any, targets: Any, table: pd.DataFrame | None = None, *, n: int = 8,
+                         class_names: Sequence[str] | None = None, seed: int = 0) -> pd.DataFrame:
+    """A random sample of instances whose target label reweighting changed.
+
+    Returns one row per example: ``row``, ``label``, ``mixed`` (class mixed in),
+    ``target_label`` and ``target_mixed`` (their target mass), and ``true_label``/``noise_type``
+    when the table has them. Class columns hold names when ``class_names`` is given.
+    """
+    summary = label_change_summary(labels, targets)
+    t = np.asarray(targets)
+    labels = np.asarray(labels, dtype=np.int64)
+    changed = np.flatnonzero(summary["mixed_class"] >= 0)
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(changed, size=min(check_positive_int(n, "n"), changed.size), replace=False))
+    mixed = summary["mixed_class"][rows]
+    name = (lambda c: (class_names[c] if c >= 0 else "open-set") if class_names is not None else int(c))
+    df = pd.DataFrame({"row": rows, "label": [name(int(c)) for c in labels[rows]],
+                       "mixed": [name(int(c)) for c in mixed],
+                       "target_label": t[rows, labels[rows]].astype(float), "target_mixed": t[rows, mixed].astype(float)})
+    if table is not None:
+        if "true_label" in table.columns:
+            df["true_label"] = [name(int(c)) for c in table["true_label"].to_numpy()[rows]]
+        if "noise_type" in table.columns:
+            df["noise_type"] = table["noise_type"].to_numpy()[rows]
+    return df

@@ -1,0 +1,78 @@
+"""``urnet features``: penultimate features and predictions of a trained checkpoint.
+
+::
+
+    urnet features --manifest M.yaml --checkpoint RUN/checkpoint.pt --out DIR
+                   [--splits train test] [--dtype float32|float16] [--scale smoke] [--batch-size N]
+
+For each split writes ``<split>_features.npy`` (n, D) and ``<split>_pred_probs.npy`` (n, C) in
+table row order (test-time transforms, no augmentation), and ``features.json`` recording the key
+(checkpoint hash, dataset fingerprint, dtype) of each; a rerun with the same key skips the split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from urnet_core.io import file_hash, read_json, save_npy, stable_hash, write_json
+
+logger = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("features", help="extract features and predictions of a checkpoint")
+    parser.add_argument("--manifest", required=True, help="data manifest (YAML)")
+    parser.add_argument("--checkpoint", required=True, help="checkpoint.pt written by `urnet train`")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--splits", nargs="+", default=["train", "test"], choices=["train", "test", "val"])
+    parser.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="feature dtype")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--scale", choices=["smoke"], default=None, help="shrink the data (see manifest docs)")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.set_defaults(func=features_command)
+
+
+def features_command(args: argparse.Namespace) -> int:
+    from urnet_core.data.datasets import default_transforms
+    from urnet_core.data.manifest import load_dataset
+    from urnet_core.features import dataset_fingerprint, extract_features
+    from urnet_core.train import load_checkpoint_model
+
+    model = load_checkpoint_model(args.checkpoint)
+    bundle = load_dataset(args.manifest, scale=args.scale)
+    if model.num_classes != bundle.num_classes:
+        raise ValueError(
+            f"{args.checkpoint}: model has {model.num_classes} classes but {args.manifest} has {bundle.num_classes}"
+        )
+    transform = default_transforms(model.name, False, in_channels=bundle.in_channels, image_size=bundle.image_size)
+    out = Path(args.out)
+    index_path = out / "features.json"
+    index = read_json(index_path) if index_path.exists() else {}
+    ckpt_hash = file_hash(args.checkpoint)
+    for split in args.splits:
+        table = getattr(bundle, split)
+        if table is None or len(table) == 0:
+            logger.warning("split %r is empty in %s; skipped", split, args.manifest)
+            continue
+        dataset = bundle.dataset(table, transform)
+        key = stable_hash(ckpt_hash, dataset_fingerprint(dataset), args.dtype)
+        paths = {"features": out / f"{split}_features.npy", "pred_probs": out / f"{split}_pred_probs.npy"}
+        if index.get(split, {}).get("key") == key and all(p.exists() for p in paths.values()):
+            print(f"{split}: up to date ({paths['features']})")
+            continue
+        feats, probs = extract_features(
+            model, dataset, batch_size=args.batch_size, device=args.device, dtype=np.dtype(args.dtype),
+            progress=not args.no_progress,
+        )
+        save_npy(paths["pred_probs"], probs)
+        save_npy(paths["features"], feats)
+        index[split] = {"key": key, "n": int(len(table)), "feature_dim": int(feats.shape[1]),
+                        "checkpoint": str(args.checkpoint), "dtype": args.dtype}  # fmt: skip
+        write_json(index_path, index)
+        print(f"{split}: wrote {paths['features']} {feats.shape} and {paths['pred_probs']} {probs.shape}")
+    return 0

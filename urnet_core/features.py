@@ -1,0 +1,126 @@
+"""Penultimate-layer features and predictions of a trained baseline, cached on disk.
+
+Cluster reweighting (section 4.2) clusters the baseline's features, the confidence model (4.3)
+maps them to a text space, and class/label reweighting (4.1, 4.5) use its predictions, so one
+pass over the training set produces both and caches them as ``.npy`` files keyed by
+:func:`~urnet_core.io.stable_hash` of the model weights, the dataset identity and the dtype.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from urnet_core.io import load_npy, save_npy, stable_hash
+from urnet_core.models.backbones import Backbone
+from urnet_core.train import _inference
+
+logger = logging.getLogger(__name__)
+
+FEATURE_DTYPES = (np.dtype(np.float32), np.dtype(np.float16))
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """Stable hash of a model's class and ``state_dict`` (weights and buffers)."""
+    state = {
+        k: (v.detach().cpu().float() if v.dtype == torch.bfloat16 else v.detach().cpu()).numpy()
+        for k, v in model.state_dict().items()
+    }
+    return stable_hash(type(model).__name__, getattr(model, "name", ""), state)
+
+
+def dataset_fingerprint(dataset: Dataset) -> str:
+    """Stable hash of what identifies a dataset: table, images, row mapping, root and transform.
+
+    Uses whichever of ``.table``, ``.images``, ``.image_index``, ``.paths``, ``.labels``,
+    ``.root`` and ``.transform`` the dataset has. Raises ValueError when it has none of
+    ``.table``/``.images``/``.paths``; pass an explicit ``cache_key`` to
+    :func:`extract_features` for such datasets.
+    """
+    attrs = {name: getattr(dataset, name, None) for name in ("table", "images", "image_index", "paths", "labels")}
+    if all(attrs[name] is None for name in ("table", "images", "paths")):
+        raise ValueError(
+            f"cannot identify a {type(dataset).__name__} for caching (no .table, .images or .paths); pass cache_key="
+        )
+    parts = {k: np.asarray(v) if k != "table" and v is not None else v for k, v in attrs.items() if v is not None}
+    return stable_hash(
+        type(dataset).__name__,
+        len(dataset),
+        parts,
+        str(getattr(dataset, "root", None)),
+        repr(getattr(dataset, "transform", None)),
+    )
+
+
+def extract_features(
+    model: Backbone,
+    dataset: Dataset,
+    *,
+    batch_size: int = 256,
+    device: str | torch.device = "auto",
+    cache_dir: str | os.PathLike | None = None,
+    cache_key: Any = None,
+    dtype: Any = np.float32,
+    progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Encoder features and predicted probabilities of ``model`` on ``dataset``.
+
+    Parameters
+    ----------
+    model : Backbone
+        Its ``encoder`` gives the features, ``head`` + softmax the probabilities.
+    dataset : Dataset
+        Yields ``(image, label, index)``; rows of the outputs are ordered by ``index``, which
+        must cover ``[0, n)``.
+    batch_size : int, default=256
+    device : str, default='auto'
+    cache_dir : path, optional
+        When given, results are stored as ``features_<key>.npy`` and ``pred_probs_<key>.npy``
+        (written atomically) and a later call with the same key loads them memory-mapped.
+    cache_key : any hashable-by-stable_hash value, optional
+        Identifies the dataset in the key; defaults to :func:`dataset_fingerprint`. The model's
+        weights (:func:`model_fingerprint`) and ``dtype`` are always part of the key.
+    dtype : {np.float32, np.float16}, default=np.float32
+        Feature dtype (float16 halves the size of large feature matrices).
+    progress : bool, default=False
+
+    Returns
+    -------
+    features : ndarray (n, D) of ``dtype``
+    pred_probs : ndarray (n, C) float32
+        Memory-mapped read-only arrays when loaded from the cache.
+    """
+    dtype = np.dtype(dtype)
+    if dtype not in FEATURE_DTYPES:
+        raise ValueError(f"dtype must be float32 or float16, got {dtype}")
+    paths = None
+    if cache_dir is not None:
+        identity = cache_key if cache_key is not None else dataset_fingerprint(dataset)
+        key = stable_hash("features-v1", model_fingerprint(model), identity, dtype.str)
+        cache_dir = Path(cache_dir)
+        paths = (cache_dir / f"features_{key}.npy", cache_dir / f"pred_probs_{key}.npy")
+        if all(p.exists() for p in paths):
+            logger.info("features cache hit: %s", paths[0])
+            return load_npy(paths[0]), load_npy(paths[1])
+    probs, _, feats = _inference(
+        model,
+        dataset,
+        batch_size=batch_size,
+        device=device,
+        features=True,
+        feature_dtype=dtype,
+        progress=progress,
+        desc="features",
+    )
+    if paths is not None:
+        # A hit needs both files, each written atomically, so a kill between the two writes
+        # leaves a cache miss, never a half entry.
+        save_npy(paths[1], probs)
+        save_npy(paths[0], feats)
+    return feats, probs

@@ -1,0 +1,208 @@
+"""Combine the reweighting strategies into URNet's per-instance weights and targets (eq. 10).
+
+The loss of eq. 10 is ``- sum_i sum_j wI_i * wG_i * wC_{y_i} * t_ij * log p_ij`` with soft targets
+``t`` (label reweighting). :func:`compose_weights` returns the per-instance factor
+``wI * wG * wC[label]`` and the targets.
+
+Normalisation: the product is rescaled to mean 1 over the instances given (the training set),
+so the effective learning rate keeps its meaning whatever strategies are switched on and the
+ablation rungs differ only in how weight is *distributed*. ``WeightSet.components`` keeps each
+strategy's raw per-instance weight, so ``prod(components) / mean(prod(components))`` equals
+``sample_weights``.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from urnet_core._validation import (
+    as_features,
+    as_labels,
+    check_fraction,
+    check_option,
+    check_positive_int,
+    check_probabilities,
+)
+from urnet_core.kmeans import BACKENDS
+from urnet_core.reweight.class_weight import CLASS_SCHEMES, class_weights, effective_number_weights
+from urnet_core.reweight.cluster_weight import cluster_weights, confusion_matrix
+from urnet_core.reweight.instance_weight import instance_weights
+from urnet_core.reweight.label_weight import label_targets
+
+
+@dataclass(frozen=True)
+class URNetConfig:
+    """Which reweighting strategies are on, and their settings (paper defaults).
+
+    ``class_scheme`` is ``'balanced'`` (default), ``'literal'`` (eq. 3 as printed) or
+    ``'effective_number'`` (Cui et al. 2019 peer baseline, using ``cb_beta``).
+    ``bag_branch``/``bag_size`` are read by the trainer, not by :func:`compose_weights`.
+    """
+
+    class_reweight: bool = False
+    alpha: float = 0.5
+    class_scheme: str = "balanced"
+    cb_beta: float = 0.999
+    cluster_reweight: bool = False
+    top_k: int = 4
+    n_clusters: int = 5
+    kmeans_backend: str = "auto"
+    instance_reweight: bool = False
+    top_r: int = 30
+    clean_source: str | None = "google"
+    instance_epochs: int = 50
+    label_reweight: bool = False
+    beta: float = 0.8
+    bag_branch: bool = False
+    bag_size: int = 3
+
+    def __post_init__(self) -> None:
+        check_fraction(self.alpha, "alpha")
+        check_option(self.class_scheme, "class_scheme", CLASS_SCHEMES + ("effective_number",))
+        check_fraction(self.cb_beta, "cb_beta")
+        check_positive_int(self.top_k, "top_k", minimum=0)
+        check_positive_int(self.n_clusters, "n_clusters")
+        check_option(self.kmeans_backend, "kmeans_backend", BACKENDS)
+        check_positive_int(self.top_r, "top_r")
+        check_positive_int(self.instance_epochs, "instance_epochs")
+        check_fraction(self.beta, "beta")
+        check_positive_int(self.bag_size, "bag_size")
+
+    @classmethod
+    def ladder(cls, **overrides) -> "OrderedDict[str, URNetConfig]":
+        """The paper's incremental ablation rungs, each adding one strategy to the previous."""
+        steps = [
+            ("baseline", {}),
+            ("+class", {"class_reweight": True}),
+            ("+cluster", {"cluster_reweight": True}),
+            ("+instance", {"instance_reweight": True}),
+            ("+bag", {"bag_branch": True}),
+            ("+label", {"label_reweight": True}),
+        ]
+        out: OrderedDict[str, URNetConfig] = OrderedDict()
+        current = cls(**overrides)
+        for name, change in steps:
+            current = replace(current, **change)
+            out[name] = current
+        return out
+
+    @classmethod
+    def full(cls, **overrides) -> "URNetConfig":
+        """Every strategy on (the last rung of :meth:`ladder`)."""
+        return next(reversed(cls.ladder(**overrides).values()))
+
+
+@dataclass
+class WeightSet:
+    """Output of :func:`compose_weights`.
+
+    Attributes
+    ----------
+    sample_weights : ndarray of float32, shape (n,)
+        ``wI * wG * wC[y]`` rescaled to mean 1.
+    soft_targets : ndarray of float32, shape (n, C), or None
+        Eq. 10 targets when label reweighting is on, else None (use the hard labels).
+    components : dict of str -> ndarray (n,)
+        Raw per-instance weight of each active strategy: ``'class'``, ``'cluster'``,
+        ``'instance'``.
+    """
+
+    sample_weights: np.ndarray
+    soft_targets: np.ndarray | None
+    components: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def compose_weights(
+    config: URNetConfig,
+    *,
+    labels: np.ndarray,
+    num_classes: int,
+    features: np.ndarray | None = None,
+    pred_probs: np.ndarray | None = None,
+    label_vectors: np.ndarray | None = None,
+    ranks: np.ndarray | None = None,
+    sources: np.ndarray | None = None,
+    seed: int = 0,
+) -> WeightSet:
+    """Per-instance weights and targets of the configured URNet rung.
+
+    Parameters
+    ----------
+    config : URNetConfig
+    labels : array of int, shape (n,)
+    num_classes : int
+    features : array, shape (n, d), optional
+        Baseline features; needed by cluster and instance reweighting.
+    pred_probs : array, shape (n, C), optional
+        Baseline predicted probabilities; needed by cluster (confusion matrix) and label
+        reweighting.
+    label_vectors : array, shape (C, T), optional
+        Class-name text vectors; needed by instance reweighting.
+    ranks, sources : arrays, shape (n,), optional
+        Search rank and source of each instance (positives of instance reweighting).
+    seed : int, default=0
+        Seeds k-means and the confidence model.
+
+    Returns
+    -------
+    WeightSet
+    """
+    if not isinstance(config, URNetConfig):
+        raise TypeError(f"config must be a URNetConfig, got {type(config).__name__}")
+    num_classes = check_positive_int(num_classes, "num_classes")
+    labels = as_labels(labels, num_classes=num_classes)
+    n = labels.shape[0]
+    if n == 0:
+        raise ValueError("labels is empty")
+    if features is not None:
+        features = as_features(features, n_rows=n)
+    if pred_probs is not None:
+        pred_probs = check_probabilities(pred_probs, n_rows=n, num_classes=num_classes)
+
+    def need(value, name: str, strategy: str):
+        if value is None:
+            raise ValueError(f"{strategy} reweighting needs {name}")
+        return value
+
+    components: dict[str, np.ndarray] = {}
+    if config.class_reweight:
+        if config.class_scheme == "effective_number":
+            wc = effective_number_weights(labels, num_classes, beta=config.cb_beta)
+        else:
+            wc = class_weights(labels, num_classes, alpha=config.alpha, scheme=config.class_scheme)
+        components["class"] = wc[labels]
+    if config.cluster_reweight:
+        feats = need(features, "features", "cluster")
+        probs = need(pred_probs, "pred_probs", "cluster")
+        conf = confusion_matrix(labels, probs, num_classes)
+        components["cluster"] = cluster_weights(
+            feats, labels, conf, top_k=config.top_k, n_clusters=config.n_clusters,
+            backend=config.kmeans_backend, seed=seed,
+        )
+    if config.instance_reweight:
+        feats = need(features, "features", "instance")
+        vecs = need(label_vectors, "label_vectors", "instance")
+        if np.asarray(vecs).shape[0] != num_classes:
+            raise ValueError(f"label_vectors has {np.asarray(vecs).shape[0]} rows, expected num_classes={num_classes}")
+        components["instance"] = instance_weights(
+            feats, labels, vecs, ranks=ranks, sources=sources, top_r=config.top_r,
+            clean_source=config.clean_source, epochs=config.instance_epochs, seed=seed,
+        )
+    product = np.ones(n, dtype=np.float64)
+    for w in components.values():
+        product *= w
+    mean = product.mean()
+    if not np.isfinite(mean) or mean <= 0:
+        raise ValueError("every instance got weight 0 (e.g. all confidence cosines <= 0); check the inputs")
+    targets = None
+    if config.label_reweight:
+        probs = need(pred_probs, "pred_probs", "label")
+        targets = label_targets(labels, probs, num_classes, beta=config.beta)
+    return WeightSet(
+        sample_weights=(product / mean).astype(np.float32),
+        soft_targets=targets,
+        components={k: v.astype(np.float32) for k, v in components.items()},
+    )

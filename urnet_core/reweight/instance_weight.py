@@ -1,0 +1,206 @@
+"""Instance reweighting (paper section 4.3, eq. 8-9).
+
+Notation: ``n`` instances, ``C`` classes, ``d`` feature size, ``T`` text-vector size.
+
+A confidence model (:class:`urnet_core.models.confidence.ConfidenceModel`) maps baseline
+features to ``V_I`` and label text vectors to ``V_T``. It is trained on *positives* - the
+top-``R`` search-ranked instances of each class, assumed clean - each paired with a random
+other label as negative, minimising ``-mean(cos(V_I, V_T) - cos(V_I, V_T~))`` (eq. 8). Every
+instance then gets ``wI_i = cos(V_I_i, V_T_{y_i})`` (eq. 9).
+
+Choices the paper leaves open:
+
+- Negative cosines are clipped to 0, so weights lie in ``[0, 1]``: an instance that matches
+  its label worse than an unrelated direction is dropped from the loss, never pushed away.
+- Features are standardised (mean 0, std 1 per dimension) with statistics fitted on the
+  positives, so the FC layers see well-scaled inputs whatever the backbone.
+- Training runs on CPU in float32 with a seeded ``torch.Generator`` for shuffling and
+  negatives, and the initial weights drawn under a forked, seeded global RNG (restored
+  afterwards), so a seed fixes the result.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from urnet_core._validation import as_features, as_labels, check_positive_int
+
+logger = logging.getLogger(__name__)
+
+
+def select_positives(
+    labels: np.ndarray,
+    ranks: np.ndarray | None,
+    sources: np.ndarray | None,
+    *,
+    top_r: int = 30,
+    clean_source: str | None = "google",
+) -> np.ndarray:
+    """Rows used as clean positives: the top-``R`` ranked instances of each class.
+
+    Parameters
+    ----------
+    labels : array of int, shape (n,)
+    ranks : array of float, shape (n,), or None
+        Search rank within (class, source), 0 = top; NaN = unknown.
+    sources : array of str, shape (n,), or None
+        Where each instance came from.
+    top_r : int, default=30
+        Positives per class.
+    clean_source : str or None, default='google'
+        The cleaner source to draw from. A class with no instance from it (or ``sources`` /
+        ``clean_source`` None) draws from all sources.
+
+    Returns
+    -------
+    indices : ndarray of int64
+        Sorted row indices.
+
+    Notes
+    -----
+    Within a class, rows are ordered by rank; unknown (NaN) ranks come after all known ranks
+    and ties keep table order, so a class without any rank contributes its first ``R`` rows.
+    """
+    labels = as_labels(labels)
+    n = labels.shape[0]
+    top_r = check_positive_int(top_r, "top_r")
+    if ranks is None:
+        rank = np.full(n, np.nan)
+    else:
+        rank = np.asarray(ranks, dtype=np.float64)
+        if rank.shape != (n,):
+            raise ValueError(f"ranks has shape {rank.shape}, expected ({n},)")
+    if sources is not None:
+        src = np.asarray(sources, dtype=object)
+        if src.shape != (n,):
+            raise ValueError(f"sources has shape {src.shape}, expected ({n},)")
+        in_clean = src == clean_source if clean_source is not None else np.zeros(n, dtype=bool)
+    else:
+        in_clean = np.zeros(n, dtype=bool)
+    # Sort key: class, NaN-last rank, row (stable).
+    key_rank = np.where(np.isnan(rank), np.inf, rank)
+    chosen = []
+    for j in np.unique(labels):
+        rows = np.flatnonzero(labels == j)
+        pool = rows[in_clean[rows]]
+        if pool.size == 0:
+            pool = rows
+        order = np.argsort(key_rank[pool], kind="stable")
+        chosen.append(pool[order[:top_r]])
+    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
+
+
+def instance_weights(
+    features: np.ndarray,
+    labels: np.ndarray,
+    label_vectors: np.ndarray,
+    *,
+    ranks: np.ndarray | None = None,
+    sources: np.ndarray | None = None,
+    top_r: int = 30,
+    clean_source: str | None = "google",
+    hidden: int = 256,
+    out_dim: int = 128,
+    epochs: int = 50,
+    lr: float = 1e-3,
+    batch_size: int = 256,
+    seed: int = 0,
+    negatives_per_positive: int = 1,
+    return_model: bool = False,
+) -> np.ndarray | tuple[np.ndarray, Any]:
+    """Per-instance confidence weights ``wI`` (eq. 8-9).
+
+    Parameters
+    ----------
+    features : array, shape (n, d)
+        Baseline penultimate features.
+    labels : array of int, shape (n,)
+        Observed labels.
+    label_vectors : array, shape (C, T)
+        Text vectors of the class names (:func:`urnet_core.text.label_vectors`).
+    ranks, sources, top_r, clean_source
+        Positive selection, see :func:`select_positives`.
+    hidden, out_dim : int
+        Confidence model sizes.
+    epochs, lr, batch_size : training settings (Adam).
+    seed : int, default=0
+    negatives_per_positive : int, default=1
+        Random other labels drawn per positive; their cosines are averaged.
+    return_model : bool, default=False
+        Also return the trained model and the feature standardisation ``(mean, std)``.
+
+    Returns
+    -------
+    weights : ndarray of float64, shape (n,)
+        ``clip(cos(V_I, V_T_y), 0, 1)``.
+    model_info : dict (only with ``return_model``)
+        ``{"model", "mean", "std", "positives", "loss_history"}``.
+    """
+    import torch
+
+    from urnet_core.models.confidence import ConfidenceModel
+
+    text = as_features(label_vectors, name="label_vectors").astype(np.float32)
+    c = text.shape[0]
+    if c < 2:
+        raise ValueError("instance weights need at least 2 classes (negatives are other labels)")
+    labels = as_labels(labels, num_classes=c)
+    feats = as_features(features, n_rows=labels.shape[0]).astype(np.float32)
+    negs = check_positive_int(negatives_per_positive, "negatives_per_positive")
+    epochs = check_positive_int(epochs, "epochs")
+    batch_size = check_positive_int(batch_size, "batch_size")
+
+    pos = select_positives(labels, ranks, sources, top_r=top_r, clean_source=clean_source)
+    mean = feats[pos].mean(0)
+    std = feats[pos].std(0)
+    std = np.where(std > 1e-6, std, 1.0).astype(np.float32)  # constant dims: leave unscaled
+    x_all = torch.from_numpy((feats - mean) / std)
+    t_all = torch.from_numpy(text)
+    y_all = torch.from_numpy(labels)
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = ConfidenceModel(feats.shape[1], text.shape[1], hidden=hidden, out_dim=out_dim)
+    gen = torch.Generator().manual_seed(int(seed))
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    pos_t = torch.from_numpy(pos)
+    history = []
+    model.train()
+    for _ in range(epochs):
+        perm = pos_t[torch.randperm(pos_t.numel(), generator=gen)]
+        total = 0.0
+        for s in range(0, perm.numel(), batch_size):
+            rows = perm[s : s + batch_size]
+            y = y_all[rows]
+            # A random *other* label: shift by 1..C-1 modulo C.
+            shift = torch.randint(1, c, (rows.numel(), negs), generator=gen)
+            y_neg = (y[:, None] + shift) % c
+            v_i = model.embed_image(x_all[rows])
+            v_t = model.embed_text(t_all)  # all classes at once: C is small next to a batch
+            v_i_n = torch.nn.functional.normalize(v_i, dim=1)
+            v_t_n = torch.nn.functional.normalize(v_t, dim=1)
+            cos_all = v_i_n @ v_t_n.T  # (B, C)
+            cos_pos = cos_all.gather(1, y[:, None])[:, 0]
+            cos_neg = cos_all.gather(1, y_neg).mean(1)
+            loss = -(cos_pos - cos_neg).mean()  # eq. 8
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * rows.numel()
+        history.append(total / max(pos_t.numel(), 1))
+    model.eval()
+    with torch.no_grad():
+        v_t = torch.nn.functional.normalize(model.embed_text(t_all), dim=1)
+        out = np.empty(labels.shape[0], dtype=np.float64)
+        for s in range(0, labels.shape[0], 8192):
+            v_i = torch.nn.functional.normalize(model.embed_image(x_all[s : s + 8192]), dim=1)
+            cos = (v_i * v_t[y_all[s : s + 8192]]).sum(1)
+            out[s : s + 8192] = cos.double().numpy()
+    logger.info("confidence model: %d positives, final loss %.4f", pos.size, history[-1])
+    weights = np.clip(out, 0.0, 1.0)  # eq. 9; negative cosine -> 0
+    if return_model:
+        return weights, {"model": model, "mean": mean, "std": std, "positives": pos, "loss_history": history}
+    return weights

@@ -1,0 +1,689 @@
+"""One training loop for the baseline, URNet (eq. 10 + bag branch) and the GCE peer.
+
+Notation: n training instances, C classes, B instances per batch.
+
+The same :func:`train` trains
+
+- the **baseline**: ``sample_weights=None`` (all ones) and ``soft_targets=None`` (one-hot of the
+  observed label), i.e. plain cross entropy;
+- **URNet**: ``sample_weights`` = the product of class, cluster and instance weights and
+  ``soft_targets`` = the label-weighted targets, giving eq. 10's loss
+  ``(1/B) sum_i w_i * sum_j -t_ij log p_ij`` (see :mod:`urnet_core.losses` for why the sum is
+  divided by B and not by the weight sum), plus, with ``config.bag_branch``, the cross entropy of
+  the bag attention branch (section 4.4) times ``config.bag_loss_weight``;
+- the **GCE** peer baseline with ``config.loss="gce"``.
+
+Weights and targets are looked up per batch by the ``index`` each dataset item carries
+(datasets yield ``(image, label, index)``), so they map to table rows.
+
+Reproducibility: every random choice of epoch e (batch order, bags, data augmentation drawn
+from torch's RNG, dropout) is seeded from ``(config.seed, e)``, inside
+``torch.random.fork_rng`` so the caller's global RNG state is left as it was. A checkpoint is
+written atomically after every epoch; a killed run restarted with ``resume=True`` continues from
+it and, on CPU, ends bit-identical to an uninterrupted run. A checkpoint whose config (all fields
+but ``eval_every``), model or data hash (weights, targets, labels, init weights) differs from the
+current call is **refused with a ValueError** rather than silently mixed or overwritten; pass
+``resume=False`` (or a new ``run_dir``) to start over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from urnet_core._validation import as_labels, check_fraction, check_option, check_positive_int
+from urnet_core.io import atomic_path, file_hash, stable_hash, write_json
+from urnet_core.losses import generalized_cross_entropy, weighted_soft_cross_entropy
+from urnet_core.metrics import classification_metrics
+from urnet_core.models.backbones import MODEL_NAMES, Backbone, build_model
+from urnet_core.models.bag import BagAttentionBranch, BagBatchSampler
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "checkpoint.pt"
+METRICS_NAME = "metrics.json"
+CHECKPOINT_FORMAT = 1
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("cosine", "step", "constant")
+LOSSES = ("ce", "gce")
+TTA_MODES = ("flip", "multicrop", "multiscale")
+# Config fields that do not change the trained weights, so a resume may differ in them.
+_RESUME_FREE_FIELDS = ("eval_every",)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training hyper-parameters (frozen; stored in every checkpoint as ``asdict(config)``).
+
+    Attributes
+    ----------
+    model : {'small_cnn', 'resnet18', 'resnet50', 'resnext101_32x8d'}
+    epochs : int
+    batch_size : int
+        Instances per batch; with the bag branch, ``batch_size // bag_size`` bags per batch.
+    optimizer : {'sgd', 'adamw'}
+        SGD uses ``momentum``; both use decoupled/L2 ``weight_decay`` as torch defines it.
+    lr : float
+        Peak learning rate (0.05 suits SGD on small_cnn; use ~1e-3 with AdamW).
+    momentum, weight_decay : float
+    schedule : {'cosine', 'step', 'constant'}
+        Per-step cosine decay to 0; 'step' divides by 10 at 50% and 75% of the steps.
+    loss : {'ce', 'gce'}
+        'ce' is eq. 10's weighted soft cross entropy; 'gce' the generalized cross entropy peer.
+    gce_q : float
+    bag_branch : bool
+        Add the bag attention branch (section 4.4).
+    bag_size : int
+        Instances per bag (paper: 3).
+    bag_loss_weight : float
+    amp : bool
+        Mixed precision (bf16 where supported, else fp16 with loss scaling); CUDA only.
+    num_workers : int
+        DataLoader worker processes.
+    seed : int
+    device : str
+        'auto' (CUDA when available, else CPU), 'cpu', 'cuda', 'cuda:1', ...
+    eval_every : int
+        Evaluate ``eval_dataset`` every this many epochs and always after the last.
+    """
+
+    model: str = "small_cnn"
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    loss: str = "ce"
+    gce_q: float = 0.7
+    bag_branch: bool = False
+    bag_size: int = 3
+    bag_loss_weight: float = 1.0
+    amp: bool = True
+    num_workers: int = 0
+    seed: int = 0
+    device: str = "auto"
+    eval_every: int = 1
+
+    def __post_init__(self) -> None:
+        check_option(self.model, "model", MODEL_NAMES)
+        check_positive_int(self.epochs, "epochs")
+        check_positive_int(self.batch_size, "batch_size")
+        check_option(self.optimizer, "optimizer", OPTIMIZERS)
+        check_option(self.schedule, "schedule", SCHEDULES)
+        check_option(self.loss, "loss", LOSSES)
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        check_fraction(self.momentum, "momentum", low=0.0, high=1.0)
+        check_fraction(self.weight_decay, "weight_decay", low=0.0, high=1.0)
+        check_fraction(self.gce_q, "gce_q", low=1e-6, high=1.0)
+        check_positive_int(self.bag_size, "bag_size")
+        check_fraction(self.bag_loss_weight, "bag_loss_weight", low=0.0, high=1e6)
+        check_positive_int(self.num_workers, "num_workers", minimum=0)
+        check_positive_int(self.seed, "seed", minimum=0)
+        check_positive_int(self.eval_every, "eval_every")
+        if self.bag_branch and self.batch_size < self.bag_size:
+            raise ValueError(f"batch_size={self.batch_size} must be >= bag_size={self.bag_size} with the bag branch")
+
+    @classmethod
+    def from_dict(cls, values: dict, *, source: str = "config") -> "TrainConfig":
+        """Build a config from a dict (e.g. a JSON file), naming unknown keys in the error."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown TrainConfig key(s) {unknown}; valid keys are {sorted(known)}")
+        return cls(**values)
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns.
+
+    Attributes
+    ----------
+    model : Backbone
+        The trained network (on the training device, in eval mode).
+    history : list of dict
+        One record per epoch: ``epoch`` (1-based), ``lr`` (at the epoch's end), ``train_loss``,
+        ``bag_loss`` (bag branch only), ``seconds`` and ``eval`` (metrics dict or None).
+    final_metrics : dict
+        The last evaluation's metrics (empty without ``eval_dataset``) plus ``train_loss``.
+    run_dir : Path or None
+    bag_branch : BagAttentionBranch or None
+    """
+
+    model: Backbone
+    history: list[dict]
+    final_metrics: dict
+    run_dir: Path | None
+    bag_branch: BagAttentionBranch | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """Return the torch device for ``'auto'`` (CUDA when available) or an explicit name."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device={device!r} is not a valid torch device name") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} requested but CUDA is not available")
+    return dev
+
+
+def _derive_seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
+
+
+@contextlib.contextmanager
+def _seeded_torch(seed: int, device: torch.device) -> Iterator[None]:
+    """Run a block with torch's RNG seeded to ``seed``, restoring the caller's state after."""
+    devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def dataset_labels(dataset: Dataset) -> np.ndarray:
+    """Observed labels of a dataset, indexed like its items' ``index``.
+
+    Reads ``dataset.labels`` or ``dataset.targets`` or ``dataset.table['label']``; otherwise
+    iterates the dataset once (slow for image files; a warning says so).
+    """
+    for attr in ("labels", "targets"):
+        value = getattr(dataset, attr, None)
+        if value is not None:
+            return as_labels(np.asarray(value), name=f"dataset.{attr}")
+    table = getattr(dataset, "table", None)
+    if table is not None and "label" in getattr(table, "columns", ()):
+        return as_labels(table["label"].to_numpy(), name="dataset.table['label']")
+    logger.warning("%s has no .labels/.targets/.table; reading every item to find labels", type(dataset).__name__)
+    labels = np.empty(len(dataset), dtype=np.int64)
+    for i in range(len(dataset)):
+        _, y, idx = dataset[i]
+        labels[int(idx)] = int(y)
+    return labels
+
+
+def _check_weights_targets(
+    sample_weights: Any, soft_targets: Any, n: int, num_classes: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    if sample_weights is None:
+        weights = np.ones(n, dtype=np.float32)
+    else:
+        weights = np.array(sample_weights, dtype=np.float32)
+        if weights.shape != (n,):
+            raise ValueError(f"sample_weights must have shape ({n},), got {weights.shape}")
+        if not np.isfinite(weights).all() or (weights < 0).any():
+            bad = np.flatnonzero(~np.isfinite(weights) | (weights < 0))
+            raise ValueError(f"sample_weights must be finite and >= 0; {bad.size} bad value(s), first at row {bad[0]}")
+    targets = None
+    if soft_targets is not None:
+        targets = np.array(soft_targets, dtype=np.float32)
+        if targets.shape != (n, num_classes):
+            raise ValueError(f"soft_targets must have shape ({n}, {num_classes}), got {targets.shape}")
+        sums = targets.sum(axis=1)
+        if not np.isfinite(targets).all() or (targets < 0).any() or np.abs(sums - 1).max() > 1e-3:
+            raise ValueError("soft_targets rows must be non-negative and sum to 1")
+    return weights, targets
+
+
+def _lr_factor(schedule: str, step: int, total: int) -> float:
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
+    if schedule == "step":
+        return 0.1 ** sum(step >= m for m in (0.5 * total, 0.75 * total))
+    return 1.0
+
+
+def _make_optimizer(params: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _epoch_batches(
+    labels: np.ndarray, config: TrainConfig, epoch: int
+) -> list[list[int]]:
+    n = labels.size
+    if config.bag_branch:
+        sampler = BagBatchSampler(
+            labels, bag_size=config.bag_size, bags_per_batch=max(1, config.batch_size // config.bag_size), seed=config.seed
+        )
+        sampler.set_epoch(epoch)
+        return list(sampler)
+    perm = np.random.default_rng([config.seed, epoch]).permutation(n)
+    batches = [perm[i : i + config.batch_size].tolist() for i in range(0, n, config.batch_size)]
+    if len(batches) > 1 and len(batches[-1]) == 1:
+        # BatchNorm cannot train on one instance: fold a lone last instance into the previous batch.
+        batches[-2].extend(batches.pop())
+    return batches
+
+
+def _data_hash(labels: np.ndarray, weights: np.ndarray, targets: np.ndarray | None, weights_path: Any) -> str:
+    init = file_hash(weights_path) if weights_path is not None else None
+    return stable_hash(labels, weights, "onehot" if targets is None else targets, init)
+
+
+def _config_diff(saved: dict, current: dict) -> list[str]:
+    keys = sorted((set(saved) | set(current)) - set(_RESUME_FREE_FIELDS))
+    return [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in keys if saved.get(k) != current.get(k)]
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _load_checkpoint(path: Path) -> dict:
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for corrupt files
+        raise ValueError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not a urnet training checkpoint (format {CHECKPOINT_FORMAT})")
+    return ckpt
+
+
+def load_checkpoint_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> Backbone:
+    """Rebuild the trained :class:`Backbone` stored in a :func:`train` checkpoint, in eval mode."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    ckpt = _load_checkpoint(path)
+    model = build_model(ckpt["model_name"], ckpt["num_classes"], in_channels=ckpt["in_channels"])
+    model.load_state_dict(ckpt["model"])
+    return model.to(resolve_device(device)).eval()
+
+
+# ---------------------------------------------------------------------------------------------
+# training
+
+
+def train(
+    train_dataset: Dataset,
+    *,
+    num_classes: int,
+    config: TrainConfig = TrainConfig(),
+    in_channels: int = 1,
+    sample_weights: np.ndarray | None = None,
+    soft_targets: np.ndarray | None = None,
+    eval_dataset: Dataset | None = None,
+    run_dir: str | os.PathLike | None = None,
+    resume: bool = True,
+    weights_path: str | os.PathLike | None = None,
+    progress: bool = True,
+    on_epoch_end: Callable[[dict], None] | None = None,
+) -> TrainResult:
+    """Train a backbone (and optionally the bag branch) with per-instance weights and soft targets.
+
+    Parameters
+    ----------
+    train_dataset : Dataset
+        Yields ``(image (in_channels, H, W), label, index)`` with index in ``[0, n)``; labels are
+        read from ``.labels``/``.targets``/``.table`` (see :func:`dataset_labels`).
+    num_classes : int
+        C.
+    config : TrainConfig
+    in_channels : int, default=1
+    sample_weights : array (n,), optional
+        Per-instance weights w_i >= 0 (eq. 10's wI * wG * wC); all ones when omitted.
+    soft_targets : array (n, C), optional
+        Soft targets (section 4.5); one-hot of the observed labels when omitted. Not used with
+        ``loss='gce'``, which takes hard labels.
+    eval_dataset : Dataset, optional
+        Evaluated with :func:`evaluate` every ``config.eval_every`` epochs and after the last.
+    run_dir : path, optional
+        Where ``checkpoint.pt`` (after every epoch) and ``metrics.json`` are written atomically.
+    resume : bool, default=True
+        Continue from ``run_dir/checkpoint.pt`` when it exists (ValueError if it belongs to a
+        different run). ``False`` starts over and overwrites it.
+    weights_path : path, optional
+        Local initial weights for the backbone (see :func:`~urnet_core.models.build_model`).
+    progress : bool, default=True
+        Show a tqdm bar per epoch.
+    on_epoch_end : callable, optional
+        Called with each epoch's history record after its checkpoint is written.
+
+    Returns
+    -------
+    TrainResult
+    """
+    check_positive_int(num_classes, "num_classes")
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    n = len(train_dataset)
+    if n == 0:
+        raise ValueError("train_dataset is empty")
+    labels = np.array(dataset_labels(train_dataset), dtype=np.int64)  # a writable copy for torch
+    if labels.size != n:
+        raise ValueError(f"train_dataset has {n} items but {labels.size} labels")
+    as_labels(labels, num_classes=num_classes, name="train labels")
+    weights, targets = _check_weights_targets(sample_weights, soft_targets, n, num_classes)
+    if config.loss == "gce" and targets is not None:
+        raise ValueError("loss='gce' trains on hard labels; soft_targets is only used with loss='ce'")
+    device = resolve_device(config.device)
+    run_dir = Path(run_dir) if run_dir is not None else None
+    data_hash = _data_hash(labels, weights, targets, weights_path)
+
+    with _seeded_torch(_derive_seed(config.seed, 2**31), device):
+        model = build_model(config.model, num_classes, in_channels=in_channels, weights_path=weights_path)
+        bag = BagAttentionBranch(model.feature_dim, num_classes) if config.bag_branch else None
+    channels_last = device.type == "cuda"  # faster convolutions on tensor cores
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    if bag is not None:
+        bag.to(device)
+    params = list(model.parameters()) + (list(bag.parameters()) if bag is not None else [])
+    optimizer = _make_optimizer(params, config)
+    steps_per_epoch = len(_epoch_batches(labels, config, 0))
+    total_steps = steps_per_epoch * config.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: _lr_factor(config.schedule, step, total_steps)
+    )
+    use_amp = config.amp and device.type == "cuda"
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+
+    history: list[dict] = []
+    start_epoch = 0
+    ckpt_path = run_dir / CHECKPOINT_NAME if run_dir is not None else None
+    meta = {"model_name": config.model, "num_classes": num_classes, "in_channels": in_channels}
+    if ckpt_path is not None and resume and ckpt_path.exists():
+        ckpt = _load_checkpoint(ckpt_path)
+        diff = _config_diff(ckpt["config"], asdict(config))
+        diff += [f"{k}: {ckpt[k]!r} -> {v!r}" for k, v in meta.items() if ckpt[k] != v]
+        if ckpt["data_hash"] != data_hash:
+            diff.append("weights/targets/labels/init weights differ (data hash)")
+        if diff:
+            raise ValueError(
+                f"{ckpt_path} belongs to a different run ({'; '.join(diff)}); "
+                "use another run_dir, or resume=False to start over"
+            )
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        scaler.load_state_dict(ckpt["scaler"])
+        if bag is not None:
+            bag.load_state_dict(ckpt["bag_branch"])
+        start_epoch = int(ckpt["epoch"])
+        history = list(ckpt["history"])
+        logger.info("resuming %s from epoch %d/%d", run_dir, start_epoch, config.epochs)
+
+    weights_t = torch.from_numpy(weights)
+    targets_t = torch.from_numpy(targets) if targets is not None else None
+    labels_t = torch.from_numpy(labels)
+
+    for epoch in range(start_epoch, config.epochs):
+        t0 = time.perf_counter()
+        epoch_seed = _derive_seed(config.seed, epoch)
+        batches = _epoch_batches(labels, config, epoch)
+        model.train()
+        if bag is not None:
+            bag.train()
+        loss_sum = bag_loss_sum = 0.0
+        seen = 0
+        with _seeded_torch(epoch_seed, device):
+            loader = DataLoader(
+                train_dataset,
+                batch_sampler=batches,
+                num_workers=config.num_workers,
+                pin_memory=device.type == "cuda",
+                generator=torch.Generator().manual_seed(epoch_seed),
+            )
+            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False)
+            for x, y, idx in bar:
+                idx = idx.long()
+                if idx.min() < 0 or idx.max() >= n:
+                    raise ValueError(f"dataset index out of range [0, {n}): got {int(idx.min())}..{int(idx.max())}")
+                y_idx = labels_t[idx]
+                if not torch.equal(y.long(), y_idx):
+                    raise ValueError("labels yielded by the dataset disagree with its .labels/.table at the same index")
+                w = weights_t[idx].to(device, non_blocking=True)
+                y_dev = y_idx.to(device, non_blocking=True)
+                x = x.to(device, non_blocking=True)
+                if channels_last and x.ndim == 4:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
+                    feats = model.encoder(x)
+                    logits = model.head(feats)
+                    if config.loss == "gce":
+                        loss = generalized_cross_entropy(logits, y_dev, q=config.gce_q, weights=w)
+                    else:
+                        t = (
+                            targets_t[idx].to(device, non_blocking=True)
+                            if targets_t is not None
+                            else F.one_hot(y_dev, num_classes).float()
+                        )
+                        loss = weighted_soft_cross_entropy(logits, t, w)
+                    total = loss
+                    if bag is not None:
+                        # Bags are consecutive runs of bag_size items (BagBatchSampler); the bag
+                        # loss back-propagates through the same encoder pass.
+                        bag_logits, _ = bag(feats.float().reshape(-1, config.bag_size, feats.shape[1]))
+                        bag_loss = F.cross_entropy(bag_logits.float(), y_dev.reshape(-1, config.bag_size)[:, 0])
+                        total = loss + config.bag_loss_weight * bag_loss
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(total).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                bsz = x.shape[0]
+                loss_sum += float(loss.detach()) * bsz
+                if bag is not None:
+                    bag_loss_sum += float(bag_loss.detach()) * bsz
+                seen += bsz
+                bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
+            end_rng = torch.get_rng_state()
+        record: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "lr": float(optimizer.param_groups[0]["lr"]),
+            "train_loss": loss_sum / max(seen, 1),
+        }
+        if bag is not None:
+            record["bag_loss"] = bag_loss_sum / max(seen, 1)
+        last = epoch + 1 == config.epochs
+        record["eval"] = None
+        if eval_dataset is not None and (last or (epoch + 1) % config.eval_every == 0):
+            record["eval"], _ = evaluate(
+                model, eval_dataset, num_classes=num_classes, batch_size=max(config.batch_size, 256), device=device,
+                progress=progress,
+            )
+        record["seconds"] = time.perf_counter() - t0
+        history.append(record)
+        logger.info(
+            "epoch %d/%d loss %.4f%s (%.1fs)",
+            epoch + 1,
+            config.epochs,
+            record["train_loss"],
+            f" top1 {record['eval']['top1']:.4f}" if record["eval"] else "",
+            record["seconds"],
+        )
+        if run_dir is not None:
+            _save_checkpoint(
+                ckpt_path,
+                {
+                    "format": CHECKPOINT_FORMAT,
+                    **meta,
+                    "epoch": epoch + 1,
+                    "config": asdict(config),
+                    "data_hash": data_hash,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "bag_branch": bag.state_dict() if bag is not None else None,
+                    "history": history,
+                    # Each epoch reseeds from (seed, epoch), so resuming does not need these;
+                    # they record where the RNGs stood for audits.
+                    "rng": {
+                        "torch": end_rng,
+                        "numpy": np.random.default_rng([config.seed, epoch]).bit_generator.state,
+                    },
+                },
+            )
+            write_json(run_dir / METRICS_NAME, {"config": asdict(config), "data_hash": data_hash, "history": history})
+        if on_epoch_end is not None:
+            on_epoch_end(record)
+
+    model.eval()
+    if bag is not None:
+        bag.eval()
+    final = dict(history[-1]["eval"] or {}) if history else {}
+    if history:
+        final["train_loss"] = history[-1]["train_loss"]
+    return TrainResult(model=model, history=history, final_metrics=final, run_dir=run_dir, bag_branch=bag)
+
+
+# ---------------------------------------------------------------------------------------------
+# inference
+
+
+def _tta_views(tta: str | None, x: torch.Tensor) -> list[torch.Tensor]:
+    """Test-time views of a batch (B, ch, H, W), the batch itself first; see :func:`predict`."""
+    if tta is None:
+        return [x]
+    h, w = x.shape[-2:]
+    if tta == "flip":
+        return [x, torch.flip(x, dims=[-1])]
+    if tta == "multicrop":
+        s = max(1, round(min(h, w) / 14))  # 2 px at 28x28, 16 px at 224x224
+        padded = F.pad(x, (s, s, s, s))
+        shifts = [(-s, 0), (s, 0), (0, -s), (0, s)]
+        return [x] + [padded[..., s + dy : s + dy + h, s + dx : s + dx + w] for dy, dx in shifts]
+    if tta == "multiscale":
+        sizes = [(max(1, round(h * f)), max(1, round(w * f))) for f in (0.875, 1.125)]
+        return [x] + [F.interpolate(x, size=size, mode="bilinear", align_corners=False) for size in sizes]
+    raise ValueError(f"tta={tta!r} is not valid; choose one of {list(TTA_MODES)} or None")
+
+
+@torch.no_grad()
+def _inference(
+    model: Backbone,
+    dataset: Dataset,
+    *,
+    batch_size: int,
+    device: str | torch.device,
+    tta: str | None = None,
+    features: bool = False,
+    feature_dtype: Any = np.float32,
+    progress: bool = False,
+    desc: str = "predict",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Return ``(pred_probs (n, C) float32, labels (n,), features (n, D) or None)`` by dataset index.
+
+    Rows the dataset never yields get uniform probabilities, zero features and label -1.
+    """
+    if tta is not None:
+        check_option(tta, "tta", TTA_MODES)
+    check_positive_int(batch_size, "batch_size")
+    dev = resolve_device(device)
+    n = len(dataset)
+    was_training = model.training
+    model.eval()
+    model_device = next(model.parameters()).device
+    model.to(dev)
+    probs = np.zeros((n, model.num_classes), dtype=np.float32)
+    labels = np.full(n, -1, dtype=np.int64)
+    feats = np.zeros((n, model.feature_dim), dtype=feature_dtype) if features else None
+    # An explicit generator: a DataLoader otherwise draws its worker seed from the global RNG.
+    loader = DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, pin_memory=dev.type == "cuda", generator=torch.Generator()
+    )
+    try:
+        for x, y, idx in tqdm(loader, desc=desc, disable=not progress, leave=False):
+            idx_np = idx.numpy().astype(np.int64)
+            if idx_np.min() < 0 or idx_np.max() >= n:
+                raise ValueError(f"dataset index out of range [0, {n}): got {idx_np.min()}..{idx_np.max()}")
+            x = x.to(dev, non_blocking=True)
+            p = torch.zeros(x.shape[0], model.num_classes, device=dev)
+            views = _tta_views(tta, x)
+            for v, view in enumerate(views):
+                f = model.encoder(view)
+                p += torch.softmax(model.head(f).float(), dim=1)
+                if features and v == 0:  # features of the un-augmented batch
+                    feats[idx_np] = f.float().cpu().numpy().astype(feature_dtype)
+            probs[idx_np] = (p / len(views)).cpu().numpy()
+            labels[idx_np] = y.numpy()
+    finally:
+        model.to(model_device)
+        model.train(was_training)
+    missing = np.flatnonzero(labels < 0)
+    if missing.size:
+        # Datasets that skip unreadable images (ImageFileDataset's quarantine) never yield
+        # those rows: give them uniform probabilities and zero features, and label -1.
+        logger.warning("%d of %d rows were never yielded (e.g. row %d); their predictions are uniform", missing.size, n, missing[0])
+        probs[missing] = 1.0 / model.num_classes
+    return probs, labels, feats
+
+
+def predict(
+    model: Backbone,
+    dataset: Dataset,
+    tta: str | None = None,
+    *,
+    batch_size: int = 256,
+    device: str | torch.device = "auto",
+    progress: bool = False,
+) -> np.ndarray:
+    """Predicted probabilities (n, C), rows ordered by dataset index, with optional TTA.
+
+    Parameters
+    ----------
+    tta : {None, 'flip', 'multicrop', 'multiscale'}
+        Test-time augmentation; the softmax outputs of the views are averaged.
+
+        - ``'flip'``: the image and its horizontal mirror;
+        - ``'multicrop'``: the image and four copies shifted by s pixels up/down/left/right
+          (zero padded), s = round(min(H, W) / 14), i.e. 2 px at 28x28 (the paper's multi-crop
+          test at 224 px corresponds to crops offset by ~16 px);
+        - ``'multiscale'``: the image resized by 0.875, 1.0 and 1.125 and fed at that size (the
+          backbones pool adaptively), the paper's multi-scale test.
+    """
+    probs, _, _ = _inference(model, dataset, batch_size=batch_size, device=device, tta=tta, progress=progress)
+    return probs
+
+
+def evaluate(
+    model: Backbone,
+    dataset: Dataset,
+    *,
+    num_classes: int,
+    batch_size: int = 256,
+    device: str | torch.device = "auto",
+    tta: str | None = None,
+    progress: bool = False,
+) -> tuple[dict, np.ndarray]:
+    """Return ``(classification_metrics dict, pred_probs (n, C))`` of ``model`` on ``dataset``.
+
+    The labels scored against are the ones the dataset yields (use a dataset over true labels
+    to score against the truth).
+    """
+    probs, labels, _ = _inference(
+        model, dataset, batch_size=batch_size, device=device, tta=tta, progress=progress, desc="evaluate"
+    )
+    seen = labels >= 0  # rows a dataset skipped (unreadable images) are not scored
+    return classification_metrics(labels[seen], probs[seen], num_classes=num_classes), probs
