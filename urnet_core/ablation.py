@@ -111,6 +111,11 @@ def _subset_mask(spec: MethodSpec, settings: StudySettings, seed: int, table: pd
     raise ValueError(f"unknown subset {spec.subset!r}")
 
 
+#: Strategy name of a MethodSpec -> file written by :func:`urnet_core.pipeline.weight_components`.
+_COMPONENT_FILES = {"class": "class_balanced", "class_literal": "class_literal", "cluster": "cluster",
+                    "instance": "instance"}
+
+
 def method_weights(spec: MethodSpec, settings: StudySettings, seed: int, table: pd.DataFrame,
                    num_classes: int, keep: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Per-instance weights (mean 1 over the kept rows) and soft targets of ``spec`` (None = plain)."""
@@ -120,9 +125,11 @@ def method_weights(spec: MethodSpec, settings: StudySettings, seed: int, table: 
     weights = targets = None
     if spec.strategies:
         folder = weight_components(settings, seed)
-        comps = {name: load_npy(folder / f"{name}.npy", mmap=False)
-                 for name in ("class_balanced", "class_literal", "cluster", "instance", "label_targets")}
-        weights, targets = combine_components(comps, spec.strategies)
+        comps = {s: load_npy(folder / f"{_COMPONENT_FILES[s]}.npy", mmap=False) for s in spec.strategies if s != "label"}
+        if comps:
+            weights = combine_components(comps)
+        if "label" in spec.strategies:
+            targets = load_npy(folder / "label_targets.npy", mmap=False)
     labels = table["label"].to_numpy()[keep]
     if weights is not None:
         weights = weights[keep]

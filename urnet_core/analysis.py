@@ -23,7 +23,6 @@ instances) and :func:`weights_by_noise_type`.
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Any, Callable, Mapping, Sequence
 
@@ -31,8 +30,6 @@ import numpy as np
 import pandas as pd
 
 from ._validation import as_features, as_labels, check_option, check_positive_int, check_probabilities
-
-logger = logging.getLogger(__name__)
 
 #: Order of the benchmark's noise types in every table and figure.
 NOISE_TYPE_ORDER = ("clean", "asym", "sym", "open", "ambiguous")

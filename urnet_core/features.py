@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from urnet_core.guards import check_disk_space, planned_feature_bytes
 from urnet_core.io import load_npy, save_npy, stable_hash
 from urnet_core.models.backbones import Backbone
 from urnet_core.train import _inference
@@ -90,6 +91,11 @@ def extract_features(
         Feature dtype (float16 halves the size of large feature matrices).
     progress : bool, default=False
 
+    Raises
+    ------
+    urnet_core.guards.InsufficientDiskSpaceError
+        With ``cache_dir``, before any inference, when its disk cannot hold the cache.
+
     Returns
     -------
     features : ndarray (n, D) of ``dtype``
@@ -108,6 +114,11 @@ def extract_features(
         if all(p.exists() for p in paths):
             logger.info("features cache hit: %s", paths[0])
             return load_npy(paths[0]), load_npy(paths[1])
+        # Fail before the (possibly hours-long) pass, not when the cache write hits a full disk.
+        check_disk_space(
+            cache_dir, planned_feature_bytes(len(dataset), model.feature_dim, model.num_classes, dtype),
+            what="feature cache",
+        )
     probs, _, feats = _inference(
         model,
         dataset,

@@ -9,12 +9,21 @@ Backends
 - ``"cuml"``: RAPIDS cuML on a CUDA GPU (import guarded). Seeded runs are not bit-reproducible.
 - ``"faiss"``: ``faiss.Kmeans`` on CPU, trained on at most 256 points per centroid, then every
   row is assigned with an exact search. float32.
-- ``"torch"``: plain Lloyd iterations with k-means++ initialisation, on CPU or CUDA. The batched
-  form advances all problems together (rows concatenated, centroid sums by ``index_add_``).
+- ``"torch"``: plain Lloyd iterations with greedy k-means++ initialisation, on CPU or CUDA. The
+  batched form advances all problems together (similar-size problems padded into one tensor,
+  distances and centroid sums by ``bmm``).
 - ``"sklearn"``: ``sklearn.cluster.KMeans`` with one k-means++ initialisation.
+- ``"cuml_dask"``: ``cuml.dask.cluster.KMeans`` across every GPU of a Dask cluster (one
+  worker per GPU, dask_cuda ``LocalCUDACluster``) for one problem too large for one GPU. Pass
+  ``client=`` (a ``dask.distributed.Client``) or have one active; without either a
+  ``LocalCUDACluster`` is started for the call and closed after. Never chosen by ``"auto"``.
 - ``"auto"``: cuML when CUDA and cuML are available, else faiss, else scikit-learn. For
   :func:`batched_kmeans`, ``"auto"`` prefers the segmented torch Lloyd on CUDA (cuML has no
   batched multi-problem k-means), else faiss, else scikit-learn. The choice is logged once.
+
+Inputs may be numpy arrays (float16 accepted; computed in float32), ``np.memmap`` views, or
+CuPy arrays on a CUDA device: those go to cuML / torch on the GPU without a host copy (the
+CPU backends copy them to the host).
 
 Conventions shared by all backends: ``inertia`` is the sum of *squared* Euclidean distances of
 every row to its assigned centre; labels are int64 in ``[0, n_clusters)``. When a problem has
@@ -55,7 +64,7 @@ except Exception:  # ImportError, or CUDA runtime errors raised while importing 
     _CumlKMeans = None
     HAS_CUML = False
 
-BACKENDS = ("auto", "cuml", "faiss", "torch", "sklearn")
+BACKENDS = ("auto", "cuml", "cuml_dask", "faiss", "torch", "sklearn")
 _LOGGED: set[str] = set()
 
 
@@ -112,9 +121,41 @@ def resolve_backend(backend: str = "auto", *, batched: bool = False) -> str:
         return chosen
     if backend == "cuml" and not (HAS_CUML and _cuda_available()):
         raise ValueError("backend='cuml' needs RAPIDS cuML and a CUDA GPU; install urnet_core[gpu] or pick another")
+    if backend == "cuml_dask" and not (_has_cuml_dask() and _cuda_available()):
+        raise ValueError(
+            "backend='cuml_dask' needs RAPIDS cuML with dask (cuml.dask, dask_cuda) and a CUDA GPU; "
+            "install urnet_core[gpu] plus dask-cuda, or pick another"
+        )
     if backend == "faiss" and not HAS_FAISS:
         raise ValueError("backend='faiss' needs the faiss-cpu package; pip install faiss-cpu or pick another")
     return backend
+
+
+def _has_cuml_dask() -> bool:
+    try:
+        import cuml.dask.cluster  # noqa: F401
+        import dask_cuda  # noqa: F401
+    except Exception:  # ImportError or CUDA errors while importing
+        return False
+    return True
+
+
+def is_cupy_array(x: object) -> bool:
+    """True for a CuPy ndarray (checked by module name, so CuPy is never imported here)."""
+    return type(x).__module__.split(".")[0] == "cupy"
+
+
+def _as_cupy_features(x):  # pragma: no cover - GPU
+    """Validate a CuPy (n, d) array on the device; float32, NaN/inf rows raise."""
+    import cupy as cp
+
+    if x.ndim != 2:
+        raise ValueError(f"x must be 2-D (n, d), got shape {x.shape}")
+    x = x.astype(cp.float32, copy=False)
+    bad = cp.flatnonzero(~cp.isfinite(x).all(axis=1))
+    if bad.size:
+        raise ValueError(f"x contain NaN or inf in {int(bad.size)} row(s), first at row {int(bad[0])}")
+    return x
 
 
 @contextlib.contextmanager
@@ -206,10 +247,12 @@ def _kmeans_sklearn(x: np.ndarray, k: int, seed: int, max_iter: int) -> KMeansRe
     )
 
 
-def _kmeans_cuml(x: np.ndarray, k: int, seed: int, max_iter: int) -> KMeansResult:  # pragma: no cover - GPU
+def _kmeans_cuml(x, k: int, seed: int, max_iter: int) -> KMeansResult:  # pragma: no cover - GPU
+    # CuPy input stays on the device; numpy input is copied once by cuML.
+    data = x if is_cupy_array(x) else np.ascontiguousarray(x, dtype=np.float32)
     km = _CumlKMeans(
         n_clusters=k, max_iter=max_iter, random_state=seed, init="scalable-k-means++", output_type="numpy"
-    ).fit(np.ascontiguousarray(x, dtype=np.float32))
+    ).fit(data)
     return KMeansResult(
         centers=np.asarray(km.cluster_centers_, dtype=np.float32),
         labels=np.asarray(km.labels_).astype(np.int64),
@@ -218,7 +261,52 @@ def _kmeans_cuml(x: np.ndarray, k: int, seed: int, max_iter: int) -> KMeansResul
     )
 
 
-def _kmeans_torch(x: np.ndarray, k: int, seed: int, max_iter: int, device: str | None = None) -> KMeansResult:
+def _kmeans_cuml_dask(x, k: int, seed: int, max_iter: int, client=None) -> KMeansResult:  # pragma: no cover - GPU
+    """One problem on every GPU of a Dask cluster (``cuml.dask.cluster.KMeans``).
+
+    Rows are split into one block per worker (CuPy-backed Dask array); only the centroids
+    travel between workers each iteration. ``score`` is minus the inertia (scikit-learn's
+    convention). Cluster labels are computed on the workers and gathered to the host.
+    """
+    import cupy as cp
+    import dask.array as da
+    from cuml.dask.cluster import KMeans as DaskKMeans
+
+    own_cluster = None
+    if client is None:
+        from dask.distributed import default_client
+
+        try:
+            client = default_client()
+        except ValueError:  # no active client: start one worker per local GPU for this call
+            from dask.distributed import Client
+            from dask_cuda import LocalCUDACluster
+
+            own_cluster = LocalCUDACluster()
+            client = Client(own_cluster)
+    try:
+        n_workers = max(1, len(client.scheduler_info()["workers"]))
+        host = cp.asnumpy(x) if is_cupy_array(x) else np.ascontiguousarray(x, dtype=np.float32)
+        chunk = -(-host.shape[0] // n_workers)
+        dx = da.from_array(host, chunks=(chunk, host.shape[1])).map_blocks(cp.asarray, dtype=np.float32)
+        dx = client.persist(dx)
+        model = DaskKMeans(client=client, n_clusters=k, max_iter=max_iter, random_state=seed,
+                           init="scalable-k-means++")
+        model.fit(dx)
+        labels = cp.asnumpy(model.predict(dx).compute()).astype(np.int64)
+        inertia = abs(float(model.score(dx)))
+        centers = model.get_combined_model().cluster_centers_
+        centers = cp.asnumpy(centers) if is_cupy_array(centers) else np.asarray(centers)
+    finally:
+        if own_cluster is not None:
+            client.close()
+            own_cluster.close()
+    return KMeansResult(centers=centers.astype(np.float32), labels=labels, inertia=inertia, backend="cuml_dask")
+
+
+def _kmeans_torch(x, k: int, seed: int, max_iter: int, device: str | None = None) -> KMeansResult:
+    if is_cupy_array(x):  # pragma: no cover - GPU: hand the device buffer to torch via DLPack
+        return _segmented_lloyd([x], k, seed=seed, max_iter=max_iter, device=device or "cuda")[0]
     return _segmented_lloyd([np.asarray(x)], k, seed=seed, max_iter=max_iter, device=device)[0]
 
 
@@ -227,6 +315,7 @@ _DISPATCH: dict[str, Callable[..., KMeansResult]] = {
     "sklearn": _kmeans_sklearn,
     "cuml": _kmeans_cuml,
     "torch": _kmeans_torch,
+    "cuml_dask": _kmeans_cuml_dask,
 }
 
 
@@ -238,16 +327,18 @@ def kmeans(
     seed: int = 0,
     max_iter: int = 25,
     device: str | None = None,
+    client=None,
 ) -> KMeansResult:
     """Cluster the rows of ``x`` into ``n_clusters`` groups.
 
     Parameters
     ----------
     x : array, shape (n, d)
-        Finite features (NaN/inf raise ``ValueError`` naming the first bad row).
+        Finite features (NaN/inf raise ``ValueError`` naming the first bad row). A CuPy array
+        stays on the GPU for the ``cuml``/``torch`` backends (``auto`` then picks ``cuml``).
     n_clusters : int
         ``k``. When ``n <= k`` every row is its own cluster.
-    backend : {'auto', 'cuml', 'faiss', 'torch', 'sklearn'}, default='auto'
+    backend : {'auto', 'cuml', 'cuml_dask', 'faiss', 'torch', 'sklearn'}, default='auto'
         See the module docstring.
     seed : int, default=0
         Fixes the initialisation (bit-reproducible on CPU).
@@ -255,19 +346,47 @@ def kmeans(
         Lloyd iterations (faiss: ``niter``).
     device : str, optional
         Torch backend only: ``"cpu"``/``"cuda"``; default CUDA when available.
+    client : dask.distributed.Client, optional
+        ``cuml_dask`` backend only (see the module docstring).
 
     Returns
     -------
     KMeansResult
+
+    Examples
+    --------
+    Several GPUs, one large problem (documented; needs RAPIDS + dask_cuda)::
+
+        from dask.distributed import Client
+        from dask_cuda import LocalCUDACluster
+        client = Client(LocalCUDACluster())          # one worker per GPU
+        res = kmeans(x, 5, backend="cuml_dask", client=client)
     """
-    x = as_features(x, name="x")
     k = check_positive_int(n_clusters, "n_clusters")
     check_positive_int(max_iter, "max_iter")
-    chosen = resolve_backend(backend)
-    if x.shape[0] <= k:
-        return _trivial(x)
+    if is_cupy_array(x):  # pragma: no cover - GPU
+        x = _as_cupy_features(x)
+        chosen = "cuml" if backend == "auto" and HAS_CUML else ("torch" if backend == "auto" else backend)
+        chosen = resolve_backend(chosen)
+        if x.shape[0] <= k:
+            import cupy as cp
+
+            return _trivial(cp.asnumpy(x))
+        if chosen in ("faiss", "sklearn"):
+            import cupy as cp
+
+            x = cp.asnumpy(x)
+    else:
+        x = as_features(x, name="x")
+        chosen = resolve_backend(backend)
+        if x.shape[0] <= k:
+            return _trivial(x)
+        if x.dtype != np.float32 and chosen != "sklearn":
+            x = x.astype(np.float32)  # float16 / float64 storage: the fast backends compute in float32
     if chosen == "torch":
         return _kmeans_torch(x, k, seed, max_iter, device)
+    if chosen == "cuml_dask":
+        return _kmeans_cuml_dask(x, k, seed, max_iter, client)
     return _DISPATCH[chosen](x, k, seed, max_iter)
 
 
@@ -279,109 +398,107 @@ def _segmented_lloyd(
     seed: int,
     max_iter: int,
     device: str | None = None,
-    chunk_rows: int = 16384,
+    max_batch_elems: int = 1 << 26,
 ) -> list[KMeansResult]:
-    """Run Lloyd's k-means on every block at once.
+    """Run Lloyd's k-means on every block, advancing many problems together.
 
-    Rows of all blocks are concatenated; ``seg`` maps a row to its problem. Each problem has
-    ``k_p = min(k, n_p)`` centres (slots beyond ``k_p`` are masked with +inf distance).
-    Initialisation is k-means++ advanced for all problems together: one D^2-weighted draw per
-    problem per step via a global cumulative sum and ``searchsorted``.
+    Problems are sorted by size and packed into batches of similar size; a batch is a padded
+    ``(P, n_max, d)`` tensor with a row mask, so every distance and centroid update is one
+    ``bmm`` for the whole batch (no Python loop over problems). A batch holds at most
+    ``max_batch_elems`` padded floats. Initialisation is greedy k-means++ (as scikit-learn:
+    ``2 + ln k`` candidates per step), drawn for all problems of the batch at once from one
+    generator. Problems need ``n_p > k`` (callers handle the trivial ones). Empty clusters keep
+    their previous centre.
     """
     import torch
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     sizes = np.array([b.shape[0] for b in blocks], dtype=np.int64)
-    n_prob = len(blocks)
     d = blocks[0].shape[1]
-    x = torch.from_numpy(np.ascontiguousarray(np.concatenate(blocks, axis=0), dtype=np.float32)).to(dev)
-    starts_np = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    starts = torch.from_numpy(starts_np).to(dev)
-    sizes_t = torch.from_numpy(sizes).to(dev)
-    seg = torch.repeat_interleave(torch.arange(n_prob, device=dev), sizes_t)
-    k_p = torch.clamp(sizes_t, max=k)  # centres per problem
-    slot_ok = torch.arange(k, device=dev)[None, :] < k_p[:, None]  # (P, k)
-    x_sq = (x * x).sum(1)
+    order = np.argsort(-sizes, kind="stable")
+    batches, current = [], []
+    for p in order:
+        if current and (len(current) + 1) * int(sizes[current[0]]) * d > max_batch_elems:
+            batches.append(current)
+            current = []
+        current.append(int(p))
+    if current:
+        batches.append(current)
+    out: list[KMeansResult | None] = [None] * len(blocks)
+    for batch in batches:
+        n_max = int(sizes[batch[0]])
+        if is_cupy_array(blocks[batch[0]]):  # pragma: no cover - GPU: DLPack, no host round trip
+            x = torch.zeros((len(batch), n_max, d), dtype=torch.float32, device=dev)
+            for i, p in enumerate(batch):
+                x[i, : sizes[p]] = torch.from_dlpack(blocks[p]).to(dev, torch.float32)
+        else:
+            xb = np.zeros((len(batch), n_max, d), dtype=np.float32)
+            for i, p in enumerate(batch):
+                xb[i, : sizes[p]] = blocks[p]
+            x = torch.from_numpy(xb).to(dev)
+        n_t = torch.from_numpy(sizes[batch]).to(dev)
+        centers, labels, inertia = _padded_lloyd(x, n_t, k, gen=gen, max_iter=max_iter)
+        for i, p in enumerate(batch):
+            out[p] = KMeansResult(
+                centers=centers[i].cpu().numpy().copy(),
+                labels=labels[i, : sizes[p]].cpu().numpy().astype(np.int64),
+                inertia=float(inertia[i]),
+                backend="torch",
+            )
+    return out  # type: ignore[return-value]
 
-    def sq_dist_to(centers: torch.Tensor) -> torch.Tensor:
-        """(N, k) squared distances of each row to its own problem's centres, in row chunks."""
-        out = torch.empty((x.shape[0], k), dtype=torch.float32, device=dev)
-        for s in range(0, x.shape[0], chunk_rows):
-            e = min(s + chunk_rows, x.shape[0])
-            c = centers[seg[s:e]]  # (b, k, d)
-            dots = torch.bmm(c, x[s:e, :, None])[:, :, 0]
-            out[s:e] = (x_sq[s:e, None] - 2 * dots + (c * c).sum(2)).clamp_min_(0)
-        out.masked_fill_(~slot_ok[seg], float("inf"))
-        return out
 
-    # ---- greedy k-means++ initialisation (as scikit-learn: 2 + ln k candidates per step,
-    # keep the one that lowers the potential most), all problems together
+def _padded_lloyd(x, n_rows, k: int, *, gen, max_iter: int):
+    """Greedy k-means++ then Lloyd on a padded batch ``x`` (P, n_max, d) with ``n_rows`` (P,) valid rows."""
+    import torch
+
+    dev = x.device
+    n_prob, n_max, d = x.shape
+    ar = torch.arange(n_prob, device=dev)
+    valid = torch.arange(n_max, device=dev)[None, :] < n_rows[:, None]  # (P, n_max)
+    x_sq = (x * x).sum(2)  # (P, n_max)
+
+    def sq_dist(c: torch.Tensor) -> torch.Tensor:  # (P, m, d) -> (P, n_max, m)
+        return (x_sq[:, :, None] - 2 * torch.bmm(x, c.transpose(1, 2)) + (c * c).sum(2)[:, None, :]).clamp_min_(0)
+
+    def draw(weights: torch.Tensor, n_draw: int) -> torch.Tensor:
+        """Row indices (P, n_draw) drawn with probability ~ weights (uniform where all zero)."""
+        u = torch.rand((n_prob, n_draw), generator=gen, dtype=torch.float64).to(dev)
+        cs = torch.cumsum(weights, 1)
+        total = cs[:, -1:]
+        pick = torch.searchsorted(cs, u * total, right=True)
+        uniform = (u * n_rows[:, None]).long()
+        pick = torch.where(total > 0, pick, uniform)
+        return torch.minimum(pick, (n_rows - 1)[:, None])
+
     n_trials = 2 + int(np.log(k))
-    centers = torch.zeros((n_prob, k, d), dtype=torch.float32, device=dev)
-    ends = starts + sizes_t - 1
-    u = torch.rand(n_prob, generator=gen, dtype=torch.float64).to(dev)
-    first = starts + torch.clamp((u * sizes_t).long(), max=sizes_t - 1)
-    centers[:, 0] = x[first]
-    closest = ((x - centers[seg, 0]) ** 2).sum(1).double()
+    centers = torch.zeros((n_prob, k, d), dtype=x.dtype, device=dev)
+    first = draw(valid.double(), 1)[:, 0]
+    centers[:, 0] = x[ar, first]
+    closest = (sq_dist(centers[:, :1])[:, :, 0].double()) * valid
     for step in range(1, k):
-        cs = torch.cumsum(closest, 0)
-        base = torch.where(starts > 0, cs[(starts - 1).clamp_min(0)], torch.zeros((), dtype=cs.dtype, device=dev))
-        total = cs[ends] - base
-        u = torch.rand((n_prob, n_trials), generator=gen, dtype=torch.float64).to(dev)
-        pick = torch.searchsorted(cs, base[:, None] + u * total[:, None], right=True)
-        pick = torch.minimum(torch.maximum(pick, starts[:, None]), ends[:, None])
-        # All rows of a problem coincide with chosen centres (duplicates): draw uniformly.
-        uniform = starts[:, None] + torch.minimum((u * sizes_t[:, None]).long(), sizes_t[:, None] - 1)
-        pick = torch.where(total[:, None] > 0, pick, uniform)  # (P, L)
-        cand = x[pick]  # (P, L, d)
-        cand_d = torch.empty((x.shape[0], n_trials), dtype=torch.float64, device=dev)
-        for s in range(0, x.shape[0], chunk_rows):
-            e = min(s + chunk_rows, x.shape[0])
-            cand_d[s:e] = ((x[s:e, None, :] - cand[seg[s:e]]) ** 2).sum(2).double()
-        cand_d = torch.minimum(cand_d, closest[:, None])
-        potential = torch.zeros((n_prob, n_trials), dtype=torch.float64, device=dev).index_add_(0, seg, cand_d)
-        best = potential.argmin(1)  # first minimum: deterministic
-        centers[:, step] = cand[torch.arange(n_prob, device=dev), best]
-        closest = cand_d.gather(1, best[seg][:, None])[:, 0]
+        cand_idx = draw(closest, n_trials)  # (P, L)
+        cand = x[ar[:, None], cand_idx]  # (P, L, d)
+        dist = torch.minimum(sq_dist(cand).double(), closest[:, :, None]) * valid[:, :, None]
+        best = dist.sum(1).argmin(1)  # first minimum: deterministic
+        centers[:, step] = cand[ar, best]
+        closest = dist[ar, :, best]
 
-    # ---- Lloyd iterations
     labels = None
     for _ in range(max_iter):
-        dist = sq_dist_to(centers)
-        new_labels = dist.argmin(1)
+        new_labels = sq_dist(centers).argmin(2)
         if labels is not None and torch.equal(new_labels, labels):
             break
         labels = new_labels
-        gid = seg * k + labels
-        sums = torch.zeros((n_prob * k, d), dtype=torch.float64, device=dev)
-        sums.index_add_(0, gid, x.double())
-        counts = torch.bincount(gid, minlength=n_prob * k).double()
-        nonempty = counts > 0
-        flat = centers.reshape(n_prob * k, d)
-        # Empty clusters keep their previous centre.
-        flat = torch.where(nonempty[:, None], (sums / counts.clamp_min(1)[:, None]).float(), flat)
-        centers = flat.reshape(n_prob, k, d)
-    dist = sq_dist_to(centers)
-    labels = dist.argmin(1)
-    best = dist.gather(1, labels[:, None])[:, 0].double()
-    inertia = torch.zeros(n_prob, dtype=torch.float64, device=dev).index_add_(0, seg, best)
-
-    labels_np = labels.cpu().numpy().astype(np.int64)
-    centers_np = centers.cpu().numpy()
-    inertia_np = inertia.cpu().numpy()
-    out = []
-    for p in range(n_prob):
-        s, n = int(starts_np[p]), int(sizes[p])
-        out.append(
-            KMeansResult(
-                centers=centers_np[p, : min(k, n)].copy(),
-                labels=labels_np[s : s + n].copy(),
-                inertia=float(inertia_np[p]),
-                backend="torch",
-            )
-        )
-    return out
+        onehot = torch.nn.functional.one_hot(labels, k).to(x.dtype) * valid[:, :, None]
+        sums = torch.bmm(onehot.transpose(1, 2), x)  # (P, k, d)
+        counts = onehot.sum(1)  # (P, k)
+        centers = torch.where(counts[:, :, None] > 0, sums / counts.clamp_min(1)[:, :, None], centers)
+    dist = sq_dist(centers)
+    labels = dist.argmin(2)
+    inertia = (dist.gather(2, labels[:, :, None])[:, :, 0].double() * valid).sum(1)
+    return centers, labels, inertia.cpu().numpy()
 
 
 # --------------------------------------------------------------------------- many problems
@@ -395,6 +512,7 @@ def batched_kmeans(
     max_iter: int = 25,
     n_jobs: int | None = None,
     device: str | None = None,
+    seeds: Sequence[int] | None = None,
 ) -> list[KMeansResult]:
     """Solve one k-means problem per group of rows of ``x``.
 
@@ -419,6 +537,10 @@ def batched_kmeans(
         Threads for the faiss pool; default ``os.cpu_count()``.
     device : str, optional
         Torch backend device.
+    seeds : sequence of int, optional
+        One seed per problem (faiss/sklearn/cuml), overriding ``seed + i``. Lets a caller
+        that splits its problems into several calls (out-of-core blocks) keep every
+        problem's result independent of how the problems were split.
 
     Returns
     -------
@@ -429,6 +551,14 @@ def batched_kmeans(
     k = check_positive_int(n_clusters, "n_clusters")
     check_positive_int(max_iter, "max_iter")
     chosen = resolve_backend(backend, batched=True)
+    if chosen == "cuml_dask":
+        raise ValueError("backend='cuml_dask' solves one large problem across GPUs; use kmeans(), or 'torch'/'cuml' here")
+    if seeds is not None:
+        seeds = [int(s) for s in seeds]
+        if len(seeds) != len(groups):
+            raise ValueError(f"seeds has {len(seeds)} entries but there are {len(groups)} groups")
+    else:
+        seeds = [int(seed) + i for i in range(len(groups))]
     idx = []
     for i, g in enumerate(groups):
         g = np.asarray(g)
@@ -457,7 +587,7 @@ def batched_kmeans(
 
         def job(i: int) -> KMeansResult:
             with faiss_threads(1):
-                return _kmeans_faiss(xf[idx[i]], k, seed + i, max_iter)
+                return _kmeans_faiss(xf[idx[i]], k, seeds[i], max_iter)
 
         if workers == 1:
             solved = [job(i) for i in todo]
@@ -469,5 +599,5 @@ def batched_kmeans(
     else:
         fn = _DISPATCH[chosen]
         for i in todo:
-            results[i] = fn(x[idx[i]], k, seed + i, max_iter)
+            results[i] = fn(x[idx[i]], k, seeds[i], max_iter)
     return results  # type: ignore[return-value]

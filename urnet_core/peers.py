@@ -34,7 +34,8 @@ def confident_learning_keep_mask(labels, pred_probs, *, filter_by: str = "prune_
 
     probs = check_probabilities(pred_probs)
     y = as_labels(labels, num_classes=probs.shape[1])
-    issues = find_label_issues(y, probs, filter_by=filter_by)
+    # n_jobs=1: cleanlab's own worker pool relies on fork-inherited globals and fails in spawned workers.
+    issues = find_label_issues(y, probs, filter_by=filter_by, n_jobs=1)
     return ~np.asarray(issues, dtype=bool)
 
 

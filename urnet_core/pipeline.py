@@ -75,16 +75,14 @@ def load_bundle(settings: StudySettings):
     return _load_bundle_cached(str(path), file_hash(path), settings.scale)
 
 
-@functools.lru_cache(maxsize=4)
-def _bundle_digest(bundle_id: int, bundle) -> str:
-    images = getattr(bundle, "images", None)
-    return stable_hash(bundle.train, bundle.test,
-                       images if images is not None else str(getattr(bundle, "root", "")))
-
-
 def data_key(bundle) -> str:
-    """Hash of the data a study trains and tests on (tables and in-memory images)."""
-    return _bundle_digest(id(bundle), bundle)
+    """Hash of the data a study trains and tests on (tables and in-memory images), memoised on the bundle."""
+    key = getattr(bundle, "_urnet_data_key", None)
+    if key is None:
+        images = bundle.images if bundle.images is not None else str(bundle.root)
+        key = stable_hash(bundle.train, bundle.test, images)
+        bundle._urnet_data_key = key
+    return key
 
 
 def make_dataset(bundle, table: pd.DataFrame, *, train: bool, model: str = "small_cnn"):

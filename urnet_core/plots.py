@@ -31,6 +31,17 @@ GROUP_COLORS = {"ladder": "#4c72b0", "alone": "#55a868", "peer": "#dd8452", "ora
 SIZE_COLORS = {"head": "#4c72b0", "medium": "#55a868", "tail": "#c44e52"}
 
 
+def _plain_log(ax, axis: str = "x") -> None:
+    """Log-scale axis labelled with plain numbers (10, 20, 50) instead of 1e1-style powers."""
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    fmt = ScalarFormatter()
+    fmt.set_scientific(False)
+    target.set_major_formatter(fmt)
+    target.set_minor_formatter(NullFormatter())
+
+
 def _figure(width: float, height: float, **kwargs: Any) -> Figure:
     fig = plt.figure(figsize=(width, height), **kwargs)
     # Figures are returned and displayed by the notebook; closing the pyplot handle stops
@@ -162,6 +173,7 @@ def class_size_chart(counts: Sequence[int], class_names: Sequence[str] | None = 
     ax.bar(np.arange(counts.size), np.maximum(counts[order], 0.5),
            color=[SIZE_COLORS[g] for g in groups[order]])
     ax.set_yscale("log")
+    _plain_log(ax, "y")
     _shade_size_groups(ax, groups[order])
     if class_names is not None and counts.size <= 60:
         ax.set_xticks(np.arange(counts.size))
@@ -185,6 +197,7 @@ def class_weight_chart(weights: pd.DataFrame) -> Figure:
     ax1.scatter(weights["count"], weights["weight_literal"], label="literal eq. 3", color="#dd8452", marker="s")
     ax1.axhline(1.0, color="gray", lw=0.8, ls="--")
     ax1.set_xscale("log")
+    _plain_log(ax1, "x")
     ax1.set_xlabel("training images of the class (log)")
     ax1.set_ylabel("class weight wC")
     ax1.legend(fontsize=8)
@@ -224,7 +237,9 @@ def confusion_heatmap(confusion: np.ndarray, class_names: Sequence[str] | None =
     fig = _figure(size + 1, size)
     ax = fig.add_subplot()
     positive = m[m > 0]
-    norm = LogNorm(vmin=max(positive.min(), 1e-4), vmax=positive.max()) if positive.size else None
+    # Log colours keep small confusions visible; a single distinct value cannot span a log scale.
+    norm = LogNorm(vmin=max(positive.min(), 1e-4), vmax=positive.max()) if positive.size and \
+        positive.max() > max(positive.min(), 1e-4) else None
     labels = list(class_names) if class_names is not None and c <= 40 else False
     sns.heatmap(np.where(m > 0, m, np.nan), ax=ax, cmap="viridis", norm=norm, square=True,
                 xticklabels=labels, yticklabels=labels, cbar_kws={"label": "row share" if normalize else "count"})
@@ -371,8 +386,9 @@ def cluster_groups_figure(details: Any, table: pd.DataFrame, *, images: np.ndarr
 
     ``details``: the class's ``ClassClusters`` from ``cluster_weights(..., return_details=True)``.
     Each row is a group of the pooled problem (the class and its most confused classes): its
-    images (own-class images framed in blue, confused classes' in orange) and, in the row
-    title, the group size ``N_G`` and the weight it gives the class's instances.
+    images, the class's own first (framed in blue; confused classes' in orange), and, in the
+    row title, the group size ``N_G``, how many of its members carry the class's label and the
+    weight the group gives them.
     """
     if details is None:
         raise ValueError("no clustering for this class (it has no instances)")
@@ -383,11 +399,17 @@ def cluster_groups_figure(details: Any, table: pd.DataFrame, *, images: np.ndarr
     order = np.argsort(-sizes, kind="stable")
     labels = table["label"].to_numpy()
     rows, row_titles, titles, colors = [], [], [], []
+    own_counts = np.asarray(details.composition)[:, 0]
     for g in order:
         members = indices[groups == g]
-        pick = np.sort(rng.choice(members, size=min(per_group, members.size), replace=False)) if members.size else []
+        own = members[labels[members] == details.cls]
+        other = members[labels[members] != details.cls]
+        # The class's own images first (they get the group's weight), then confusable ones.
+        pick_own = rng.choice(own, size=min(per_group, own.size), replace=False)
+        pick_other = rng.choice(other, size=min(per_group - pick_own.size, other.size), replace=False)
+        pick = np.concatenate([np.sort(pick_own), np.sort(pick_other)]).astype(np.int64)
         rows.append(list(pick))
-        row_titles.append(f"group {g}\nN_G={sizes[g]}\nw={details.group_weights[g]:.2f}")
+        row_titles.append(f"group {g}\nN_G={sizes[g]} (own {own_counts[g]})\nw={details.group_weights[g]:.2f}")
         titles.append([name(labels[i]) for i in pick])
         colors.append(["#4c72b0" if labels[i] == details.cls else "#dd8452" for i in pick])
     return image_grid(table, rows, images=images, root=root, row_titles=row_titles, titles=titles, colors=colors,
@@ -434,7 +456,7 @@ def bag_saliency_figure(bags: np.ndarray, saliency: np.ndarray, table: pd.DataFr
         best = int(np.argmax(sal))
         titles.append([f"s={s:.2f}" + (f" ({kinds[i]})" if kinds is not None and kinds[i] != "clean" else "")
                        for i, s in zip(bag, sal)])
-        colors.append(["#2ca02c" if k == best else "#bbbbbb" for k in range(len(bag))])
+        colors.append(["#2ca02c" if k == best else "#555555" for k in range(len(bag))])
     return image_grid(table, bags.tolist(), images=images, root=root,
                       row_titles=[f"bag of '{name(labels[b[0]])}'" for b in bags], titles=titles, colors=colors,
                       suptitle="bag attention: softmax saliency of each instance in its bag", cell=1.3)
@@ -451,6 +473,7 @@ def per_class_accuracy_chart(per_class: pd.DataFrame) -> Figure:
             ax.errorbar(df["count"], df["accuracy"], yerr=df["accuracy_std"], fmt="o", ms=4, capsize=2,
                         color=SIZE_COLORS[group], label=group)
     ax.set_xscale("log")
+    _plain_log(ax, "x")
     ax.set_xlabel("training images of the class (log)")
     ax.set_ylabel("test accuracy of the class")
     ax.set_ylim(-0.02, 1.02)
@@ -470,8 +493,11 @@ def ablation_chart(summary: pd.DataFrame, *, metric: str = "top1", title: str | 
             raise ValueError(f"summary has no column {col!r}; pass ablation.summary_table(results)")
     df = summary.reset_index(drop=True)
     mean = df[f"{metric}_mean"].to_numpy() * 100
-    err = np.vstack([mean - df[f"{metric}_low"].to_numpy() * 100, df[f"{metric}_high"].to_numpy() * 100 - mean])
-    err = np.nan_to_num(np.maximum(err, 0))
+    low = df[f"{metric}_low"].to_numpy() * 100
+    high = df[f"{metric}_high"].to_numpy() * 100
+    if metric != "ece":  # accuracies are bounded: draw the t-intervals clipped to [0, 100]
+        low, high = np.clip(low, 0, 100), np.clip(high, 0, 100)
+    err = np.nan_to_num(np.maximum(np.vstack([mean - low, high - mean]), 0))
     fig = _figure(7.5, 0.32 * len(df) + 1.4)
     ax = fig.add_subplot()
     y = np.arange(len(df))[::-1]
@@ -507,13 +533,16 @@ def accuracy_by_size_chart(by_size: pd.DataFrame, *, methods: Sequence[str] | No
     for k, group in enumerate(SIZE_GROUPS):
         sub = df[df["group"] == group].set_index("method").reindex(names)
         mean = sub["accuracy"].to_numpy() * 100
-        err = np.nan_to_num(np.maximum(np.vstack([mean - sub["low"].to_numpy() * 100,
-                                                  sub["high"].to_numpy() * 100 - mean]), 0))
+        # Accuracy is bounded, so draw the t-intervals (wide with few seeds) clipped to [0, 100].
+        low = np.clip(sub["low"].to_numpy() * 100, 0, 100)
+        high = np.clip(sub["high"].to_numpy() * 100, 0, 100)
+        err = np.nan_to_num(np.maximum(np.vstack([mean - low, high - mean]), 0))
         ax.bar(x + (k - 1) * width, mean, width, yerr=err, capsize=2, label=group, color=SIZE_COLORS[group])
     ax.set_xticks(x)
     ax.set_xticklabels(names, rotation=35, ha="right", fontsize=8)
+    ax.set_ylim(0, 100)
     ax.set_ylabel("mean per-class accuracy (%)")
-    ax.set_title("accuracy by class size (95% CI over seeds)")
+    ax.set_title("accuracy by class size (95% CI over seeds, clipped to [0, 100])")
     ax.legend(title="classes", fontsize=8)
     fig.tight_layout()
     return fig

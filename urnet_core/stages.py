@@ -14,7 +14,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
-from . import __version__
+import urnet_core
+
 from .io import read_json, stable_hash, write_json
 
 logger = logging.getLogger(__name__)
@@ -22,9 +23,14 @@ logger = logging.getLogger(__name__)
 MARKER = "stage.json"
 
 
+def package_version() -> str:
+    """``urnet_core.__version__``, read at call time (not bound at import) so keys follow it."""
+    return urnet_core.__version__
+
+
 def stage_key(stage: str, *parts: Any) -> str:
     """Key of a stage: hash of its name, the package version and ``parts``."""
-    return stable_hash(stage, __version__, *parts)
+    return stable_hash(stage, package_version(), *parts)
 
 
 def stage_dir(run_dir: str | Path, stage: str, key: str) -> Path:
@@ -57,9 +63,14 @@ def run_stage(
         return folder, read_json(marker)["summary"]
     if force and folder.exists():
         shutil.rmtree(folder)
+    if folder.exists():
+        # A killed run left the folder without its marker: its files are not trusted, the
+        # stage runs again (a training inside it resumes from its own checkpoint).
+        logger.info("stage %s/%s: incomplete (no %s), running again", stage, key, MARKER)
+    else:
+        logger.info("stage %s/%s: running", stage, key)
     folder.mkdir(parents=True, exist_ok=True)
-    logger.info("stage %s/%s: running", stage, key)
     summary = compute(folder)
-    write_json(marker, {"stage": stage, "key": key, "version": __version__,
+    write_json(marker, {"stage": stage, "key": key, "version": package_version(),
                         "description": description or {}, "summary": summary})
     return folder, summary

@@ -227,6 +227,7 @@ def read_webvision(
         check_option(s, "source", ("google", "flickr"))
     info = root / "info"
     class_names = read_synsets(info / "synsets.txt")
+    total = len(class_names)  # labels must name a synset even when num_classes keeps fewer
     expected = {1: 1000, 2: 5000}[version]
     if len(class_names) != expected:
         logger.info("%s: %d classes (WebVision %d.0 has %d)", info / "synsets.txt", len(class_names), version, expected)
@@ -242,7 +243,7 @@ def read_webvision(
     frames = []
     for source in sources:
         filelist = info / f"train_filelist_{source}.txt"
-        rows = _labelled_rows(filelist, num_classes_total=None)
+        rows = _labelled_rows(filelist, num_classes_total=total, unique_paths=True)
         rows = [r for r in rows if r[1] < C]
         frame = pd.DataFrame({T.PATH: [r[0] for r in rows], T.LABEL: [r[1] for r in rows]})
         frame[T.SOURCE] = source
@@ -261,7 +262,7 @@ def read_webvision(
         frames.append(frame)
     if include_val:
         val_list = info / "val_filelist.txt"
-        rows = [r for r in _labelled_rows(val_list, num_classes_total=None) if r[1] < C]
+        rows = [r for r in _labelled_rows(val_list, num_classes_total=total, unique_paths=True) if r[1] < C]
         frame = pd.DataFrame({T.PATH: [f"val_images_256/{r[0]}" for r in rows], T.LABEL: [r[1] for r in rows]})
         frame[T.SOURCE] = "clean"
         frame[T.SPLIT] = "val"
@@ -270,15 +271,22 @@ def read_webvision(
     return _finish(frames, class_names, source_name=str(root)), class_names
 
 
-def _labelled_rows(path: Path, *, num_classes_total: int | None) -> list[tuple[str, int, int]]:
+def _labelled_rows(
+    path: Path, *, num_classes_total: int | None, unique_paths: bool = False
+) -> list[tuple[str, int, int]]:
     rows = read_pairs(path)
     if not rows:
         raise ValueError(f"{path}: no instances (empty file list)")
+    first_line: dict[str, int] = {}
     for name, label, number in rows:
         if label < 0:
             raise ValueError(f"{path}, line {number}: negative label {label}")
         if num_classes_total is not None and label >= num_classes_total:
             raise ValueError(f"{path}, line {number}: unknown label {label} (only {num_classes_total} classes)")
+        if unique_paths:
+            if name in first_line:
+                raise ValueError(f"{path}, line {number}: duplicate path {name!r} (first at line {first_line[name]})")
+            first_line[name] = number
     return rows
 
 

@@ -23,36 +23,114 @@ Interpretation choices (documented because the paper leaves them open):
   a class and class balance stays the job of class reweighting (4.1).
   ``normalize="n_groups"`` multiplies by the number of groups instead (uniform groups -> 1).
 - A class problem with ``n <= K`` rows puts each row in its own group (all weights equal).
+
+Out of core (WebVision 2.0: 16M x 256-5000 features, 5000 problems)
+-------------------------------------------------------------------
+``features`` may be a read-only memory map (``np.load(path, mmap_mode='r')``, float16 or
+float32); it is never copied whole. Problems are scheduled in *blocks*: classes are visited
+in breadth-first order of the "most confused" graph, so a class and its partners land in the
+same block, and problems are packed into a block until the rows of the union of their
+classes reach ``max_block_bytes`` (as float32). Each block reads its classes' rows once
+(sorted, so a class-ordered feature file is read sequentially), converts them to float32,
+runs all its problems together (:func:`~urnet_core.kmeans.batched_kmeans`: a faiss thread
+pool on CPU, the segmented Lloyd on CUDA) and releases the mapped pages. Every class is read
+about once (``ClusterStats.read_amplification``, rows read / rows, is ~1 when confusable
+classes form groups). Problem ``i`` (in class order) always uses seed ``seed + i``, so the
+faiss/sklearn/cuml results do not depend on the block size. A feature file ordered by class
+(as extracted from WebVision's class-sorted file lists) is read sequentially; rows scattered
+across the file cost page-sized reads per row.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+import mmap
+import time
+from collections import deque
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from urnet_core._validation import as_features, as_labels, check_option, check_positive_int
 from urnet_core.kmeans import batched_kmeans, resolve_backend
 
+logger = logging.getLogger(__name__)
+
+#: Rows read per chunk when streaming predictions (argmax) from a memory map.
+DEFAULT_CHUNK_ROWS = 1 << 18
+#: Default float32 bytes of feature rows held per block of cluster problems.
+DEFAULT_BLOCK_BYTES = 1 << 30
+
 COUNT_MODES = ("all", "class")
 NORMALIZE_MODES = ("class_mean", "n_groups", "none")
 
 
-def _as_predictions(predictions: np.ndarray, num_classes: int, n_rows: int) -> np.ndarray:
-    """Class ids from int predictions ``(n,)`` or probabilities ``(n, C)`` (argmax)."""
-    arr = np.asarray(predictions)
+def release_pages(arr: np.ndarray) -> None:
+    """Drop the resident pages of a memory-mapped array from this process (no-op otherwise).
+
+    The pages stay in the OS page cache; only this process's resident set shrinks, so
+    streaming over a large memory map does not grow the RSS to the file's size.
+    """
+    obj = arr
+    for _ in range(8):  # views of views: follow .base to the mapping
+        mm = getattr(obj, "_mmap", None)
+        if mm is None and isinstance(obj, mmap.mmap):
+            mm = obj
+        if mm is not None:
+            try:
+                mm.madvise(mmap.MADV_DONTNEED)
+            except (AttributeError, OSError, ValueError):  # platform without madvise, closed map
+                pass
+            return
+        obj = getattr(obj, "base", None)
+        if obj is None:
+            return
+
+
+def predicted_classes(
+    predictions: np.ndarray, num_classes: int, n_rows: int, *, chunk_rows: int = DEFAULT_CHUNK_ROWS
+) -> np.ndarray:
+    """Class ids from int predictions ``(n,)`` or probabilities ``(n, C)``, streamed in chunks.
+
+    Probabilities (possibly a memory map too large for RAM: 16M x 5000 float32 is 320 GB)
+    are read ``chunk_rows`` rows at a time, checked for NaN/inf and reduced to their argmax,
+    so memory stays ``O(chunk_rows * C + n)``.
+
+    Returns
+    -------
+    ndarray of int64, shape (n,)
+    """
+    chunk_rows = check_positive_int(chunk_rows, "chunk_rows")
+    arr = predictions if isinstance(predictions, np.ndarray) else np.asarray(predictions)
     if arr.ndim == 2:
         if arr.shape != (n_rows, num_classes):
             raise ValueError(f"predictions have shape {arr.shape}, expected ({n_rows}, {num_classes})")
-        arr = as_features(arr, name="predictions")
-        return arr.argmax(1).astype(np.int64)
+        if not np.issubdtype(arr.dtype, np.number):
+            raise TypeError(f"predictions must be numeric, got dtype {arr.dtype}")
+        out = np.empty(n_rows, dtype=np.int64)
+        for start in range(0, n_rows, chunk_rows):
+            block = np.asarray(arr[start : start + chunk_rows])
+            finite = np.isfinite(block).all(axis=1)
+            if not finite.all():
+                bad = start + int(np.flatnonzero(~finite)[0])
+                raise ValueError(f"predictions contain NaN or inf, first at row {bad}")
+            out[start : start + block.shape[0]] = block.argmax(1)
+            release_pages(arr)
+        return out
     pred = as_labels(arr, num_classes=num_classes, name="predictions")
     if pred.shape[0] != n_rows:
         raise ValueError(f"predictions have {pred.shape[0]} rows but labels have {n_rows}")
     return pred
 
 
-def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
+def _as_predictions(predictions: np.ndarray, num_classes: int, n_rows: int) -> np.ndarray:
+    """Class ids from int predictions ``(n,)`` or probabilities ``(n, C)`` (argmax, chunked)."""
+    return predicted_classes(predictions, num_classes, n_rows)
+
+
+def confusion_matrix(
+    labels: np.ndarray, predictions: np.ndarray, num_classes: int, *, chunk_rows: int = DEFAULT_CHUNK_ROWS
+) -> np.ndarray:
     """Confusion matrix of the baseline (eq. 5).
 
     Parameters
@@ -60,8 +138,10 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: i
     labels : array of int, shape (n,)
         Observed labels.
     predictions : array of int, shape (n,), or array of float, shape (n, C)
-        Predicted class ids, or predicted probabilities (argmax is taken).
+        Predicted class ids, or predicted probabilities (argmax is taken). Probabilities may
+        be a memory map; they are streamed ``chunk_rows`` rows at a time.
     num_classes : int
+    chunk_rows : int, default=262144
 
     Returns
     -------
@@ -70,9 +150,12 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: i
     """
     num_classes = check_positive_int(num_classes, "num_classes")
     labels = as_labels(labels, num_classes=num_classes)
-    pred = _as_predictions(predictions, num_classes, labels.shape[0])
-    flat = np.bincount(labels * num_classes + pred, minlength=num_classes * num_classes)
-    return flat.reshape(num_classes, num_classes).astype(np.int64)
+    pred = predicted_classes(predictions, num_classes, labels.shape[0], chunk_rows=chunk_rows)
+    flat = np.zeros(num_classes * num_classes, dtype=np.int64)
+    for start in range(0, labels.shape[0], chunk_rows):  # bounded temporaries at any n
+        sl = slice(start, start + chunk_rows)
+        flat += np.bincount(labels[sl] * num_classes + pred[sl], minlength=num_classes * num_classes)
+    return flat.reshape(num_classes, num_classes)
 
 
 def most_confused(confusion: np.ndarray, top_k: int = 4) -> np.ndarray:
@@ -141,6 +224,126 @@ class ClassClusters:
         return self.composition.sum(1)
 
 
+@dataclass
+class ClusterStats:
+    """How the cluster problems were scheduled and what they cost (filled by :func:`cluster_weights`).
+
+    Attributes
+    ----------
+    n_problems : int
+        Non-empty classes (one k-means each).
+    n_blocks : int
+        Blocks of problems run together.
+    rows_read : int
+        Feature rows read from ``features`` over all blocks.
+    problem_rows : int
+        Sum of the problems' row counts (the k-means work; ~``(1 + top_k) * n``).
+    read_amplification : float
+        ``rows_read / n``; 1.0 means every row was read exactly once.
+    seconds_read, seconds_kmeans : float
+        Wall time spent reading/converting rows and in k-means.
+    """
+
+    n_problems: int = 0
+    n_blocks: int = 0
+    rows_read: int = 0
+    problem_rows: int = 0
+    read_amplification: float = 0.0
+    seconds_read: float = 0.0
+    seconds_kmeans: float = 0.0
+    block_sizes: list = field(default_factory=list)
+
+
+def class_rows(labels: np.ndarray, num_classes: int) -> list[np.ndarray]:
+    """Row indices of every class, ascending within a class, in ``O(n log n)`` (not ``O(n C)``)."""
+    order = np.argsort(labels, kind="stable")
+    counts = np.bincount(labels, minlength=num_classes)
+    return np.split(order, np.cumsum(counts)[:-1])
+
+
+def schedule_problems(
+    pools: dict[int, np.ndarray], class_sizes: np.ndarray, *, max_rows: int
+) -> list[list[int]]:
+    """Pack class problems into blocks that share loaded rows.
+
+    Classes are visited breadth-first over the undirected "most confused" graph (a class,
+    then its partners, then theirs), starting from the smallest unvisited class id, so
+    confusable classes - whose problems overlap - fall into the same block. A block takes
+    problems in that order until the rows of the union of their classes would exceed
+    ``max_rows``; a single problem larger than ``max_rows`` gets a block of its own.
+
+    Parameters
+    ----------
+    pools : dict class -> array of classes
+        Classes pooled by each problem (the class first).
+    class_sizes : array (C,)
+        Rows per class.
+    max_rows : int
+        Row budget of a block's union of classes.
+
+    Returns
+    -------
+    list of list of int
+        Problem classes per block, in run order; every key of ``pools`` appears once.
+    """
+    neighbours: dict[int, set[int]] = {j: set() for j in pools}
+    for j, pooled in pools.items():
+        for t in pooled[1:]:
+            t = int(t)
+            if t in neighbours:
+                neighbours[j].add(t)
+                neighbours[t].add(j)
+    order, seen = [], set()
+    for start in sorted(pools):
+        if start in seen:
+            continue
+        seen.add(start)
+        queue = deque([start])
+        while queue:
+            j = queue.popleft()
+            order.append(j)
+            for t in sorted(neighbours[j]):
+                if t not in seen:
+                    seen.add(t)
+                    queue.append(t)
+    blocks: list[list[int]] = []
+    current: list[int] = []
+    union: set[int] = set()
+    rows = 0
+    for j in order:
+        new = [int(t) for t in pools[j] if int(t) not in union]
+        extra = int(sum(class_sizes[t] for t in new))
+        if current and rows + extra > max_rows:
+            blocks.append(current)
+            current, union, rows = [], set(), 0
+            new = [int(t) for t in pools[j]]
+            extra = int(sum(class_sizes[t] for t in new))
+        current.append(j)
+        union.update(new)
+        rows += extra
+    if current:
+        blocks.append(current)
+    return blocks
+
+
+def _read_rows(features: np.ndarray, rows: np.ndarray, chunk_rows: int) -> np.ndarray:
+    """``features[rows]`` as float32 (rows sorted), read in chunks, NaN/inf rows named."""
+    out = np.empty((rows.size, features.shape[1]), dtype=np.float32)
+    for start in range(0, rows.size, chunk_rows):
+        part = np.asarray(features[rows[start : start + chunk_rows]], dtype=np.float32)
+        finite = np.isfinite(part).all(axis=1)
+        if not finite.all():
+            bad = np.flatnonzero(~finite)
+            raise ValueError(
+                f"features contain NaN or inf in {bad.size} row(s), first at row "
+                f"{int(rows[start + bad[0]])} (counted within the rows read so far); check the feature extraction (e.g. a diverged model) "
+                "before reweighting"
+            )
+        out[start : start + part.shape[0]] = part
+    release_pages(features)
+    return out
+
+
 def cluster_weights(
     features: np.ndarray,
     labels: np.ndarray,
@@ -154,14 +357,17 @@ def cluster_weights(
     seed: int = 0,
     max_iter: int = 25,
     n_jobs: int | None = None,
+    max_block_bytes: int = DEFAULT_BLOCK_BYTES,
     return_details: bool = False,
+    stats: ClusterStats | None = None,
 ) -> np.ndarray | tuple[np.ndarray, list[ClassClusters | None]]:
     """Per-instance cluster weights ``wG`` (eq. 5-7).
 
     Parameters
     ----------
     features : array, shape (n, d)
-        Baseline penultimate features.
+        Baseline penultimate features, float16/float32/float64; may be a read-only memory map
+        (see "Out of core" in the module docstring: it is read block by block, never whole).
     labels : array of int, shape (n,)
         Observed labels.
     confusion : array, shape (C, C)
@@ -178,9 +384,16 @@ def cluster_weights(
     backend : str, default='auto'
         k-means backend (:func:`urnet_core.kmeans.batched_kmeans`).
     seed, max_iter, n_jobs
-        Passed to :func:`batched_kmeans`.
+        Passed to :func:`batched_kmeans`; problem ``i`` (classes in id order) uses
+        ``seed + i`` whatever the blocks (faiss/sklearn/cuml).
+    max_block_bytes : int, default=1 GiB
+        float32 bytes of feature rows a block of problems may hold. Peak memory is about
+        this plus the problems' gathered copies (``(1 + top_k)`` times a class's rows each,
+        ``n_jobs`` at a time) plus ``O(n)`` index arrays.
     return_details : bool, default=False
         Also return one :class:`ClassClusters` per class (None for empty classes).
+    stats : ClusterStats, optional
+        Filled in place with the schedule and timings.
 
     Returns
     -------
@@ -192,49 +405,82 @@ def cluster_weights(
         raise ValueError(f"confusion must be square (C, C), got shape {m.shape}")
     c = m.shape[0]
     labels = as_labels(labels, num_classes=c)
-    features = as_features(features, n_rows=labels.shape[0])
+    n = labels.shape[0]
+    if not isinstance(features, np.ndarray):
+        features = as_features(features, n_rows=n)  # lists etc.; arrays/memmaps are read lazily
+    if features.ndim != 2:
+        raise ValueError(f"features must be 2-D (n, d), got shape {features.shape}")
+    if not np.issubdtype(features.dtype, np.number):
+        raise TypeError(f"features must be numeric, got dtype {features.dtype}")
+    if features.shape[0] != n:
+        raise ValueError(f"features has {features.shape[0]} rows but {n} were expected")
     k = check_positive_int(n_clusters, "n_clusters")
     check_option(count, "count", COUNT_MODES)
     check_option(normalize, "normalize", NORMALIZE_MODES)
+    max_block_bytes = check_positive_int(max_block_bytes, "max_block_bytes")
     backend = resolve_backend(backend, batched=True)
+    stats = stats if stats is not None else ClusterStats()
 
     partners = most_confused(m, top_k)
-    by_class = [np.flatnonzero(labels == j) for j in range(c)]
-    present = [j for j in range(c) if by_class[j].size]
-    pools, problems = {}, []
-    for j in present:
-        pooled = np.concatenate([[j], partners[j]])
-        pools[j] = pooled
-        problems.append(np.sort(np.concatenate([by_class[t] for t in pooled])))
-    results = batched_kmeans(
-        features, problems, k, backend=backend, seed=seed, max_iter=max_iter, n_jobs=n_jobs
-    )
+    by_class = class_rows(labels, c)
+    sizes_c = np.array([r.size for r in by_class], dtype=np.int64)
+    present = [j for j in range(c) if sizes_c[j]]
+    problem_index = {j: i for i, j in enumerate(present)}
+    pools = {j: np.concatenate([[j], partners[j]]).astype(np.int64) for j in present}
+    max_rows = max(1, max_block_bytes // (4 * max(features.shape[1], 1)))
+    blocks = schedule_problems(pools, sizes_c, max_rows=max_rows)
+    stats.n_problems, stats.n_blocks = len(present), len(blocks)
+    stats.block_sizes = [len(b) for b in blocks]
 
-    weights = np.ones(labels.shape[0], dtype=np.float64)
+    weights = np.ones(n, dtype=np.float64)
     details: list[ClassClusters | None] = [None] * c
-    for j, rows, res in zip(present, problems, results):
-        pooled = pools[j]
-        n_groups = int(res.centers.shape[0])
-        col = np.searchsorted(np.sort(pooled), labels[rows])
-        col = np.argsort(pooled)[col]  # column of each row's class in `pooled` order
-        composition = np.zeros((n_groups, pooled.size), dtype=np.int64)
-        np.add.at(composition, (res.labels, col), 1)
-        sizes = composition.sum(1) if count == "all" else composition[:, 0]
-        frac = sizes / max(int(sizes.sum()), 1)  # eq. 7
-        own = labels[rows] == j
-        w = frac[res.labels[own]]
-        if normalize == "class_mean":
-            scale = 1.0 / w.mean()
-        elif normalize == "n_groups":
-            scale = float(n_groups)
-        else:
-            scale = 1.0
-        weights[rows[own]] = w * scale
-        if return_details:
-            details[j] = ClassClusters(
-                cls=j, classes=pooled, indices=rows, groups=res.labels,
-                composition=composition, group_weights=frac * scale,
-            )
+    chunk_rows = max(1, (64 << 20) // (4 * max(features.shape[1], 1)))  # 64 MB read chunks
+    for block in blocks:
+        t0 = time.perf_counter()
+        classes = np.unique(np.concatenate([pools[j] for j in block]))
+        rows = np.sort(np.concatenate([by_class[t] for t in classes]))
+        xb = _read_rows(features, rows, chunk_rows)
+        stats.rows_read += rows.size
+        problems = [np.sort(np.concatenate([by_class[t] for t in pools[j]])) for j in block]
+        local = [np.searchsorted(rows, p) for p in problems]  # rows is sorted and covers p
+        t1 = time.perf_counter()
+        results = batched_kmeans(
+            xb, local, k, backend=backend, seed=seed, max_iter=max_iter, n_jobs=n_jobs,
+            seeds=[seed + problem_index[j] for j in block],
+        )
+        stats.seconds_read += t1 - t0
+        stats.seconds_kmeans += time.perf_counter() - t1
+        del xb
+        for j, prows, res in zip(block, problems, results):
+            stats.problem_rows += prows.size
+            pooled = pools[j]
+            n_groups = int(res.centers.shape[0])
+            col = np.searchsorted(np.sort(pooled), labels[prows])
+            col = np.argsort(pooled)[col]  # column of each row's class in `pooled` order
+            composition = np.bincount(
+                res.labels * pooled.size + col, minlength=n_groups * pooled.size
+            ).reshape(n_groups, pooled.size)
+            sizes = composition.sum(1) if count == "all" else composition[:, 0]
+            frac = sizes / max(int(sizes.sum()), 1)  # eq. 7
+            own = labels[prows] == j
+            w = frac[res.labels[own]]
+            if normalize == "class_mean":
+                scale = 1.0 / w.mean()
+            elif normalize == "n_groups":
+                scale = float(n_groups)
+            else:
+                scale = 1.0
+            weights[prows[own]] = w * scale
+            if return_details:
+                details[j] = ClassClusters(
+                    cls=j, classes=pooled, indices=prows, groups=res.labels,
+                    composition=composition, group_weights=frac * scale,
+                )
+    stats.read_amplification = stats.rows_read / max(n, 1)
+    logger.info(
+        "cluster weights: %d problems in %d block(s), read amplification %.2f, read %.1fs, k-means %.1fs",
+        stats.n_problems, stats.n_blocks, stats.read_amplification, stats.seconds_read, stats.seconds_kmeans,
+    )
     if return_details:
         return weights, details
     return weights

@@ -13,6 +13,8 @@ strategy's raw per-instance weight, so ``prod(components) / mean(prod(components
 
 from __future__ import annotations
 
+from typing import Mapping
+
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 
@@ -115,6 +117,36 @@ class WeightSet:
     components: dict[str, np.ndarray] = field(default_factory=dict)
 
 
+def combine_components(components: Mapping[str, np.ndarray], *, n: int | None = None) -> np.ndarray:
+    """Final per-instance weight: the product of the given components rescaled to mean 1.
+
+    ``w_i = wI_i * wG_i * wC_{y_i} / mean_k(wI_k * wG_k * wC_{y_k})`` (the weight factor of eq. 10).
+    Rescaling to mean 1 over the training set keeps the learning rate's meaning whichever
+    strategies are on. With no component every weight is 1.
+
+    Parameters
+    ----------
+    components : mapping of str -> array (n,)
+        Per-instance weight of each active strategy.
+    n : int, optional
+        Number of instances (needed when ``components`` is empty).
+    """
+    arrays = [np.asarray(w, dtype=np.float64) for w in components.values()]
+    if n is None:
+        if not arrays:
+            raise ValueError("n is needed when there are no components")
+        n = arrays[0].shape[0]
+    product = np.ones(n, dtype=np.float64)
+    for name, w in zip(components, arrays):
+        if w.shape != (n,):
+            raise ValueError(f"component {name!r} has shape {w.shape}, expected ({n},)")
+        product *= w
+    mean = product.mean() if n else float("nan")
+    if not np.isfinite(mean) or mean <= 0:
+        raise ValueError("every instance got weight 0 (e.g. all confidence cosines <= 0); check the inputs")
+    return (product / mean).astype(np.float32)
+
+
 def compose_weights(
     config: URNetConfig,
     *,
@@ -191,18 +223,13 @@ def compose_weights(
             feats, labels, vecs, ranks=ranks, sources=sources, top_r=config.top_r,
             clean_source=config.clean_source, epochs=config.instance_epochs, seed=seed,
         )
-    product = np.ones(n, dtype=np.float64)
-    for w in components.values():
-        product *= w
-    mean = product.mean()
-    if not np.isfinite(mean) or mean <= 0:
-        raise ValueError("every instance got weight 0 (e.g. all confidence cosines <= 0); check the inputs")
+    sample_weights = combine_components(components, n=n)
     targets = None
     if config.label_reweight:
         probs = need(pred_probs, "pred_probs", "label")
         targets = label_targets(labels, probs, num_classes, beta=config.beta)
     return WeightSet(
-        sample_weights=(product / mean).astype(np.float32),
+        sample_weights=sample_weights,
         soft_targets=targets,
         components={k: v.astype(np.float32) for k, v in components.items()},
     )

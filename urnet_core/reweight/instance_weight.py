@@ -14,6 +14,9 @@ Choices the paper leaves open:
   its label worse than an unrelated direction is dropped from the loss, never pushed away.
 - Features are standardised (mean 0, std 1 per dimension) with statistics fitted on the
   positives, so the FC layers see well-scaled inputs whatever the backbone.
+- Out of core: ``features`` may be a float16/float32 memory map. Only the positives
+  (``top_r * C`` rows) are loaded for training; the weights of all ``n`` rows are computed in
+  chunks of ``chunk_rows`` rows, so memory stays ``O(top_r * C * d + chunk_rows * d + n)``.
 - Training runs on CPU in float32 with a seeded ``torch.Generator`` for shuffling and
   negatives, and the initial weights drawn under a forked, seeded global RNG (restored
   afterwards), so a seed fixes the result.
@@ -27,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from urnet_core._validation import as_features, as_labels, check_positive_int
+from urnet_core.reweight.cluster_weight import release_pages
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +114,7 @@ def instance_weights(
     seed: int = 0,
     negatives_per_positive: int = 1,
     return_model: bool = False,
+    chunk_rows: int = 8192,
 ) -> np.ndarray | tuple[np.ndarray, Any]:
     """Per-instance confidence weights ``wI`` (eq. 8-9).
 
@@ -131,6 +136,8 @@ def instance_weights(
         Random other labels drawn per positive; their cosines are averaged.
     return_model : bool, default=False
         Also return the trained model and the feature standardisation ``(mean, std)``.
+    chunk_rows : int, default=8192
+        Rows per chunk when scoring all instances (features may be a memory map).
 
     Returns
     -------
@@ -148,29 +155,36 @@ def instance_weights(
     if c < 2:
         raise ValueError("instance weights need at least 2 classes (negatives are other labels)")
     labels = as_labels(labels, num_classes=c)
-    feats = as_features(features, n_rows=labels.shape[0]).astype(np.float32)
+    if not isinstance(features, np.ndarray):
+        features = as_features(features, n_rows=labels.shape[0])
+    if features.ndim != 2 or features.shape[0] != labels.shape[0]:
+        raise ValueError(f"features has shape {features.shape}, expected ({labels.shape[0]}, d)")
+    chunk_rows = check_positive_int(chunk_rows, "chunk_rows")
     negs = check_positive_int(negatives_per_positive, "negatives_per_positive")
     epochs = check_positive_int(epochs, "epochs")
     batch_size = check_positive_int(batch_size, "batch_size")
 
     pos = select_positives(labels, ranks, sources, top_r=top_r, clean_source=clean_source)
-    mean = feats[pos].mean(0)
-    std = feats[pos].std(0)
+    # Only the positives are held in memory; NaN/inf anywhere is caught chunk by chunk below.
+    feats_pos = as_features(np.asarray(features[pos], dtype=np.float32), name="features")
+    mean = feats_pos.mean(0)
+    std = feats_pos.std(0)
     std = np.where(std > 1e-6, std, 1.0).astype(np.float32)  # constant dims: leave unscaled
-    x_all = torch.from_numpy((feats - mean) / std)
+    x_pos = torch.from_numpy((feats_pos - mean) / std)
     t_all = torch.from_numpy(text)
-    y_all = torch.from_numpy(labels)
+    y_all = torch.from_numpy(labels.copy())  # may be a read-only view (e.g. from a table)
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = ConfidenceModel(feats.shape[1], text.shape[1], hidden=hidden, out_dim=out_dim)
+        model = ConfidenceModel(features.shape[1], text.shape[1], hidden=hidden, out_dim=out_dim)
     gen = torch.Generator().manual_seed(int(seed))
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     pos_t = torch.from_numpy(pos)
     history = []
     model.train()
     for _ in range(epochs):
-        perm = pos_t[torch.randperm(pos_t.numel(), generator=gen)]
+        local_perm = torch.randperm(pos_t.numel(), generator=gen)
+        perm = pos_t[local_perm]
         total = 0.0
         for s in range(0, perm.numel(), batch_size):
             rows = perm[s : s + batch_size]
@@ -178,7 +192,7 @@ def instance_weights(
             # A random *other* label: shift by 1..C-1 modulo C.
             shift = torch.randint(1, c, (rows.numel(), negs), generator=gen)
             y_neg = (y[:, None] + shift) % c
-            v_i = model.embed_image(x_all[rows])
+            v_i = model.embed_image(x_pos[local_perm[s : s + batch_size]])
             v_t = model.embed_text(t_all)  # all classes at once: C is small next to a batch
             v_i_n = torch.nn.functional.normalize(v_i, dim=1)
             v_t_n = torch.nn.functional.normalize(v_t, dim=1)
@@ -195,10 +209,13 @@ def instance_weights(
     with torch.no_grad():
         v_t = torch.nn.functional.normalize(model.embed_text(t_all), dim=1)
         out = np.empty(labels.shape[0], dtype=np.float64)
-        for s in range(0, labels.shape[0], 8192):
-            v_i = torch.nn.functional.normalize(model.embed_image(x_all[s : s + 8192]), dim=1)
-            cos = (v_i * v_t[y_all[s : s + 8192]]).sum(1)
-            out[s : s + 8192] = cos.double().numpy()
+        for s in range(0, labels.shape[0], chunk_rows):
+            block = as_features(np.asarray(features[s : s + chunk_rows], dtype=np.float32), name="features")
+            x = torch.from_numpy((block - mean) / std)
+            v_i = torch.nn.functional.normalize(model.embed_image(x), dim=1)
+            cos = (v_i * v_t[y_all[s : s + chunk_rows]]).sum(1)
+            out[s : s + chunk_rows] = cos.double().numpy()
+            release_pages(features)
     logger.info("confidence model: %d positives, final loss %.4f", pos.size, history[-1])
     weights = np.clip(out, 0.0, 1.0)  # eq. 9; negative cosine -> 0
     if return_model:

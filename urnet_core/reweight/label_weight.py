@@ -3,6 +3,11 @@
 Notation: ``n`` instances, ``C`` classes. The target of instance ``i`` is
 ``beta * onehot(y_i) + (1 - beta) * onehot(yhat_i)`` where ``yhat_i`` is the baseline's predicted
 class; where the baseline agrees with the label the target stays ``onehot(y_i)``.
+
+At scale the dense ``(n, C)`` targets do not fit (16M x 5000 float32 is 320 GB): keep the
+predicted class per instance (:func:`label_target_pairs`, ``(n,)`` int64, computed from
+memory-mapped probabilities in chunks) and expand a batch at a time with
+:func:`expand_label_targets`, which gives exactly the rows of :func:`label_targets`.
 """
 
 from __future__ import annotations
@@ -10,7 +15,45 @@ from __future__ import annotations
 import numpy as np
 
 from urnet_core._validation import as_labels, check_fraction, check_positive_int
-from urnet_core.reweight.cluster_weight import _as_predictions
+from urnet_core.reweight.cluster_weight import DEFAULT_CHUNK_ROWS, _as_predictions, predicted_classes
+
+
+def label_target_pairs(
+    labels: np.ndarray, predictions: np.ndarray, num_classes: int, *, chunk_rows: int = DEFAULT_CHUNK_ROWS
+) -> np.ndarray:
+    """The baseline's predicted class of every instance: the compact form of eq. 10's targets.
+
+    Parameters
+    ----------
+    labels : array of int, shape (n,)
+    predictions : array of int, shape (n,), or array of float, shape (n, C)
+        Class ids or probabilities (possibly a memory map; streamed ``chunk_rows`` at a time).
+    num_classes : int
+
+    Returns
+    -------
+    predicted : ndarray of int64, shape (n,)
+        Pass it with the labels to :func:`expand_label_targets` per batch.
+    """
+    num_classes = check_positive_int(num_classes, "num_classes")
+    labels = as_labels(labels, num_classes=num_classes)
+    return predicted_classes(predictions, num_classes, labels.shape[0], chunk_rows=chunk_rows)
+
+
+def expand_label_targets(labels: np.ndarray, predicted: np.ndarray, num_classes: int, *, beta: float = 0.8) -> np.ndarray:
+    """Dense soft targets ``(len(labels), C)`` float32 of eq. 10 for a batch of instances.
+
+    Identical to the matching rows of :func:`label_targets`.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    pred = np.asarray(predicted, dtype=np.int64)
+    rows = np.arange(labels.shape[0])
+    targets = np.zeros((labels.shape[0], num_classes), dtype=np.float32)
+    targets[rows, labels] = beta
+    targets[rows, pred] += 1.0 - beta
+    agree = pred == labels
+    targets[rows[agree], labels[agree]] = 1.0  # exactly one-hot, no float32 rounding residue
+    return targets
 
 
 def label_targets(
@@ -42,10 +85,4 @@ def label_targets(
     beta = check_fraction(beta, "beta")
     labels = as_labels(labels, num_classes=num_classes)
     pred = _as_predictions(predictions, num_classes, labels.shape[0])
-    rows = np.arange(labels.shape[0])
-    targets = np.zeros((labels.shape[0], num_classes), dtype=np.float32)
-    targets[rows, labels] = beta
-    targets[rows, pred] += 1.0 - beta
-    agree = pred == labels
-    targets[rows[agree], labels[agree]] = 1.0  # exactly one-hot, no float32 rounding residue
-    return targets
+    return expand_label_targets(labels, pred, num_classes, beta=beta)

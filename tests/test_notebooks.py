@@ -1,0 +1,157 @@
+"""Execute the whole study at smoke scale (every notebook, with papermill) and check its outputs.
+
+The study runs once per module (digits benchmark, 2 seeds, 3 epochs, in a temporary run and
+reports directory); the tests then check the executed notebooks, the HTML and the ablation
+tables hold figures and numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pandas as pd
+import pytest
+
+from urnet_core.ablation import LADDER, default_methods
+from urnet_core.pipeline import StudySettings
+from urnet_core.study import NOTEBOOKS_DIR, SMOKE, list_notebooks, run_study
+
+pytestmark = pytest.mark.timeout(2400)
+
+NOTEBOOK_NAMES = [p.stem for p in list_notebooks(NOTEBOOKS_DIR)]
+PARAMETER_LINE = re.compile(r"^(\w+) = (.+?)  # \S.*$")
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    base = tmp_path_factory.mktemp("study")
+    settings = StudySettings(**{**SMOKE, "run_dir": str(base / "runs")})
+    index = run_study(settings, reports_dir=base / "reports")
+    return {"settings": settings, "reports": base / "reports", "index": index,
+            "ablation": Path(settings.run_dir) / "ablation"}
+
+
+# --------------------------------------------------------------------------- source (no execution)
+def test_every_study_notebook_exists():
+    assert NOTEBOOK_NAMES == ["00_data", "01_challenges", "02_baseline", "03_class_reweight",
+                              "04_cluster_reweight", "05_instance_reweight", "06_bag_attention",
+                              "07_label_reweight", "08_ablation"]
+
+
+@pytest.mark.parametrize("name", NOTEBOOK_NAMES)
+def test_parameters_cell_matches_study_settings(name):
+    nb = nbformat.read(str(NOTEBOOKS_DIR / f"{name}.ipynb"), as_version=4)
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1
+    values = {}
+    for line in tagged[0].source.splitlines():
+        match = PARAMETER_LINE.match(line)
+        assert match, f"{name}: parameter line is not `name = literal  # help`: {line!r}"
+        values[match.group(1)] = eval(match.group(2), {})  # plain literals only
+    defaults = dataclasses.asdict(StudySettings())
+    defaults["seeds"] = list(defaults["seeds"])
+    assert values == defaults
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert "StudySettings.from_parameters(globals())" in code
+    # Thin notebooks: no function or class definitions (logic lives in urnet_core).
+    assert not re.search(r"^\s*(def|class) ", code, flags=re.M)
+
+
+def test_ablation_markdown_states_no_numbers():
+    nb = nbformat.read(str(NOTEBOOKS_DIR / "08_ablation.ipynb"), as_version=4)
+    for cell in nb.cells[1:]:
+        if cell.cell_type == "markdown":
+            assert not re.search(r"\d+\.\d+", cell.source), cell.source  # e.g. "72.8" or "0.5 %"
+
+
+# --------------------------------------------------------------------------- executed study
+def _executed(study, name):
+    return nbformat.read(str(study["reports"] / "_executed" / f"{name}.ipynb"), as_version=4)
+
+
+def _outputs(nb, kind):
+    return [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == kind]
+
+
+@pytest.mark.parametrize("name", NOTEBOOK_NAMES)
+def test_notebook_executed_with_figures_and_html(study, name):
+    nb = _executed(study, name)
+    assert not _outputs(nb, "error")
+    # papermill injected the smoke parameters after the tagged cell.
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert injected and "smoke" in injected[0].source
+    images = [o for o in nb.cells for o in o.get("outputs", []) if "image/png" in o.get("data", {})]
+    min_images = {"00_data": 2, "01_challenges": 6, "02_baseline": 1, "03_class_reweight": 1,
+                  "04_cluster_reweight": 6, "05_instance_reweight": 1, "06_bag_attention": 1,
+                  "07_label_reweight": 1, "08_ablation": 3}[name]
+    assert len(images) >= min_images, f"{name}: {len(images)} figures"
+    html = (study["reports"] / f"{name}.html").read_text()
+    assert "<img" in html and "data:image/png;base64" in html
+
+
+def _text_of(nb):
+    parts = []
+    for o in _outputs(nb, "stream"):
+        parts.append(o.get("text", ""))
+    for o in _outputs(nb, "execute_result") + _outputs(nb, "display_data"):
+        parts.append(o.get("data", {}).get("text/plain", ""))
+    return "\n".join(parts)
+
+
+def _number_after(text, label):
+    match = re.search(re.escape(label) + r"[^0-9\-]*(-?\d+(?:\.\d+)?)", text)
+    assert match, f"no number after {label!r} in the outputs"
+    return float(match.group(1))
+
+
+def test_challenges_are_measured_with_numbers(study):
+    text = _text_of(_executed(study, "01_challenges"))
+    assert _number_after(text, "C1 imbalance ratio (largest/smallest class):") > 1.0
+    assert 0.0 < _number_after(text, "C1 Gini of class sizes:") < 1.0
+    assert _number_after(text, "C2 median intra/inter ratio:") > 0.0
+    assert _number_after(text, "C3 true share of wrong labels:") > 0.0
+    assert "C4 fewest clean instances" in text
+    assert 0.0 <= _number_after(text, "C5 share of low-margin predictions (margin < 0.2):") <= 100.0
+
+
+def test_instance_notebook_prints_both_aurocs(study):
+    text = _text_of(_executed(study, "05_instance_reweight"))
+    for label in ("AUROC instance weight:", "AUROC baseline self-confidence:"):
+        assert 0.0 <= _number_after(text, label) <= 1.0
+
+
+def test_ablation_tables_written(study):
+    folder = study["ablation"]
+    summary = pd.read_csv(folder / "summary.csv")
+    expected = [m.name for m in default_methods()]
+    assert summary["method"].tolist() == expected
+    assert np.isfinite(summary["top1_mean"]).all() and summary["top1_mean"].between(0, 1).all()
+    assert (summary["seeds"] == len(SMOKE["seeds"])).all()
+    results = pd.read_csv(folder / "results.csv")
+    assert len(results) == len(expected) * len(SMOKE["seeds"])
+    per_class = json.loads(results["per_class_accuracy"].iloc[0])
+    assert len(per_class) == 8  # digits 0-7 (8 and 9 are the open set)
+    ladder = pd.read_csv(folder / "ladder_differences.csv")
+    assert len(ladder) == len(LADDER) - 1 and np.isfinite(ladder["diff_pp"]).all()
+    gap = pd.read_csv(folder / "gap_closed.csv")
+    assert set(gap["method"]) == set(expected)
+    assert re.fullmatch(r"[0-9a-f]{8,}", (folder / "data_hash.txt").read_text().strip())
+
+
+def test_index_holds_the_summary_with_numbers(study):
+    html = study["index"].read_text()
+    for rung in LADDER:
+        assert f"<td>{rung}</td>" in html
+    cells = re.findall(r"<td>(\d+\.\d) ± (\d+\.\d+)</td>", html)
+    assert len(cells) >= len(LADDER)
+    assert all(0.0 <= float(m) <= 100.0 and math.isfinite(float(h)) for m, h in cells)
+    for name in NOTEBOOK_NAMES:
+        assert f"href='{name}.html'" in html
+    assert "data hash" in html
