@@ -351,3 +351,55 @@ def test_table_validation_errors():
     floaty.loc[0, "label"] = 0.5
     with pytest.raises(TypeError, match="must hold integers"):
         T.validate_table(floaty, num_classes=2)
+
+
+def _write_cifar10_python(folder, n_per_batch=4, seed=0):
+    """A tiny tree in the official cifar-10-batches-py layout (pickled dicts with bytes keys)."""
+    import pickle
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    labels_all = []
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        labels = rng.integers(0, 10, n_per_batch).tolist()
+        data = rng.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8)
+        with open(folder / name, "wb") as fh:
+            pickle.dump({b"batch_label": name.encode(), b"labels": labels, b"data": data}, fh)
+        labels_all.append((name, labels, data))
+    with open(folder / "batches.meta", "wb") as fh:
+        pickle.dump({b"label_names": [n.encode() for n in R.CIFAR10_CLASSES], b"num_vis": 3072}, fh)
+    return labels_all
+
+
+def test_cifar_python_folder_and_cifar_n_manifest(tmp_path):
+    from urnet_core.data.manifest import load_dataset, load_manifest
+
+    batches = _write_cifar10_python(tmp_path / "cifar-10-batches-py")
+    splits = R.read_cifar_python(tmp_path / "cifar-10-batches-py")
+    assert splits.train_images.shape == (20, 32, 32, 3) and splits.test_images.shape == (4, 32, 32, 3)
+    assert splits.class_names == list(R.CIFAR10_CLASSES)
+    # channel-first rows of 3072 bytes become HWC images: pixel (0, 0) of image 0 is bytes 0, 1024, 2048
+    first = batches[0][2][0]
+    assert splits.train_images[0, 0, 0].tolist() == [first[0], first[1024], first[2048]]
+    clean = np.concatenate([b[1] for b in batches[:5]])
+    assert splits.train_labels.tolist() == clean.tolist()
+    noisy = (clean + (np.arange(20) % 3 == 0)) % 10
+    np.savez(tmp_path / "labels.npz", worse_label=noisy)
+    (tmp_path / "m.yaml").write_text(
+        "name: c\nreader: cifar_n\nroot: .\noptions:\n  cifar_dir: cifar-10-batches-py\n"
+        "  label_file: labels.npz\n  key: worse_label\n")
+    bundle = load_dataset(load_manifest(tmp_path / "m.yaml"))
+    train = bundle.train
+    assert train.label.tolist() == noisy.tolist() and train.true_label.tolist() == clean.tolist()
+    assert bundle.num_classes == 10 and bundle.in_channels == 3
+    assert set(train.noise_type) == {"clean", "asym"} and (train.noise_type == "asym").sum() == 7
+
+
+def test_cifar_python_folder_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="neither data_batch_1"):
+        (tmp_path / "empty").mkdir()
+        R.read_cifar_python(tmp_path / "empty")
+    _write_cifar10_python(tmp_path / "c")
+    (tmp_path / "c" / "data_batch_3").write_bytes(b"not a pickle")
+    with pytest.raises(ValueError, match="data_batch_3: not a readable CIFAR pickle"):
+        R.read_cifar_python(tmp_path / "c")

@@ -267,6 +267,16 @@ def _read_arrays(manifest: Manifest) -> R.ArraySplits:
     # cifar_n: label file + image arrays, all relative to root
     root = _need_root(manifest)
     opts = dict(manifest.options)
+    if "cifar_dir" in opts:  # the official python-pickle folder (cifar-10-batches-py / cifar-100-python)
+        cifar = R.read_cifar_python(root / opts.pop("cifar_dir"))
+        label_file = opts.pop("label_file", None)
+        if label_file is None:
+            raise ValueError(f"{manifest.path}: reader cifar_n needs option 'label_file'")
+        opts.setdefault("class_names", cifar.class_names)
+        table, names = R.read_cifar_n(root / label_file, cifar.train_labels, **opts)
+        if len(cifar.train_images) != len(table):
+            raise ValueError(f"{root / label_file}: {len(table)} labels but {len(cifar.train_images)} CIFAR train images")
+        return _noisy_splits(table, cifar.train_images, cifar.test_images, cifar.test_labels, names)
     try:
         label_file, train_npy = opts.pop("label_file"), opts.pop("train_images")
         test_npy, test_labels_npy = opts.pop("test_images"), opts.pop("test_labels")
@@ -278,7 +288,15 @@ def _read_arrays(manifest: Manifest) -> R.ArraySplits:
     test_labels = np.load(root / test_labels_npy, allow_pickle=False).astype(np.int64)
     if len(train_images) != len(table):
         raise ValueError(f"{root / train_npy}: {len(train_images)} images but {len(table)} labels in {label_file}")
-    return R.ArraySplits(train_images, table[T.LABEL].to_numpy(), test_images, test_labels, names)
+    return _noisy_splits(table, train_images, test_images, test_labels, names)
+
+
+def _noisy_splits(table: pd.DataFrame, train_images: np.ndarray, test_images: np.ndarray, test_labels: np.ndarray,
+                  names: list[str]) -> R.ArraySplits:
+    """ArraySplits of human-labelled (CIFAR-N) train images, keeping the ground truth when known."""
+    true = table[T.TRUE_LABEL].to_numpy() if T.TRUE_LABEL in table else None
+    return R.ArraySplits(train_images, table[T.LABEL].to_numpy(), test_images, test_labels, names,
+                         train_true_labels=true, train_source="human")
 
 
 def _stratified_cap(table: pd.DataFrame, cap: int, seed: int, *, per_class: bool) -> pd.DataFrame:
@@ -367,8 +385,13 @@ def _load_arrays(manifest: Manifest, smoke: bool) -> DatasetBundle:
         web = W.make_web_noisy(train_x, train_y, class_names=names, open_images=open_images, **bench_params)
         train, train_x, params = web.table, web.images, web.params
     else:
+        if data.train_true_labels is None:  # the labels are the truth
+            true_y, noise = train_y, "clean"
+        else:  # human label noise (CIFAR-N) is closed-set and class-dependent: recorded as "asym"
+            true_y = data.train_true_labels
+            noise = np.where(true_y == train_y, "clean", "asym")
         train = T.make_table(
-            labels=train_y, class_names=names, source="clean", true_label=train_y, noise_type="clean",
+            labels=train_y, class_names=names, source=data.train_source, true_label=true_y, noise_type=noise,
             second_label=np.full(len(train_y), -1),
         )  # fmt: skip
         train = T.validate_table(train, num_classes=len(names), source_name=str(manifest.path))

@@ -52,6 +52,11 @@ class ArraySplits:
     test_images : uint8 array, shape (n_test, H, W) or (n_test, H, W, 3)
     test_labels : int64 array, shape (n_test,)
     class_names : list of str, length C
+    train_true_labels : int64 array, shape (n_train,), optional
+        Ground truth when ``train_labels`` are noisy (e.g. CIFAR-N human labels); None when
+        the train labels are the clean ones.
+    train_source : str
+        ``source`` column value of the train rows.
     """
 
     train_images: np.ndarray
@@ -59,6 +64,8 @@ class ArraySplits:
     test_images: np.ndarray
     test_labels: np.ndarray
     class_names: list[str]
+    train_true_labels: np.ndarray | None = None
+    train_source: str = "clean"
 
 
 # --------------------------------------------------------------------------- WebVision
@@ -484,6 +491,65 @@ def read_cifar_n(
         raise ValueError(f"{path}: label {C - 1} is unknown; only {len(names)} class names")
     tab = T.make_table(labels=noisy, class_names=names, source="human", true_label=true)
     return T.validate_table(tab, num_classes=len(names), source_name=str(path)), names
+
+
+def read_cifar_python(folder: str | os.PathLike) -> ArraySplits:
+    """Read the official CIFAR-10/100 "python version" folder, as downloaded and untarred.
+
+    ``cifar-10-batches-py``: ``data_batch_1`` .. ``data_batch_5``, ``test_batch`` and
+    ``batches.meta``; ``cifar-100-python``: ``train``, ``test`` and ``meta`` (fine labels).
+    These files are Python pickles, so only read folders you trust. Images come back as
+    uint8 ``(n, 32, 32, 3)`` in the files' order, which is the order CIFAR-N label files use.
+    """
+    import pickle
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: CIFAR folder not found (expected cifar-10-batches-py or cifar-100-python)")
+    if (folder / "data_batch_1").is_file():
+        train_files = [folder / f"data_batch_{i}" for i in range(1, 6)]
+        test_file, meta_file, label_key, names_key = folder / "test_batch", folder / "batches.meta", b"labels", b"label_names"
+    elif (folder / "train").is_file():
+        train_files = [folder / "train"]
+        test_file, meta_file, label_key, names_key = folder / "test", folder / "meta", b"fine_labels", b"fine_label_names"
+    else:
+        raise FileNotFoundError(f"{folder}: neither data_batch_1 (CIFAR-10) nor train (CIFAR-100) found")
+
+    def load(path: Path) -> dict:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: CIFAR file missing")
+        try:
+            with open(path, "rb") as fh:
+                obj = pickle.load(fh, encoding="bytes")
+        except (pickle.UnpicklingError, EOFError, ValueError) as exc:
+            raise ValueError(f"{path}: not a readable CIFAR pickle ({exc})") from None
+        if not isinstance(obj, dict):
+            raise ValueError(f"{path}: expected a dict, got {type(obj).__name__}")
+        return obj
+
+    def images_labels(path: Path) -> tuple[np.ndarray, np.ndarray]:
+        batch = load(path)
+        if b"data" not in batch or label_key not in batch:
+            raise ValueError(f"{path}: no {label_key.decode()!r}/'data' entries; found {sorted(k.decode() for k in batch)}")
+        data = np.asarray(batch[b"data"], dtype=np.uint8)
+        if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+            raise ValueError(f"{path}: data has shape {data.shape}, expected (n, 3072)")
+        labels = _int_labels(np.asarray(batch[label_key]), f"{path} [{label_key.decode()}]")
+        if labels.size != data.shape[0]:
+            raise ValueError(f"{path}: {data.shape[0]} images but {labels.size} labels")
+        return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy(), labels
+
+    parts = [images_labels(f) for f in train_files]
+    train_images = np.concatenate([p[0] for p in parts])
+    train_labels = np.concatenate([p[1] for p in parts])
+    test_images, test_labels = images_labels(test_file)
+    names = [n.decode() if isinstance(n, bytes) else str(n) for n in load(meta_file).get(names_key, [])]
+    if not names:
+        raise ValueError(f"{meta_file}: no {names_key.decode()!r} class names")
+    top = int(max(train_labels.max(), test_labels.max()))
+    if top >= len(names):
+        raise ValueError(f"{folder}: label {top} is unknown; only {len(names)} class names in {meta_file.name}")
+    return ArraySplits(train_images, train_labels, test_images, test_labels, names)
 
 
 def _int_labels(arr: np.ndarray, name: str) -> np.ndarray:
