@@ -50,7 +50,9 @@ study: $(STAMP) data
 smoke: $(STAMP)
 	$(VENV)/bin/urnet study --smoke $(STUDY_ARGS)
 
+# The tests use Fashion-MNIST when it can be installed and skip those cases otherwise.
 test: $(STAMP)
+	@$(MAKE) --no-print-directory data || echo "Fashion-MNIST unavailable: the tests that need it will be skipped"
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) -m pytest $(PYTEST_ARGS)
 
 test-all: $(STAMP)

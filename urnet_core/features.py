@@ -4,6 +4,9 @@ Cluster reweighting (section 4.2) clusters the baseline's features, the confiden
 maps them to a text space, and class/label reweighting (4.1, 4.5) use its predictions, so one
 pass over the training set produces both and caches them as ``.npy`` files keyed by
 :func:`~urnet_core.io.stable_hash` of the model weights, the dataset identity and the dtype.
+
+Under ``torchrun`` every rank extracts a contiguous shard of the rows and rank 0 gathers them,
+writes the cache and returns the arrays (see :func:`extract_features`).
 """
 
 from __future__ import annotations
@@ -17,10 +20,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from urnet_core import distributed as dist_util
 from urnet_core.guards import check_disk_space, planned_feature_bytes
 from urnet_core.io import load_npy, save_npy, stable_hash
 from urnet_core.models.backbones import Backbone
-from urnet_core.train import _inference
+from urnet_core.train import _inference, resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +73,8 @@ def extract_features(
     cache_key: Any = None,
     dtype: Any = np.float32,
     progress: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:
+    distributed: bool | None = None,
+) -> tuple[np.ndarray, np.ndarray] | tuple[None, None]:
     """Encoder features and predicted probabilities of ``model`` on ``dataset``.
 
     Parameters
@@ -90,6 +95,12 @@ def extract_features(
     dtype : {np.float32, np.float16}, default=np.float32
         Feature dtype (float16 halves the size of large feature matrices).
     progress : bool, default=False
+    distributed : bool, optional
+        Shard the rows over the ranks of the process group. ``None`` (default): when torchrun
+        started this process (``WORLD_SIZE > 1``; the group is then initialised here, NCCL on
+        CUDA, gloo on CPU) or a group with several ranks is initialised. Every rank must call
+        with the same arguments; rank 0 checks and writes the cache and returns the arrays, the
+        other ranks return ``(None, None)``.
 
     Raises
     ------
@@ -105,20 +116,36 @@ def extract_features(
     dtype = np.dtype(dtype)
     if dtype not in FEATURE_DTYPES:
         raise ValueError(f"dtype must be float32 or float16, got {dtype}")
+    if distributed is None:
+        distributed = dist_util.env_world_size() > 1 or dist_util.is_active()
+    sharded = False
+    if distributed:
+        dev = resolve_device(device)
+        if dist_util.init_from_env(dev):
+            sharded = True
+            device = dist_util.local_device(dev)
     paths = None
     if cache_dir is not None:
-        identity = cache_key if cache_key is not None else dataset_fingerprint(dataset)
-        key = stable_hash("features-v1", model_fingerprint(model), identity, dtype.str)
-        cache_dir = Path(cache_dir)
-        paths = (cache_dir / f"features_{key}.npy", cache_dir / f"pred_probs_{key}.npy")
-        if all(p.exists() for p in paths):
-            logger.info("features cache hit: %s", paths[0])
-            return load_npy(paths[0]), load_npy(paths[1])
-        # Fail before the (possibly hours-long) pass, not when the cache write hits a full disk.
-        check_disk_space(
-            cache_dir, planned_feature_bytes(len(dataset), model.feature_dim, model.num_classes, dtype),
-            what="feature cache",
-        )
+
+        def lookup() -> tuple[tuple[Path, Path], bool]:
+            identity = cache_key if cache_key is not None else dataset_fingerprint(dataset)
+            key = stable_hash("features-v1", model_fingerprint(model), identity, dtype.str)
+            folder = Path(cache_dir)
+            found = (folder / f"features_{key}.npy", folder / f"pred_probs_{key}.npy")
+            if all(p.exists() for p in found):
+                logger.info("features cache hit: %s", found[0])
+                return found, True
+            # Fail before the (possibly hours-long) pass, not when the cache write hits a full disk.
+            check_disk_space(
+                folder, planned_feature_bytes(len(dataset), model.feature_dim, model.num_classes, dtype),
+                what="feature cache",
+            )
+            return found, False
+
+        # Under torchrun rank 0 alone looks at the cache; its answer (or error) reaches every rank.
+        paths, hit = dist_util.run_on_main(lookup) if sharded else lookup()
+        if hit:
+            return (load_npy(paths[0]), load_npy(paths[1])) if dist_util.is_main() else (None, None)
     probs, _, feats = _inference(
         model,
         dataset,
@@ -126,9 +153,12 @@ def extract_features(
         device=device,
         features=True,
         feature_dtype=dtype,
-        progress=progress,
+        progress=progress and dist_util.is_main(),
         desc="features",
+        distributed=sharded,
     )
+    if probs is None:  # a rank other than 0: its rows went to rank 0
+        return None, None
     if paths is not None:
         # A hit needs both files, each written atomically, so a kill between the two writes
         # leaves a cache miss, never a half entry.

@@ -24,6 +24,18 @@ it and, on CPU, ends bit-identical to an uninterrupted run. A checkpoint whose c
 but ``eval_every``), model or data hash (weights, targets, labels, init weights) differs from the
 current call is **refused with a ValueError** rather than silently mixed or overwritten; pass
 ``resume=False`` (or a new ``run_dir``) to start over.
+
+Several processes: under ``torchrun --nproc_per_node N`` (see :mod:`urnet_core.distributed`) the
+model and bag branch are wrapped in DistributedDataParallel with synchronised batch norm.
+``config.batch_size`` stays the *global* batch: every epoch's batches are exactly the
+single-process ones, and each rank trains on a contiguous part of every batch (cut between bags
+with the bag branch), so about ``batch_size / N`` instances. Each rank's loss is its sum of
+``w_i * CE_i`` divided by the global batch size and multiplied by N (likewise the bag loss over the
+global number of bags), so DDP's gradient average is the single-process gradient; the result
+matches a one-process run up to float rounding (exactly the same data order; random data
+augmentation and dropout are drawn per rank, so they differ). Rank 0 alone writes the
+checkpoint and ``metrics.json`` and the others wait on a barrier; resuming works the same way
+(rank 0 reads and checks the checkpoint and sends it to the others).
 """
 
 from __future__ import annotations
@@ -42,9 +54,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data._utils.collate import default_collate
 from tqdm.auto import tqdm
 
+from urnet_core import distributed as dist_util
 from urnet_core._validation import as_labels, check_fraction, check_option, check_positive_int
 from urnet_core.io import atomic_path, file_hash, stable_hash, write_json
 from urnet_core.losses import generalized_cross_entropy, weighted_soft_cross_entropy
@@ -307,6 +321,49 @@ def _load_checkpoint(path: Path) -> dict:
     return ckpt
 
 
+def _read_resume_checkpoint(ckpt_path: Path, config: TrainConfig, meta: dict, data_hash: str) -> dict:
+    """Load ``ckpt_path`` and check that it belongs to this run (ValueError naming the differences)."""
+    ckpt = _load_checkpoint(ckpt_path)
+    diff = _config_diff(ckpt["config"], asdict(config))
+    diff += [f"{k}: {ckpt[k]!r} -> {v!r}" for k, v in meta.items() if ckpt[k] != v]
+    if ckpt["data_hash"] != data_hash:
+        diff.append("weights/targets/labels/init weights differ (data hash)")
+    if diff:
+        raise ValueError(
+            f"{ckpt_path} belongs to a different run ({'; '.join(diff)}); "
+            "use another run_dir, or resume=False to start over"
+        )
+    return ckpt
+
+
+class _TrainStep(nn.Module):
+    """One forward pass of the backbone and, optionally, the bag branch (what DDP wraps).
+
+    Returns ``(logits (B, C), bag_logits (B / bag_size, C) or None)``; bags are consecutive runs
+    of ``bag_size`` items (:class:`BagBatchSampler`), and the bag loss back-propagates through the
+    same encoder pass.
+    """
+
+    def __init__(self, model: Backbone, bag: BagAttentionBranch | None, bag_size: int) -> None:
+        super().__init__()
+        self.model = model
+        self.bag = bag
+        self.bag_size = bag_size
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        feats = self.model.encoder(x)
+        logits = self.model.head(feats)
+        bag_logits = None
+        if self.bag is not None:
+            bag_logits, _ = self.bag(feats.float().reshape(-1, self.bag_size, feats.shape[1]))
+        return logits, bag_logits
+
+
+def _collate_or_none(items: list) -> Any:
+    """``default_collate``, or None for an empty batch (a rank's empty part of a short batch)."""
+    return default_collate(items) if items else None
+
+
 def load_checkpoint_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> Backbone:
     """Rebuild the trained :class:`Backbone` stored in a :func:`train` checkpoint, in eval mode."""
     path = Path(path)
@@ -336,6 +393,7 @@ def train(
     weights_path: str | os.PathLike | None = None,
     progress: bool = True,
     on_epoch_end: Callable[[dict], None] | None = None,
+    distributed: bool | None = None,
 ) -> TrainResult:
     """Train a backbone (and optionally the bag branch) with per-instance weights and soft targets.
 
@@ -365,7 +423,13 @@ def train(
     progress : bool, default=True
         Show a tqdm bar per epoch.
     on_epoch_end : callable, optional
-        Called with each epoch's history record after its checkpoint is written.
+        Called with each epoch's history record after its checkpoint is written (on every rank).
+    distributed : bool, optional
+        Train with DistributedDataParallel over the ranks of the process group (see the module
+        docstring). ``None`` (default): when torchrun started this process (``WORLD_SIZE > 1``,
+        the group is then initialised here: NCCL on CUDA, gloo on CPU) or a group with several
+        ranks is initialised. Every rank must call :func:`train` with the same arguments; each
+        returns the same model and history.
 
     Returns
     -------
@@ -385,8 +449,17 @@ def train(
     if config.loss == "gce" and targets is not None:
         raise ValueError("loss='gce' trains on hard labels; soft_targets is only used with loss='ce'")
     device = resolve_device(config.device)
+    if distributed is None:
+        distributed = dist_util.env_world_size() > 1 or dist_util.is_active()
+    world, rank = 1, 0
+    if distributed and dist_util.init_from_env(device):
+        device = dist_util.local_device(device)
+        world, rank = dist_util.world_size(), dist_util.rank()
+    main = rank == 0
     run_dir = Path(run_dir) if run_dir is not None else None
     data_hash = _data_hash(labels, weights, targets, weights_path)
+    if world > 1:
+        dist_util.check_consistent((asdict(config), data_hash, n, num_classes, in_channels), "training inputs")
 
     with _seeded_torch(_derive_seed(config.seed, 2**31), device):
         model = build_model(config.model, num_classes, in_channels=in_channels, weights_path=weights_path)
@@ -397,6 +470,10 @@ def train(
         model.to(memory_format=torch.channels_last)
     if bag is not None:
         bag.to(device)
+    if world > 1:
+        # Normalise with the statistics of the whole global batch, as the single process does.
+        dist_util.convert_sync_batchnorm(model, device)
+    train_step = _TrainStep(model, bag, config.bag_size)
     params = list(model.parameters()) + (list(bag.parameters()) if bag is not None else [])
     optimizer = _make_optimizer(params, config)
     steps_per_epoch = len(_epoch_batches(labels, config, 0))
@@ -412,17 +489,13 @@ def train(
     start_epoch = 0
     ckpt_path = run_dir / CHECKPOINT_NAME if run_dir is not None else None
     meta = {"model_name": config.model, "num_classes": num_classes, "in_channels": in_channels}
-    if ckpt_path is not None and resume and ckpt_path.exists():
-        ckpt = _load_checkpoint(ckpt_path)
-        diff = _config_diff(ckpt["config"], asdict(config))
-        diff += [f"{k}: {ckpt[k]!r} -> {v!r}" for k, v in meta.items() if ckpt[k] != v]
-        if ckpt["data_hash"] != data_hash:
-            diff.append("weights/targets/labels/init weights differ (data hash)")
-        if diff:
-            raise ValueError(
-                f"{ckpt_path} belongs to a different run ({'; '.join(diff)}); "
-                "use another run_dir, or resume=False to start over"
-            )
+    ckpt = None
+    if ckpt_path is not None and resume:
+        # Rank 0 reads and checks the checkpoint and sends it to the other ranks.
+        ckpt = dist_util.run_on_main(
+            lambda: _read_resume_checkpoint(ckpt_path, config, meta, data_hash) if ckpt_path.exists() else None
+        )
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
@@ -431,7 +504,12 @@ def train(
             bag.load_state_dict(ckpt["bag_branch"])
         start_epoch = int(ckpt["epoch"])
         history = list(ckpt["history"])
-        logger.info("resuming %s from epoch %d/%d", run_dir, start_epoch, config.epochs)
+        if main:
+            logger.info("resuming %s from epoch %d/%d", run_dir, start_epoch, config.epochs)
+        del ckpt
+    runner: nn.Module = train_step
+    if world > 1:
+        runner = nn.parallel.DistributedDataParallel(train_step, device_ids=[device.index] if device.type == "cuda" else None)
 
     weights_t = torch.from_numpy(weights)
     targets_t = torch.from_numpy(targets) if targets is not None else None
@@ -439,8 +517,13 @@ def train(
 
     for epoch in range(start_epoch, config.epochs):
         t0 = time.perf_counter()
-        epoch_seed = _derive_seed(config.seed, epoch)
-        batches = _epoch_batches(labels, config, epoch)
+        # Every rank draws its own augmentation/dropout numbers; one process keeps its old seed.
+        epoch_seed = _derive_seed(config.seed, epoch) if world == 1 else _derive_seed(config.seed, epoch, rank)
+        global_batches = batches = _epoch_batches(labels, config, epoch)
+        if world > 1:
+            # This rank's contiguous part of every global batch, cut between bags.
+            unit = config.bag_size if config.bag_branch else 1
+            batches = [dist_util.shard_batch(b, unit, rank, world) for b in global_batches]
         model.train()
         if bag is not None:
             bag.train()
@@ -453,11 +536,21 @@ def train(
                 num_workers=config.num_workers,
                 pin_memory=device.type == "cuda",
                 generator=torch.Generator().manual_seed(epoch_seed),
+                **({"collate_fn": _collate_or_none} if world > 1 else {}),
             )
-            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False)
-            for x, y, idx in bar:
+            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not (progress and main), leave=False)
+            template = None
+            for b, item in enumerate(bar):
+                if item is None:
+                    # This rank's part of a short last batch is empty: it still joins the
+                    # collective forward/backward, with zero instances.
+                    if template is None:
+                        template = default_collate([train_dataset[global_batches[b][0]]])[0]
+                    item = (template[:0], torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long))
+                x, y, idx = item
+                template = x
                 idx = idx.long()
-                if idx.min() < 0 or idx.max() >= n:
+                if idx.numel() and (idx.min() < 0 or idx.max() >= n):
                     raise ValueError(f"dataset index out of range [0, {n}): got {int(idx.min())}..{int(idx.max())}")
                 y_idx = labels_t[idx]
                 if not torch.equal(y.long(), y_idx):
@@ -467,24 +560,30 @@ def train(
                 x = x.to(device, non_blocking=True)
                 if channels_last and x.ndim == 4:
                     x = x.contiguous(memory_format=torch.channels_last)
+                # One process: the mean over the batch. Several: this rank's sum over the global
+                # batch size, times the world size, because DDP averages the ranks' gradients.
+                reduction = "mean" if world == 1 else "sum"
                 with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
-                    feats = model.encoder(x)
-                    logits = model.head(feats)
+                    logits, bag_logits = runner(x)
                     if config.loss == "gce":
-                        loss = generalized_cross_entropy(logits, y_dev, q=config.gce_q, weights=w)
+                        loss = generalized_cross_entropy(logits, y_dev, q=config.gce_q, weights=w, reduction=reduction)
                     else:
                         t = (
                             targets_t[idx].to(device, non_blocking=True)
                             if targets_t is not None
                             else F.one_hot(y_dev, num_classes).float()
                         )
-                        loss = weighted_soft_cross_entropy(logits, t, w)
+                        loss = weighted_soft_cross_entropy(logits, t, w, reduction=reduction)
+                    if world > 1:
+                        loss_part = loss
+                        loss = loss * (world / len(global_batches[b]))
                     total = loss
                     if bag is not None:
-                        # Bags are consecutive runs of bag_size items (BagBatchSampler); the bag
-                        # loss back-propagates through the same encoder pass.
-                        bag_logits, _ = bag(feats.float().reshape(-1, config.bag_size, feats.shape[1]))
-                        bag_loss = F.cross_entropy(bag_logits.float(), y_dev.reshape(-1, config.bag_size)[:, 0])
+                        y_bags = y_dev.reshape(-1, config.bag_size)[:, 0]
+                        bag_loss = F.cross_entropy(bag_logits.float(), y_bags, reduction=reduction)
+                        if world > 1:
+                            bag_part = bag_loss
+                            bag_loss = bag_loss * (world * config.bag_size / len(global_batches[b]))
                         total = loss + config.bag_loss_weight * bag_loss
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(total).backward()
@@ -492,12 +591,19 @@ def train(
                 scaler.update()
                 scheduler.step()
                 bsz = x.shape[0]
-                loss_sum += float(loss.detach()) * bsz
-                if bag is not None:
-                    bag_loss_sum += float(bag_loss.detach()) * bsz
+                if world == 1:
+                    loss_sum += float(loss.detach()) * bsz
+                    if bag is not None:
+                        bag_loss_sum += float(bag_loss.detach()) * bsz
+                else:  # sums of this rank's instances (and bags), added over the ranks below
+                    loss_sum += float(loss_part.detach())
+                    if bag is not None:
+                        bag_loss_sum += float(bag_part.detach()) * config.bag_size
                 seen += bsz
-                bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
+                bar.set_postfix(loss=f"{loss_sum / max(seen, 1):.4f}")
             end_rng = torch.get_rng_state()
+        if world > 1:
+            loss_sum, bag_loss_sum, seen = dist_util.all_reduce_sum([loss_sum, bag_loss_sum, seen])
         record: dict[str, Any] = {
             "epoch": epoch + 1,
             "lr": float(optimizer.param_groups[0]["lr"]),
@@ -510,19 +616,22 @@ def train(
         if eval_dataset is not None and (last or (epoch + 1) % config.eval_every == 0):
             record["eval"], _ = evaluate(
                 model, eval_dataset, num_classes=num_classes, batch_size=max(config.batch_size, 256), device=device,
-                progress=progress,
+                progress=progress and main, distributed=world > 1,
             )
         record["seconds"] = time.perf_counter() - t0
+        if world > 1:
+            record["seconds"] = dist_util.broadcast_object(record["seconds"])  # the same history on every rank
         history.append(record)
-        logger.info(
-            "epoch %d/%d loss %.4f%s (%.1fs)",
-            epoch + 1,
-            config.epochs,
-            record["train_loss"],
-            f" top1 {record['eval']['top1']:.4f}" if record["eval"] else "",
-            record["seconds"],
-        )
-        if run_dir is not None:
+        if main:
+            logger.info(
+                "epoch %d/%d loss %.4f%s (%.1fs)",
+                epoch + 1,
+                config.epochs,
+                record["train_loss"],
+                f" top1 {record['eval']['top1']:.4f}" if record["eval"] else "",
+                record["seconds"],
+            )
+        if run_dir is not None and main:
             _save_checkpoint(
                 ckpt_path,
                 {
@@ -546,12 +655,15 @@ def train(
                 },
             )
             write_json(run_dir / METRICS_NAME, {"config": asdict(config), "data_hash": data_hash, "history": history})
+        dist_util.barrier()  # the other ranks wait for rank 0's checkpoint
         if on_epoch_end is not None:
             on_epoch_end(record)
 
     model.eval()
     if bag is not None:
         bag.eval()
+    if world > 1:
+        dist_util.revert_sync_batchnorm(model)
     final = dict(history[-1]["eval"] or {}) if history else {}
     if history:
         final["train_loss"] = history[-1]["train_loss"]
@@ -592,32 +704,50 @@ def _inference(
     feature_dtype: Any = np.float32,
     progress: bool = False,
     desc: str = "predict",
+    distributed: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Return ``(pred_probs (n, C) float32, labels (n,), features (n, D) or None)`` by dataset index.
 
     Rows the dataset never yields get uniform probabilities, zero features and label -1.
+
+    With ``distributed`` and an active process group of several ranks, every rank (all must
+    call) runs a contiguous shard of the dataset's positions and rank 0 gathers the rows: rank 0
+    returns the full arrays, the other ranks ``(None, None, None)``.
     """
     if tta is not None:
         check_option(tta, "tta", TTA_MODES)
     check_positive_int(batch_size, "batch_size")
     dev = resolve_device(device)
     n = len(dataset)
+    sharded = distributed and dist_util.is_active()
+    source, rows = dataset, n
+    if sharded:
+        # Rows are kept in yield order here and put in index order on rank 0.
+        lo, hi = dist_util.shard_range(n)
+        source, rows = Subset(dataset, range(lo, hi)), hi - lo
+        got = np.full(rows, -1, dtype=np.int64)
+        pos = 0
     was_training = model.training
     model.eval()
     model_device = next(model.parameters()).device
     model.to(dev)
-    probs = np.zeros((n, model.num_classes), dtype=np.float32)
-    labels = np.full(n, -1, dtype=np.int64)
-    feats = np.zeros((n, model.feature_dim), dtype=feature_dtype) if features else None
+    probs = np.zeros((rows, model.num_classes), dtype=np.float32)
+    labels = np.full(rows, -1, dtype=np.int64)
+    feats = np.zeros((rows, model.feature_dim), dtype=feature_dtype) if features else None
     # An explicit generator: a DataLoader otherwise draws its worker seed from the global RNG.
     loader = DataLoader(
-        dataset, batch_size=batch_size, shuffle=False, pin_memory=dev.type == "cuda", generator=torch.Generator()
+        source, batch_size=batch_size, shuffle=False, pin_memory=dev.type == "cuda", generator=torch.Generator()
     )
     try:
         for x, y, idx in tqdm(loader, desc=desc, disable=not progress, leave=False):
             idx_np = idx.numpy().astype(np.int64)
             if idx_np.min() < 0 or idx_np.max() >= n:
                 raise ValueError(f"dataset index out of range [0, {n}): got {idx_np.min()}..{idx_np.max()}")
+            dest = idx_np
+            if sharded:
+                dest = np.arange(pos, pos + idx_np.size)
+                got[dest] = idx_np
+                pos += idx_np.size
             x = x.to(dev, non_blocking=True)
             p = torch.zeros(x.shape[0], model.num_classes, device=dev)
             views = _tta_views(tta, x)
@@ -625,12 +755,28 @@ def _inference(
                 f = model.encoder(view)
                 p += torch.softmax(model.head(f).float(), dim=1)
                 if features and v == 0:  # features of the un-augmented batch
-                    feats[idx_np] = f.float().cpu().numpy().astype(feature_dtype)
-            probs[idx_np] = (p / len(views)).cpu().numpy()
-            labels[idx_np] = y.numpy()
+                    feats[dest] = f.float().cpu().numpy().astype(feature_dtype)
+            probs[dest] = (p / len(views)).cpu().numpy()
+            labels[dest] = y.numpy()
     finally:
         model.to(model_device)
         model.train(was_training)
+    if sharded:
+        local = (got[:pos], probs[:pos], labels[:pos]) + ((feats[:pos],) if features else ())
+        main = dist_util.is_main()
+        probs = np.zeros((n, model.num_classes), dtype=np.float32) if main else None
+        labels = np.full(n, -1, dtype=np.int64) if main else None
+        feats = np.zeros((n, model.feature_dim), dtype=feature_dtype) if features and main else None
+
+        def consume(block: tuple[np.ndarray, ...]) -> None:
+            probs[block[0]] = block[1]
+            labels[block[0]] = block[2]
+            if features:
+                feats[block[0]] = block[3]
+
+        dist_util.gather_rows(local, consume)
+        if not main:
+            return None, None, None
     missing = np.flatnonzero(labels < 0)
     if missing.size:
         # Datasets that skip unreadable images (ImageFileDataset's quarantine) never yield
@@ -648,7 +794,8 @@ def predict(
     batch_size: int = 256,
     device: str | torch.device = "auto",
     progress: bool = False,
-) -> np.ndarray:
+    distributed: bool = False,
+) -> np.ndarray | None:
     """Predicted probabilities (n, C), rows ordered by dataset index, with optional TTA.
 
     Parameters
@@ -662,8 +809,13 @@ def predict(
           test at 224 px corresponds to crops offset by ~16 px);
         - ``'multiscale'``: the image resized by 0.875, 1.0 and 1.125 and fed at that size (the
           backbones pool adaptively), the paper's multi-scale test.
+    distributed : bool, default=False
+        With an active process group of several ranks (torchrun): every rank must call; each
+        predicts a contiguous shard and rank 0 returns all rows, the other ranks None.
     """
-    probs, _, _ = _inference(model, dataset, batch_size=batch_size, device=device, tta=tta, progress=progress)
+    probs, _, _ = _inference(
+        model, dataset, batch_size=batch_size, device=device, tta=tta, progress=progress, distributed=distributed
+    )
     return probs
 
 
@@ -676,14 +828,25 @@ def evaluate(
     device: str | torch.device = "auto",
     tta: str | None = None,
     progress: bool = False,
-) -> tuple[dict, np.ndarray]:
+    distributed: bool = False,
+) -> tuple[dict, np.ndarray | None]:
     """Return ``(classification_metrics dict, pred_probs (n, C))`` of ``model`` on ``dataset``.
 
     The labels scored against are the ones the dataset yields (use a dataset over true labels
     to score against the truth).
+
+    With ``distributed`` and an active process group of several ranks (torchrun), every rank must
+    call: each predicts a contiguous shard, rank 0 scores all rows, every rank gets the metrics
+    and rank 0 alone the probabilities (None on the other ranks).
     """
     probs, labels, _ = _inference(
-        model, dataset, batch_size=batch_size, device=device, tta=tta, progress=progress, desc="evaluate"
+        model, dataset, batch_size=batch_size, device=device, tta=tta, progress=progress, desc="evaluate",
+        distributed=distributed,
     )
+    if probs is None:  # not rank 0 of a distributed evaluation
+        return dist_util.broadcast_object(None), None
     seen = labels >= 0  # rows a dataset skipped (unreadable images) are not scored
-    return classification_metrics(labels[seen], probs[seen], num_classes=num_classes), probs
+    metrics = classification_metrics(labels[seen], probs[seen], num_classes=num_classes)
+    if distributed and dist_util.is_active():
+        metrics = dist_util.broadcast_object(metrics)
+    return metrics, probs

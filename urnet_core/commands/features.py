@@ -8,6 +8,9 @@
 For each split writes ``<split>_features.npy`` (n, D) and ``<split>_pred_probs.npy`` (n, C) in
 table row order (test-time transforms, no augmentation), and ``features.json`` recording the key
 (checkpoint hash, dataset fingerprint, dtype) of each; a rerun with the same key skips the split.
+
+Under ``torchrun --nproc_per_node N -m urnet_core.cli features ...`` each process extracts a
+shard of the rows; rank 0 gathers them, writes the files and prints.
 """
 
 from __future__ import annotations
@@ -38,11 +41,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def features_command(args: argparse.Namespace) -> int:
+    from urnet_core import distributed as dist_util
+
+    # Under torchrun the process group started for this command ends with it.
+    try:
+        code = _features(args)
+    except BaseException:
+        dist_util.shutdown(wait=False)
+        raise
+    dist_util.shutdown()
+    return code
+
+
+def _features(args: argparse.Namespace) -> int:
+    from urnet_core import distributed as dist_util
     from urnet_core.data.datasets import default_transforms
     from urnet_core.data.manifest import load_dataset
     from urnet_core.features import dataset_fingerprint, extract_features
-    from urnet_core.train import load_checkpoint_model
+    from urnet_core.train import load_checkpoint_model, resolve_device
 
+    device = resolve_device(args.device)
+    sharded = dist_util.init_from_env(device)  # under torchrun: every rank takes a shard of the rows
+    if sharded:
+        device = dist_util.local_device(device)
+    main = dist_util.is_main()
     model = load_checkpoint_model(args.checkpoint)
     bundle = load_dataset(args.manifest, scale=args.scale)
     if model.num_classes != bundle.num_classes:
@@ -52,7 +74,7 @@ def features_command(args: argparse.Namespace) -> int:
     transform = default_transforms(model.name, False, in_channels=bundle.in_channels, image_size=bundle.image_size)
     out = Path(args.out)
     index_path = out / "features.json"
-    index = read_json(index_path) if index_path.exists() else {}
+    index = dist_util.run_on_main(lambda: read_json(index_path) if index_path.exists() else {})
     ckpt_hash = file_hash(args.checkpoint)
     for split in args.splits:
         table = getattr(bundle, split)
@@ -62,13 +84,19 @@ def features_command(args: argparse.Namespace) -> int:
         dataset = bundle.dataset(table, transform)
         key = stable_hash(ckpt_hash, dataset_fingerprint(dataset), args.dtype)
         paths = {"features": out / f"{split}_features.npy", "pred_probs": out / f"{split}_pred_probs.npy"}
-        if index.get(split, {}).get("key") == key and all(p.exists() for p in paths.values()):
-            print(f"{split}: up to date ({paths['features']})")
+        up_to_date = index.get(split, {}).get("key") == key and dist_util.run_on_main(
+            lambda: all(p.exists() for p in paths.values())
+        )
+        if up_to_date:
+            if main:
+                print(f"{split}: up to date ({paths['features']})")
             continue
         feats, probs = extract_features(
-            model, dataset, batch_size=args.batch_size, device=args.device, dtype=np.dtype(args.dtype),
-            progress=not args.no_progress,
+            model, dataset, batch_size=args.batch_size, device=device, dtype=np.dtype(args.dtype),
+            progress=not args.no_progress, distributed=sharded,
         )
+        if not main:
+            continue
         save_npy(paths["pred_probs"], probs)
         save_npy(paths["features"], feats)
         index[split] = {"key": key, "n": int(len(table)), "feature_dim": int(feats.shape[1]),

@@ -12,6 +12,10 @@ cross-entropy baseline. ``--config`` is a JSON object of :class:`~urnet_core.tra
 fields; ``--epochs``/``--model``/``--seed`` override it. The run directory receives
 ``checkpoint.pt`` and ``metrics.json`` after every epoch (a rerun resumes), then
 ``test_probs.npy`` and ``final_metrics.json``.
+
+Under ``torchrun --nproc_per_node N -m urnet_core.cli train ...`` the N processes train one model
+with DistributedDataParallel (``batch_size`` is the global batch; see :mod:`urnet_core.train`)
+and share the test evaluation; rank 0 alone writes the run directory and prints.
 """
 
 from __future__ import annotations
@@ -57,6 +61,20 @@ def _config(args: argparse.Namespace):
 
 
 def train_command(args: argparse.Namespace) -> int:
+    from urnet_core import distributed as dist_util
+
+    # Under torchrun the process group started for this command ends with it.
+    try:
+        code = _train(args)
+    except BaseException:
+        dist_util.shutdown(wait=False)
+        raise
+    dist_util.shutdown()
+    return code
+
+
+def _train(args: argparse.Namespace) -> int:
+    from urnet_core import distributed as dist_util
     from urnet_core.data.datasets import default_transforms
     from urnet_core.data.manifest import load_dataset
     from urnet_core.train import evaluate, train
@@ -83,8 +101,11 @@ def train_command(args: argparse.Namespace) -> int:
     )
     metrics, probs = evaluate(
         result.model, test_ds, num_classes=bundle.num_classes, batch_size=max(config.batch_size, 256),
-        device=config.device, progress=not args.no_progress,
+        device=next(result.model.parameters()).device, progress=not args.no_progress and dist_util.is_main(),
+        distributed=True,
     )
+    if not dist_util.is_main():
+        return 0
     run_dir = Path(args.run_dir)
     save_npy(run_dir / "test_probs.npy", probs)
     write_json(run_dir / "final_metrics.json", {**metrics, "train_loss": result.final_metrics.get("train_loss")})
