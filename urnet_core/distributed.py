@@ -135,6 +135,21 @@ def shutdown(*, wait: bool = True) -> None:
     _AUX_GROUP = None
 
 
+def run_command(fn: Callable[..., int], *args: Any) -> int:
+    """Run a CLI command body and end the process group it may have started under torchrun.
+
+    On an error the group is torn down without the final barrier (other ranks may never get
+    there) and the error propagates.
+    """
+    try:
+        code = fn(*args)
+    except BaseException:
+        shutdown(wait=False)
+        raise
+    shutdown()
+    return code
+
+
 def aux_group() -> Any:
     """A gloo group over all ranks for the helpers' CPU messages (created on first use)."""
     global _AUX_GROUP

@@ -44,13 +44,7 @@ def features_command(args: argparse.Namespace) -> int:
     from urnet_core import distributed as dist_util
 
     # Under torchrun the process group started for this command ends with it.
-    try:
-        code = _features(args)
-    except BaseException:
-        dist_util.shutdown(wait=False)
-        raise
-    dist_util.shutdown()
-    return code
+    return dist_util.run_command(_features, args)
 
 
 def _features(args: argparse.Namespace) -> int:

@@ -64,13 +64,7 @@ def train_command(args: argparse.Namespace) -> int:
     from urnet_core import distributed as dist_util
 
     # Under torchrun the process group started for this command ends with it.
-    try:
-        code = _train(args)
-    except BaseException:
-        dist_util.shutdown(wait=False)
-        raise
-    dist_util.shutdown()
-    return code
+    return dist_util.run_command(_train, args)
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -44,6 +44,17 @@ def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
                 yield number, text
 
 
+def read_utf8(path: str | os.PathLike) -> str:
+    """The whole text of a UTF-8 file; bad bytes raise a ValueError naming the file and line."""
+    path = Path(path)
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ValueError(f"{path}, line {line}: not valid UTF-8") from None
+
+
 def parse_int(token: str, path: str | os.PathLike, number: int, what: str = "label") -> int:
     """Parse an integer token, raising a ValueError that names the file and line."""
     try:

@@ -47,6 +47,7 @@ from urnet_core._validation import check_option
 from urnet_core.data import readers as R
 from urnet_core.data import table as T
 from urnet_core.data import webnoise as W
+from urnet_core.data._text import read_utf8
 
 logger = logging.getLogger(__name__)
 
@@ -166,12 +167,7 @@ def load_manifest(path: str | os.PathLike) -> Manifest:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: manifest not found")
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise ValueError(f"{path}, line {line}: not valid UTF-8") from None
+    text = read_utf8(path)
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)

@@ -27,7 +27,7 @@ import pandas as pd
 
 from urnet_core._validation import check_option, check_positive_int
 from urnet_core.data import table as T
-from urnet_core.data._text import iter_lines, parse_int, read_pairs
+from urnet_core.data._text import iter_lines, parse_int, read_pairs, read_utf8
 
 logger = logging.getLogger(__name__)
 
@@ -113,12 +113,7 @@ def _read_meta_ranks(path: Path) -> dict[str, float]:
     rank under one of :data:`META_RANK_KEYS`; a record without a rank key gets its position
     in the list. Also accepted: a JSON-lines file (one record per line).
     """
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise ValueError(f"{path}, line {line}: not valid UTF-8") from None
+    text = read_utf8(path)
     try:
         data: Any = json.loads(text)
     except json.JSONDecodeError as exc:
