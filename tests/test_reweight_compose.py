@@ -127,3 +127,22 @@ def test_weights_command(problem, tmp_path):
     rc = main(["weights", "--table", str(tmp_path / "t.parquet"), "--config", str(tmp_path / "bad.yaml"),
                "--out", str(tmp_path / "o3")])
     assert rc == 1
+
+
+def test_cluster_count_reaches_cluster_weights(problem):
+    from urnet_core.reweight.cluster_weight import cluster_weights, confusion_matrix
+
+    problem = dict(problem)
+    flip = np.random.default_rng(1).random(problem["labels"].size) < 0.25  # noisy labels: groups mix classes
+    problem["labels"] = np.where(flip, (problem["labels"] + 1) % 4, problem["labels"])
+    cfg = URNetConfig(cluster_reweight=True, cluster_count="class", n_clusters=3, kmeans_backend="sklearn")
+    ws = compose_weights(cfg, **problem, seed=0)
+    conf = confusion_matrix(problem["labels"], problem["pred_probs"], 4)
+    own = cluster_weights(problem["features"], problem["labels"], conf, n_clusters=3, count="class",
+                          backend="sklearn", seed=0)
+    pooled = cluster_weights(problem["features"], problem["labels"], conf, n_clusters=3, count="all",
+                             backend="sklearn", seed=0)
+    np.testing.assert_allclose(ws.components["cluster"], own, rtol=1e-6)
+    assert not np.allclose(own, pooled)
+    with pytest.raises(ValueError, match="cluster_count"):
+        URNetConfig(cluster_count="pooled")

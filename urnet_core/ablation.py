@@ -41,7 +41,7 @@ class MethodSpec:
     """One row of the ablation.
 
     ``strategies`` names the URNet components combined into the weights (subset of
-    {"class", "class_literal", "cluster", "instance", "label"}); ``bag`` turns on the bag
+    {"class", "class_literal", "cluster", "cluster_own_class", "instance", "label"}); ``bag`` turns on the bag
     branch; ``loss`` is "ce" or "gce"; ``class_balanced`` multiplies effective-number class
     weights (Cui et al. 2019); ``subset`` restricts the training table ("clean_oracle",
     "cleanlab", "flickr_top_k").
@@ -85,8 +85,16 @@ def default_methods(*, include_tricks: bool = True) -> list[MethodSpec]:
         MethodSpec("oracle: clean only", "oracle", subset="clean_oracle"),
         MethodSpec("oracle: clean only, class-balanced", "oracle", subset="clean_oracle", class_balanced=True),
     ]
+    # Our reading of eq. 7 that counts only the class's own instances in a group (see
+    # cluster_weight.py): the paper's reading up-weights mislabelled instances that sit in
+    # another class's large cluster, which hurts tail classes on noisy data.
+    own = ("class", "cluster_own_class", "instance")
+    variants = [
+        MethodSpec("+bag, own-class cluster count", "variant", own, bag=True),
+        MethodSpec("+label, own-class cluster count", "variant", own + ("label",), bag=True),
+    ]
     tricks = [MethodSpec("URNet + top-K Flickr", "trick", rungs[-1].strategies, bag=True, subset="flickr_top_k")]
-    return rungs + alone + peers + oracles + (tricks if include_tricks else [])
+    return rungs + alone + peers + oracles + variants + (tricks if include_tricks else [])
 
 
 # --------------------------------------------------------------------------- one method
@@ -113,7 +121,7 @@ def _subset_mask(spec: MethodSpec, settings: StudySettings, seed: int, table: pd
 
 #: Strategy name of a MethodSpec -> file written by :func:`urnet_core.pipeline.weight_components`.
 _COMPONENT_FILES = {"class": "class_balanced", "class_literal": "class_literal", "cluster": "cluster",
-                    "instance": "instance"}
+                    "cluster_own_class": "cluster_own_class", "instance": "instance"}
 
 
 def method_weights(spec: MethodSpec, settings: StudySettings, seed: int, table: pd.DataFrame,

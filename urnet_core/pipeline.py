@@ -173,7 +173,9 @@ def weight_components(settings: StudySettings, seed: int, *, force: bool = False
     """Compute every URNet strategy's per-instance weights once per seed (from the baseline).
 
     Artefacts: ``class_balanced.npy``, ``class_literal.npy`` (wC of each instance's label),
-    ``cluster.npy`` (wG), ``instance.npy`` (wI), ``label_targets.npy`` (n, C soft targets, eq. 10).
+    ``cluster.npy`` (wG, ``N_Gjl`` counting every pooled instance as in the paper),
+    ``cluster_own_class.npy`` (wG counting the class's own instances only),
+    ``instance.npy`` (wI), ``label_targets.npy`` (n, C soft targets, eq. 10).
     Rungs of the ablation combine these with :func:`urnet_core.reweight.compose.combine_components`.
     """
     from .reweight.class_weight import class_weights
@@ -182,7 +184,8 @@ def weight_components(settings: StudySettings, seed: int, *, force: bool = False
     bundle = load_bundle(settings)
     base = baseline(settings, seed)
     cfg = dataclasses.replace(URNetConfig.full(), kmeans_backend=settings.kmeans_backend, top_r=settings.top_r)
-    key = stage_key("weights", read_json(base / "stage.json")["key"], cfg, settings.text_model_path)
+    own_class_cfg = URNetConfig(cluster_reweight=True, cluster_count="class", kmeans_backend=settings.kmeans_backend)
+    key = stage_key("weights", read_json(base / "stage.json")["key"], cfg, own_class_cfg, settings.text_model_path)
 
     def compute(folder: Path) -> dict:
         table = bundle.train
@@ -195,9 +198,12 @@ def weight_components(settings: StudySettings, seed: int, *, force: bool = False
                              sources=table["source"].to_numpy(), seed=seed)
         comps = dict(ws.components)
         comps["class_literal"] = class_weights(labels, bundle.num_classes, alpha=cfg.alpha, scheme="literal")[labels]
+        comps["cluster_own_class"] = compose_weights(own_class_cfg, labels=labels, num_classes=bundle.num_classes,
+                                                     features=features, pred_probs=probs, seed=seed).components["cluster"]
         save_npy(folder / "class_balanced.npy", comps["class"])
         save_npy(folder / "class_literal.npy", comps["class_literal"])
         save_npy(folder / "cluster.npy", comps["cluster"])
+        save_npy(folder / "cluster_own_class.npy", comps["cluster_own_class"])
         save_npy(folder / "instance.npy", comps["instance"])
         save_npy(folder / "label_targets.npy", ws.soft_targets)
         return {name: {"mean": float(np.mean(v)), "min": float(np.min(v)), "max": float(np.max(v))}

@@ -27,7 +27,7 @@ from .analysis import NOISE_TYPE_ORDER, SIZE_GROUPS, size_groups
 NOISE_COLORS = {"clean": "#4c72b0", "asym": "#dd8452", "sym": "#c44e52", "open": "#8172b3",
                 "ambiguous": "#55a868", "noisy": "#c44e52"}
 GROUP_COLORS = {"ladder": "#4c72b0", "alone": "#55a868", "peer": "#dd8452", "oracle": "#8c8c8c",
-                "trick": "#8172b3"}
+                "variant": "#64b5cd", "trick": "#8172b3"}
 SIZE_COLORS = {"head": "#4c72b0", "medium": "#55a868", "tail": "#c44e52"}
 
 

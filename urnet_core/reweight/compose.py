@@ -13,10 +13,9 @@ strategy's raw per-instance weight, so ``prod(components) / mean(prod(components
 
 from __future__ import annotations
 
-from typing import Mapping
-
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
+from typing import Mapping
 
 import numpy as np
 
@@ -30,7 +29,7 @@ from urnet_core._validation import (
 )
 from urnet_core.kmeans import BACKENDS
 from urnet_core.reweight.class_weight import CLASS_SCHEMES, class_weights, effective_number_weights
-from urnet_core.reweight.cluster_weight import cluster_weights, confusion_matrix
+from urnet_core.reweight.cluster_weight import COUNT_MODES, cluster_weights, confusion_matrix
 from urnet_core.reweight.instance_weight import instance_weights
 from urnet_core.reweight.label_weight import label_targets
 
@@ -41,6 +40,10 @@ class URNetConfig:
 
     ``class_scheme`` is ``'balanced'`` (default), ``'literal'`` (eq. 3 as printed) or
     ``'effective_number'`` (Cui et al. 2019 peer baseline, using ``cb_beta``).
+    ``cluster_count`` is what ``N_Gjl`` of eq. 7 counts (see
+    :func:`~urnet_core.reweight.cluster_weight.cluster_weights`): ``'all'`` instances of the
+    pooled classes in the group (the paper's reading, default) or only the class's ``'class'``
+    own instances (a within-class density weight that down-weights mislabelled instances).
     ``bag_branch``/``bag_size`` are read by the trainer, not by :func:`compose_weights`.
     """
 
@@ -51,6 +54,7 @@ class URNetConfig:
     cluster_reweight: bool = False
     top_k: int = 4
     n_clusters: int = 5
+    cluster_count: str = "all"
     kmeans_backend: str = "auto"
     instance_reweight: bool = False
     top_r: int = 30
@@ -67,6 +71,7 @@ class URNetConfig:
         check_fraction(self.cb_beta, "cb_beta")
         check_positive_int(self.top_k, "top_k", minimum=0)
         check_positive_int(self.n_clusters, "n_clusters")
+        check_option(self.cluster_count, "cluster_count", COUNT_MODES)
         check_option(self.kmeans_backend, "kmeans_backend", BACKENDS)
         check_positive_int(self.top_r, "top_r")
         check_positive_int(self.instance_epochs, "instance_epochs")
@@ -212,7 +217,7 @@ def compose_weights(
         conf = confusion_matrix(labels, probs, num_classes)
         components["cluster"] = cluster_weights(
             feats, labels, conf, top_k=config.top_k, n_clusters=config.n_clusters,
-            backend=config.kmeans_backend, seed=seed,
+            count=config.cluster_count, backend=config.kmeans_backend, seed=seed,
         )
     if config.instance_reweight:
         feats = need(features, "features", "instance")
