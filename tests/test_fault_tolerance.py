@@ -42,7 +42,7 @@ from conftest import MANIFEST_DIR, REPO_ROOT
 from urnet_core import features as F
 from urnet_core import guards
 from urnet_core.io import atomic_path, read_json, save_npy, write_bytes, write_json
-from urnet_core.stages import MARKER, run_stage, stage_key
+from urnet_core.stages import MARKER, code_version, run_stage, stage_key
 from urnet_core.train import CHECKPOINT_NAME, TrainConfig, train
 
 DIGITS_MANIFEST = MANIFEST_DIR / "digits_web.yaml"
@@ -268,7 +268,7 @@ def test_stages_killed_mid_run_skip_finished_and_match_uninterrupted(tmp_path, t
         _assert_same(_artefacts(ref_folders[stage]), _artefacts(cut_folders[stage]))
     marker = read_json(cut_folders["method"] / MARKER)
     assert marker["summary"] == read_json(ref_folders["method"] / MARKER)["summary"]
-    assert marker["version"] == urnet_core.__version__
+    assert marker["version"] == code_version() and marker["version"].startswith(urnet_core.__version__ + "+")
 
 
 # --------------------------------------------------------------------------- 3. half-written artefacts
@@ -449,7 +449,7 @@ def test_stage_keys_change_with_manifest_parameters_and_version(tmp_path, monkey
     changed_version = baseline(settings, 0)
     folders = {first, changed_data, changed_param, changed_seed, changed_version}
     assert len(folders) == 5 and all((f / MARKER).is_file() for f in folders)
-    assert read_json(changed_version / MARKER)["version"].endswith(".post1")
+    assert read_json(changed_version / MARKER)["version"].split("+")[0].endswith(".post1")
     assert (first / MARKER).stat().st_mtime_ns == marker_mtime  # the old entry is left as it was
 
 
@@ -460,6 +460,18 @@ def test_stage_key_is_a_pure_function_of_its_inputs(monkeypatch):
     assert k != stage_key("baseline", "abc", {"alpha": 0.5}, None)
     monkeypatch.setattr(urnet_core, "__version__", "9.9.9")
     assert k != stage_key("weights", "abc", {"alpha": 0.5}, None)
+
+
+def test_stage_key_follows_the_computing_source(monkeypatch):
+    import urnet_core.stages as stages
+
+    names = {p.relative_to(Path(urnet_core.__file__).parent).as_posix() for p in stages.computing_files()}
+    assert {"train.py", "pipeline.py", "ablation.py", "reweight/cluster_weight.py", "data/webnoise.py",
+            "resources/class_descriptions.txt"} <= names
+    assert not names & {"plots.py", "report.py", "study.py", "commands/study.py"}
+    k = stage_key("weights", "abc")
+    monkeypatch.setattr(stages, "_source_digest", lambda: "an edited train.py")  # an edit changes the digest
+    assert k != stage_key("weights", "abc")
 
 
 # --------------------------------------------------------------------------- 5. disk space guard

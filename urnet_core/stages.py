@@ -2,13 +2,15 @@
 
 A stage writes its artefacts into ``<run_dir>/<stage>/<key>/`` where ``key`` is the
 :func:`~urnet_core.io.stable_hash` of everything the stage depends on (data, parameters,
-upstream keys, code version). The folder is complete only once its ``stage.json`` marker
+upstream keys, code version: the package version and a hash of the source files that compute
+artefacts, see :func:`code_version`). The folder is complete only once its ``stage.json`` marker
 exists; the marker is written last and atomically, so a stage killed half-way is simply
 run again and a half-written folder is never read as valid.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 from pathlib import Path
@@ -16,7 +18,7 @@ from typing import Any, Callable
 
 import urnet_core
 
-from .io import read_json, stable_hash, write_json
+from .io import file_hash, read_json, stable_hash, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -28,9 +30,40 @@ def package_version() -> str:
     return urnet_core.__version__
 
 
+#: Package files that only present, launch or benchmark: editing them keeps cached artefacts valid.
+PRESENTATION_FILES = frozenset({"analysis.py", "bench.py", "cli.py", "plots.py", "report.py", "stats.py", "study.py"})
+
+
+def computing_files() -> list[Path]:
+    """The package's source and resource files that :func:`code_version` hashes, sorted."""
+    root = Path(urnet_core.__file__).resolve().parent
+    return sorted(
+        p for p in root.rglob("*")
+        if p.is_file() and p.suffix in (".py", ".txt", ".yaml") and "__pycache__" not in p.parts
+        and p.relative_to(root).parts[0] != "commands" and p.name not in PRESENTATION_FILES
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def _source_digest() -> str:
+    root = Path(urnet_core.__file__).resolve().parent
+    return stable_hash([(p.relative_to(root).as_posix(), file_hash(p)) for p in computing_files()])
+
+
+def code_version() -> str:
+    """Version of the code that computes artefacts: ``__version__`` plus a hash of the package's
+    source and resource files (all but :data:`PRESENTATION_FILES` and the CLI commands).
+
+    Any edit to training, data, reweighting or pipeline code changes every stage key, so a
+    cached artefact is never reused by different code (conservative: it also recomputes stages
+    the edit did not touch). The file hash is taken once per process.
+    """
+    return f"{package_version()}+{_source_digest()}"
+
+
 def stage_key(stage: str, *parts: Any) -> str:
-    """Key of a stage: hash of its name, the package version and ``parts``."""
-    return stable_hash(stage, package_version(), *parts)
+    """Key of a stage: hash of its name, the :func:`code_version` and ``parts``."""
+    return stable_hash(stage, code_version(), *parts)
 
 
 def stage_dir(run_dir: str | Path, stage: str, key: str) -> Path:
@@ -71,6 +104,6 @@ def run_stage(
         logger.info("stage %s/%s: running", stage, key)
     folder.mkdir(parents=True, exist_ok=True)
     summary = compute(folder)
-    write_json(marker, {"stage": stage, "key": key, "version": package_version(),
+    write_json(marker, {"stage": stage, "key": key, "version": code_version(),
                         "description": description or {}, "summary": summary})
     return folder, summary

@@ -1,8 +1,8 @@
 """Run the study: execute the notebooks in order with papermill, render HTML, write the index.
 
 Heavy work is cached by the pipeline stages under the run directory, so a rerun re-executes
-a notebook cheaply; a notebook whose source and parameters are unchanged since its last
-successful run is skipped altogether (``force=True`` redoes everything).
+a notebook cheaply; a notebook whose source, parameters and code version (:func:`~urnet_core.stages.code_version`)
+are unchanged since its last successful run is skipped altogether (``force=True`` redoes everything).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import pandas as pd
 
 from .io import file_hash, read_json, stable_hash, write_json
 from .pipeline import StudySettings
+from .stages import code_version
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ def run_study(settings: StudySettings, *, reports_dir: str | Path = "reports", n
         if only and not any(name.startswith(o) for o in only):
             entries.append((name, html_name, "not run in this invocation"))
             continue
-        key = stable_hash(file_hash(nb), params)
+        key = stable_hash(file_hash(nb), params, code_version())
         if state.get(name, {}).get("key") == key and (reports / html_name).is_file():
             logger.info("%s: unchanged, skipped", name)
             entries.append((name, html_name, f"cached ({state[name]['seconds']:.0f} s when run)"))
