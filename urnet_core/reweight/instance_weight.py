@@ -87,8 +87,11 @@ def select_positives(
     # Sort key: class, NaN-last rank, row (stable).
     key_rank = np.where(np.isnan(rank), np.inf, rank)
     chosen = []
-    for j in np.unique(labels):
-        rows = np.flatnonzero(labels == j)
+    # Rows of every class at once (stable sort: ascending rows within a class), O(n log n)
+    # rather than one O(n) scan per class (O(n C): minutes at 16M x 5000).
+    order = np.argsort(labels, kind="stable")
+    classes, starts = np.unique(labels[order], return_index=True)
+    for rows in np.split(order, starts[1:]) if classes.size else []:
         pool = rows[in_clean[rows]]
         if pool.size == 0:
             pool = rows
@@ -193,12 +196,16 @@ def instance_weights(
             shift = torch.randint(1, c, (rows.numel(), negs), generator=gen)
             y_neg = (y[:, None] + shift) % c
             v_i = model.embed_image(x_pos[local_perm[s : s + batch_size]])
-            v_t = model.embed_text(t_all)  # all classes at once: C is small next to a batch
+            # Embed only the labels this batch uses (its own and its negatives): the text
+            # tower has no batch statistics, so this equals embedding all C labels and
+            # picking rows, at O(B) instead of O(C) per step (O(C^2) per epoch: the
+            # dominant cost at C=5000).
+            used, inverse = torch.unique(torch.cat([y[:, None], y_neg], 1), return_inverse=True)
+            v_t_n = torch.nn.functional.normalize(model.embed_text(t_all[used]), dim=1)
             v_i_n = torch.nn.functional.normalize(v_i, dim=1)
-            v_t_n = torch.nn.functional.normalize(v_t, dim=1)
-            cos_all = v_i_n @ v_t_n.T  # (B, C)
-            cos_pos = cos_all.gather(1, y[:, None])[:, 0]
-            cos_neg = cos_all.gather(1, y_neg).mean(1)
+            cos = (v_i_n[:, None, :] * v_t_n[inverse]).sum(2)  # (B, 1 + negs)
+            cos_pos = cos[:, 0]
+            cos_neg = cos[:, 1:].mean(1)
             loss = -(cos_pos - cos_neg).mean()  # eq. 8
             opt.zero_grad()
             loss.backward()

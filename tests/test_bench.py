@@ -1,0 +1,127 @@
+"""``urnet bench`` at tiny sizes: table shape, exponent fit, cached data, report files."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from urnet_core import bench as B
+
+
+def test_fit_exponent_recovers_known_exponent():
+    n = np.array([1e5, 3e5, 1e6, 4e6])
+    noise = np.array([1.02, 0.98, 1.01, 0.99])
+    b, a = B.fit_exponent(n, 3e-6 * n**1.07 * noise)
+    assert b == pytest.approx(1.07, abs=0.02)
+    assert a == pytest.approx(3e-6, rel=0.3)
+    assert B.project_time(10.0, 1e6, 4e6, 1.0) == pytest.approx(40.0)
+    with pytest.raises(ValueError, match="two distinct"):
+        B.fit_exponent([1e5, 1e5], [1.0, 2.0])
+
+
+def test_parse_sizes_and_long_tail():
+    assert B.parse_sizes("1e5x1000x256, 2e4x100x64") == [B.Size(100_000, 1000, 256), B.Size(20_000, 100, 64)]
+    for bad in ("1e5x1000", "1e5x1000xabc", "10x100x8", ""):
+        with pytest.raises(ValueError):
+            B.parse_sizes(bad)
+    sizes = B.long_tail_sizes(50_000, 100, imbalance=100.0)
+    assert sizes.sum() == 50_000 and sizes.min() >= 1
+    assert 50 < sizes.max() / sizes.min() <= 110
+
+
+def test_synthetic_data_is_cached_and_web_shaped(tmp_path):
+    size = B.Size(1000, 20, 8)
+    data = B.synthetic_data(size, tmp_path, progress=False)
+    feats, labels, preds, vectors = data.load()
+    assert feats.shape == (1000, 8) and feats.dtype == np.float16 and isinstance(feats, np.memmap)
+    assert np.isfinite(np.asarray(feats, dtype=np.float32)).all()
+    assert labels.shape == preds.shape == (1000,) and vectors.shape == (20, 300)
+    assert np.all(np.diff(labels) >= 0)  # rows ordered by class
+    wrong = preds != labels
+    assert 0.2 < wrong.mean() < 0.4
+    assert (preds[wrong] // 5 == labels[wrong] // 5).mean() > 0.7  # mostly confused within groups
+    mtime = data.features.stat().st_mtime_ns
+    again = B.synthetic_data(size, tmp_path, progress=False)
+    assert again.root == data.root and again.features.stat().st_mtime_ns == mtime
+
+
+def test_pipeline_subprocess_reports_time_and_rss(tmp_path):
+    data = B.synthetic_data(B.Size(600, 20, 8), tmp_path, progress=False)
+    res = B.pipeline_in_subprocess(data, instance_epochs=1)
+    assert set(res["seconds"]) == set(B.PIPELINE_STAGES)
+    assert res["total"] > 0 and res["peak_rss_bytes"] > 10e6
+    assert res["cluster"]["n_problems"] == 20
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("bench")
+    settings = B.BenchSettings(
+        sizes=[B.Size(600, 20, 8), B.Size(1200, 20, 8)], cache_dir=cache, backends=["sklearn", "faiss", "torch"],
+        max_problems={"sklearn": 5}, instance_epochs=1, train_steps=2, train_warmup=1, train_epochs=1,
+        train_classes=(50,), data_images=12, data_batch_size=4, data_workers=0, isolate=False, progress=False,
+    )
+    table, pipe, proj = B.run_bench(settings)
+    return settings, table, pipe, proj
+
+
+def test_table_rows_columns_and_numbers(tiny_run):
+    _, table, pipe, proj = tiny_run
+    assert list(table.columns[:2]) == ["section", "item"]
+    assert set(table["section"]) == {"kmeans", "pipeline", "train", "data"}
+    km = table[table["section"] == "kmeans"]
+    assert sorted(km["item"].unique()) == ["faiss", "sklearn", "torch"] and len(km) == 6
+    assert km["measured_on"].str.fullmatch(r"\d+ of 20 problems").all()
+    assert (km[km["item"] == "sklearn"]["measured_on"] == "5 of 20 problems").all()
+    for col in ("seconds", "speedup_vs_sklearn", "inertia_vs_sklearn"):
+        assert np.isfinite(km[col].astype(float)).all() and (km[col] > 0).all(), col
+    assert np.isfinite(km["exponent"].astype(float)).all()  # any sign at tiny sizes (timer noise)
+    assert np.allclose(km[km["item"] == "sklearn"]["inertia_vs_sklearn"], 1.0)
+    pl = table[(table["section"] == "pipeline") & (table["item"] == "total")]
+    assert len(pl) == 2
+    for col in ("seconds", "peak_rss_gb"):
+        assert np.isfinite(pl[col].astype(float)).all() and (pl[col] > 0).all(), col
+    assert np.isfinite(pl["exponent"].astype(float)).all()
+    assert proj is not None and proj["seconds"] > 0 and not proj["exact_setting"]
+    assert (table["item"] == "projection").sum() == 1
+    tr = table[table["section"] == "train"]
+    assert len(tr) == 4 and (tr["seconds"] > 0).all()
+    assert np.isfinite(tr["ratio_vs_ce"].dropna().astype(float)).all() and tr["ratio_vs_ce"].notna().sum() == 2
+    dl = table[table["section"] == "data"]
+    assert len(dl) == 4 and (dl["images_per_s"] > 0).all() and (dl["workers"] == 0).all()
+    md = B.to_markdown(table)
+    assert md.count("\n") == len(table) + 1 and "| kmeans | faiss |" in md
+
+
+def test_targets_and_report_written(tiny_run, tmp_path):
+    settings, table, _, proj = tiny_run
+    targets = B.evaluate_targets(table, proj)
+    assert [t["target"] for t in targets] == list(B.TARGETS.values())
+    assert all(t["result"] in ("PASS", "FAIL", "n/a") for t in targets)
+    assert targets[1]["result"] == "n/a"  # projection not from the 5000/256 setting
+    fig_path = tmp_path / "figures" / "benchmark_scaling.png"
+    B.save_figure(B.scaling_figure(table, proj), fig_path)
+    assert fig_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = {"sizes": settings.sizes, "sections": settings.sections, "backends": ["sklearn", "faiss", "torch"],
+              "max_problems": settings.max_problems, "instance_epochs": 1, "pipeline_backend": "auto",
+              "wall_seconds": 1.0}
+    out = B.write_report(tmp_path / "benchmarks.md", table, targets, B.machine_info(), settings=report,
+                         figure_path=fig_path, proj=proj)
+    text = out.read_text()
+    for needle in ("## Machine", "cores", "torch", "faiss", "scikit-learn", "| section | item |",
+                   "## Targets", "PASS" if "PASS" in str(targets) else "n/a", "figures/benchmark_scaling.png"):
+        assert needle in text
+    assert not list(tmp_path.glob(".*.tmp*"))  # atomic writes leave no temporaries
+
+
+def test_cli_registers_and_rejects_bad_sizes(capsys):
+    from urnet_core.cli import get_parser, main
+
+    args = get_parser().parse_args(["bench", "--quick", "--sizes", "1e4x100x16"])
+    assert args.quick and callable(args.func)
+    assert main(["bench", "--sizes", "1e4x100"]) == 1
+    assert "NxCxD" in capsys.readouterr().err
+    assert main(["bench", "--sections", "kmeans,nope"]) == 1

@@ -1,0 +1,1130 @@
+"""Scale benchmarks of the URNet weighting pipeline (``urnet bench``).
+
+Every number comes from one run on this machine, all rows measured side by side, on
+synthetic data shaped like web data (no real dataset at WebVision scale is available here):
+
+- **features**: a Gaussian mixture, written once as a float16 ``.npy`` memory map in a cache
+  folder keyed by a hash of the parameters (reruns reuse it). Class sizes follow an
+  exponential long tail (largest / smallest = ``imbalance``, 100 by default, as WebVision's
+  head and tail); classes come in groups of ``group_size`` (5) whose centres sit close to a
+  shared group centre (confusable classes, challenge C2), and each class has ``modes`` (3)
+  sub-centres (intra-class diversity). Rows are stored ordered by class, as features
+  extracted from WebVision's class-sorted file lists are.
+- **predictions**: a baseline that is right with probability ``accuracy`` (0.7), confuses a
+  class with another of its group with probability ``within_group`` (0.25), else predicts a
+  random class. Stored as predicted class ids (``(n,)`` int64 memory map): the dense
+  ``(n, C)`` probabilities are 320 GB at 16M x 5000 and the pipeline only needs the argmax.
+- **label text vectors**: ``(C, 300)``, a group vector plus a class perturbation.
+
+Sections (one table, column ``section``):
+
+1. ``kmeans``: the cluster-reweighting workload (per class: its rows plus its 4 most
+   confused classes, ``k = 5``), scheduled in blocks exactly as
+   :func:`~urnet_core.reweight.cluster_weight.cluster_weights` does, run by every backend
+   on the same blocks. scikit-learn (and any backend given a problem cap) runs on a fixed
+   random subset of the problems and its time is extrapolated linearly in the problems'
+   rows (``t_all = t_subset * rows_all / rows_subset``); the column ``measured_on`` says so.
+   Inertia is compared with scikit-learn's on that same subset.
+2. ``pipeline``: confusion matrix, class weights, cluster weights, instance weights (the
+   confidence model) and label targets (compact form), from the memory-mapped files, in a
+   fresh subprocess per size so that peak RSS (``getrusage(RUSAGE_SELF).ru_maxrss``) does not
+   mix between sizes. The exponent ``b`` of ``t = a * N^b`` is fitted by least squares on
+   ``log t`` vs ``log N`` over the sizes sharing ``(C, D)``.
+3. ``train``: URNet's training step (sample weights, soft targets, bag branch) against plain
+   cross entropy on the same backbone and batch.
+4. ``data``: images/s decoded and transformed from PNG/JPEG files through
+   :class:`~urnet_core.data.datasets.ImageFileDataset` and a ``DataLoader``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import math
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from urnet_core.io import atomic_path, read_json, stable_hash, write_json, write_text
+
+logger = logging.getLogger(__name__)
+
+#: Bump when the synthetic data generator changes, so cached files are not reused.
+DATA_VERSION = 1
+#: Where the paper's setting sits: WebVision 2.0.
+PROJECTION_N, PROJECTION_C, PROJECTION_D = 16_000_000, 5000, 256
+#: Columns of the benchmark table, in order.
+COLUMNS = (
+    "section", "item", "N", "C", "D", "seconds", "speedup_vs_sklearn", "inertia_vs_sklearn",
+    "peak_rss_gb", "exponent", "ratio_vs_ce", "images_per_s", "workers", "measured_on", "note",
+)
+#: The targets of the "Scale" issue (name -> human-readable threshold).
+TARGETS = {
+    "pipeline_exponent": "fitted exponent of pipeline time in N <= 1.1",
+    "projected_16m_minutes": "projected pipeline time at 16M instances / 5000 classes / D=256 < 30 min",
+    "peak_rss_gb": "peak RSS of the pipeline < 8 GB",
+    "kmeans_speedup": "fastest CPU k-means >= 5x scikit-learn with inertia within 1%",
+    "train_overhead": "URNet training step <= 1.10x plain cross entropy",
+}
+
+
+# --------------------------------------------------------------------------- sizes
+@dataclass(frozen=True)
+class Size:
+    """One benchmark size: ``n`` instances, ``c`` classes, ``d`` feature dimensions."""
+
+    n: int
+    c: int
+    d: int
+
+    def __str__(self) -> str:
+        return f"N={self.n:,} C={self.c} D={self.d}"
+
+
+QUICK_SIZES = (Size(20_000, 1000, 256), Size(100_000, 1000, 256))
+#: The full grid, in run order: the paper's C (it feeds the 16M projection), the paper's D=2048 at the
+#: largest N, then C=1000 (the pipeline at D=2048 runs last, see :func:`plan_tasks`).
+FULL_SIZES = (
+    tuple(Size(n, 5000, 256) for n in (100_000, 1_000_000, 4_000_000))
+    + (Size(4_000_000, 5000, 2048),)
+    + tuple(Size(n, 1000, 256) for n in (100_000, 1_000_000, 4_000_000))
+)
+
+
+def _parse_count(text: str) -> int:
+    value = float(text)
+    if not math.isfinite(value) or value < 1 or value != int(value):
+        raise ValueError(f"{text!r} is not a positive whole number")
+    return int(value)
+
+
+def parse_sizes(text: str) -> list[Size]:
+    """Parse ``"NxCxD,NxCxD"`` (numbers may be written ``1e6``) into sizes.
+
+    Examples
+    --------
+    >>> parse_sizes("1e5x1000x256,2e4x100x64")
+    [Size(n=100000, c=1000, d=256), Size(n=20000, c=100, d=64)]
+    """
+    sizes = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        fields = part.lower().split("x")
+        if len(fields) != 3:
+            raise ValueError(f"--sizes entry {part!r} must look like NxCxD, e.g. 1e6x5000x256")
+        try:
+            n, c, d = (_parse_count(f) for f in fields)
+        except ValueError as exc:
+            raise ValueError(f"--sizes entry {part!r}: {exc}") from None
+        if c < 2 or n < c:
+            raise ValueError(f"--sizes entry {part!r}: need C >= 2 and N >= C")
+        sizes.append(Size(n, c, d))
+    if not sizes:
+        raise ValueError("--sizes is empty")
+    return sizes
+
+
+# --------------------------------------------------------------------------- synthetic data
+def long_tail_sizes(n: int, c: int, *, imbalance: float = 100.0, seed: int = 0) -> np.ndarray:
+    """Class sizes with an exponential long tail, summing to ``n`` (every class >= 1 when ``n >= c``).
+
+    Size of the class of rank ``r`` is proportional to ``imbalance ** (-r / (c - 1))``, so the
+    largest class is about ``imbalance`` times the smallest. Ranks are shuffled over class ids
+    (with ``seed``), so a group of confusable classes mixes head and tail classes.
+    """
+    ranks = np.arange(c, dtype=np.float64)
+    raw = imbalance ** (-ranks / max(c - 1, 1))
+    spare = n - c if n >= c else n
+    base = 1 if n >= c else 0
+    share = raw / raw.sum() * spare
+    sizes = np.floor(share).astype(np.int64)
+    short = spare - int(sizes.sum())
+    sizes[np.argsort(-(share - sizes), kind="stable")[:short]] += 1
+    sizes += base
+    return np.random.default_rng(seed).permutation(sizes)
+
+
+@dataclass(frozen=True)
+class SyntheticData:
+    """Paths of one cached synthetic data set (see the module docstring)."""
+
+    root: Path
+    size: Size
+    features: Path
+    labels: Path
+    predictions: Path
+    label_vectors: Path
+
+    def load(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(features memmap (n, d) float16, labels (n,) int64, predictions memmap (n,) int64, vectors (C, 300))``."""
+        return (
+            np.load(self.features, mmap_mode="r"),
+            np.load(self.labels),
+            np.load(self.predictions, mmap_mode="r"),
+            np.load(self.label_vectors),
+        )
+
+
+def _data_params(size: Size, seed: int) -> dict[str, Any]:
+    return {
+        "version": DATA_VERSION, "n": size.n, "c": size.c, "d": size.d, "seed": seed, "imbalance": 100.0,
+        "group_size": 5, "modes": 3, "group_scale": 1.0, "class_scale": 0.25, "mode_scale": 0.25,
+        "accuracy": 0.7, "within_group": 0.25, "text_dim": 300,
+    }
+
+
+def synthetic_predictions(labels: np.ndarray, groups: np.ndarray, *, accuracy: float, within_group: float,
+                          seed: int) -> np.ndarray:
+    """Predicted classes that confuse a class with the other classes of its group.
+
+    Right with probability ``accuracy``; another class of the same group with probability
+    ``within_group`` (when the group has one); else a uniformly random class.
+    """
+    rng = np.random.default_rng(seed)
+    c = groups.size
+    n = labels.size
+    pred = labels.copy()
+    u = rng.random(n)
+    members = [np.flatnonzero(groups == g) for g in range(int(groups.max()) + 1)]
+    group_size = np.array([m.size for m in members])[groups]  # per class
+    confuse = (u >= accuracy) & (u < accuracy + within_group) & (group_size[labels] > 1)
+    rows = np.flatnonzero(confuse)
+    if rows.size:
+        lab = labels[rows]
+        start = np.array([m[0] for m in members])[groups[lab]]  # groups are contiguous id ranges
+        size = group_size[lab]
+        offset = (lab - start + rng.integers(1, np.maximum(size, 2), size=rows.size)) % size
+        pred[rows] = start + offset
+    rand = u >= accuracy + within_group
+    pred[rand] = rng.integers(0, c, size=int(rand.sum()))
+    return pred
+
+
+def _fill_features(out: np.ndarray, labels: np.ndarray, centres: np.ndarray, seed: int, *,
+                   chunk_rows: int, progress: bool) -> None:
+    """Write ``centres[label, random mode] + N(0, 1)`` into ``out`` chunk by chunk (2 threads).
+
+    Chunk ``i`` draws from its own generator seeded by ``(seed, i)``, so the file does not
+    depend on the thread count. numpy's generators release the GIL while filling.
+    """
+    from tqdm.auto import tqdm
+
+    n = labels.size
+    starts = list(range(0, n, chunk_rows))
+    modes = centres.shape[1]
+
+    def fill(i: int) -> None:
+        rng = np.random.default_rng([seed, 1, i])
+        s = starts[i]
+        lab = labels[s : s + chunk_rows]
+        block = rng.standard_normal((lab.size, centres.shape[2]), dtype=np.float32)
+        block += centres[lab, rng.integers(0, modes, size=lab.size)]
+        out[s : s + lab.size] = block
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        list(tqdm(pool.map(fill, range(len(starts))), total=len(starts), desc=f"features {out.shape}",
+                  disable=not progress, leave=False))
+
+
+def synthetic_data(size: Size, cache_dir: str | os.PathLike, *, seed: int = 0, progress: bool = True) -> SyntheticData:
+    """Create (or reuse from ``cache_dir``) the synthetic features, labels, predictions and text vectors.
+
+    The folder is named by a hash of every generator parameter; ``meta.json`` is written last,
+    so a half-written folder is never reused. All files are written atomically.
+    """
+    params = _data_params(size, seed)
+    root = Path(cache_dir) / f"synthetic-{size.n}x{size.c}x{size.d}-{stable_hash(params)}"
+    data = SyntheticData(root, size, root / "features.npy", root / "labels.npy", root / "predictions.npy",
+                         root / "label_vectors.npy")
+    meta = root / "meta.json"
+    if meta.exists() and read_json(meta).get("params") == params and all(
+        p.exists() for p in (data.features, data.labels, data.predictions, data.label_vectors)
+    ):
+        return data
+    root.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    rng = np.random.default_rng([seed, 0])
+    sizes = long_tail_sizes(size.n, size.c, imbalance=params["imbalance"], seed=seed)
+    labels = np.repeat(np.arange(size.c, dtype=np.int64), sizes)  # rows ordered by class
+    groups = np.arange(size.c) // params["group_size"]
+    n_groups = int(groups.max()) + 1
+    g_centres = rng.standard_normal((n_groups, size.d), dtype=np.float32) * params["group_scale"]
+    c_centres = g_centres[groups] + rng.standard_normal((size.c, size.d), dtype=np.float32) * params["class_scale"]
+    centres = c_centres[:, None, :] + rng.standard_normal(
+        (size.c, params["modes"], size.d), dtype=np.float32) * params["mode_scale"]
+    text_g = rng.standard_normal((n_groups, params["text_dim"]), dtype=np.float32)
+    vectors = text_g[groups] + 0.5 * rng.standard_normal((size.c, params["text_dim"]), dtype=np.float32)
+    pred = synthetic_predictions(labels, groups, accuracy=params["accuracy"], within_group=params["within_group"],
+                                 seed=seed + 1)
+    with atomic_path(data.features) as tmp:
+        mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(size.n, size.d))
+        chunk_rows = max(1, (16 << 20) // size.d)
+        _fill_features(mm, labels, centres, seed, chunk_rows=chunk_rows, progress=progress)
+        mm.flush()
+        del mm
+    for path, arr in ((data.labels, labels), (data.predictions, pred), (data.label_vectors, vectors)):
+        with atomic_path(path) as tmp:
+            np.save(tmp, arr, allow_pickle=False)
+    write_json(meta, {"params": params, "seconds": time.perf_counter() - t0})
+    logger.info("synthetic data %s written to %s in %.1fs", size, root, time.perf_counter() - t0)
+    return data
+
+
+# --------------------------------------------------------------------------- fitting
+def fit_exponent(n: Sequence[float], seconds: Sequence[float]) -> tuple[float, float]:
+    """Least-squares fit of ``log t = log a + b log N``; returns ``(b, a)``.
+
+    Needs at least two distinct ``N`` and positive times.
+    """
+    x = np.log(np.asarray(n, dtype=np.float64))
+    y = np.log(np.asarray(seconds, dtype=np.float64))
+    if x.size < 2 or np.unique(x).size < 2:
+        raise ValueError("fit_exponent needs at least two distinct N")
+    if not np.all(np.isfinite(y)):
+        raise ValueError("fit_exponent needs positive, finite times")
+    b, log_a = np.polyfit(x, y, 1)
+    return float(b), float(np.exp(log_a))
+
+
+def project_time(seconds: float, n_from: float, n_to: float, exponent: float) -> float:
+    """``t(n_to) = t(n_from) * (n_to / n_from) ** exponent``."""
+    return float(seconds) * (float(n_to) / float(n_from)) ** float(exponent)
+
+
+# --------------------------------------------------------------------------- section 1: k-means
+@dataclass
+class KMeansWorkload:
+    """The cluster-reweighting k-means problems of one data set, in blocks (as ``cluster_weights``)."""
+
+    pools: dict[int, np.ndarray]
+    by_class: list[np.ndarray]
+    blocks: list[list[int]]
+    problem_rows: dict[int, int]
+
+    @property
+    def n_problems(self) -> int:
+        return len(self.pools)
+
+    @property
+    def total_rows(self) -> int:
+        return int(sum(self.problem_rows.values()))
+
+
+def kmeans_workload(labels: np.ndarray, predictions: np.ndarray, num_classes: int, d: int, *, top_k: int = 4,
+                    max_block_bytes: int | None = None) -> KMeansWorkload:
+    """The per-class problems (class + its ``top_k`` most confused classes) and their block schedule."""
+    from urnet_core.reweight.cluster_weight import (
+        DEFAULT_BLOCK_BYTES, class_rows, confusion_matrix, most_confused, schedule_problems,
+    )
+
+    conf = confusion_matrix(labels, predictions, num_classes)
+    partners = most_confused(conf, top_k)
+    by_class = class_rows(labels, num_classes)
+    sizes = np.array([r.size for r in by_class], dtype=np.int64)
+    present = [j for j in range(num_classes) if sizes[j]]
+    pools = {j: np.concatenate([[j], partners[j]]).astype(np.int64) for j in present}
+    max_rows = max(1, (max_block_bytes or DEFAULT_BLOCK_BYTES) // (4 * d))
+    blocks = schedule_problems(pools, sizes, max_rows=max_rows)
+    problem_rows = {j: int(sizes[pools[j]].sum()) for j in present}
+    return KMeansWorkload(pools, by_class, blocks, problem_rows)
+
+
+def available_backends() -> list[str]:
+    """k-means backends to compare here: sklearn, faiss (if installed), torch, cuml (CUDA + cuML only)."""
+    from urnet_core import kmeans as km
+
+    names = ["sklearn"]
+    if km.HAS_FAISS:
+        names.append("faiss")
+    names.append("torch")
+    if km.HAS_CUML and km._cuda_available():
+        names.append("cuml")
+    return names
+
+
+def _warm_up_backends(backends: Iterable[str], d: int) -> None:
+    """One tiny solve per backend, so imports and thread pools are not timed."""
+    from urnet_core.kmeans import batched_kmeans
+
+    x = np.random.default_rng(0).standard_normal((200, d)).astype(np.float32)
+    for b in backends:
+        batched_kmeans(x, [np.arange(100), np.arange(100, 200)], 5, backend=b, device="cpu" if b == "torch" else None)
+
+
+def kmeans_section(data: SyntheticData, *, backends: Sequence[str], max_problems: dict[str, int],
+                   seed: int = 0, n_clusters: int = 5, progress: bool = True) -> list[dict[str, Any]]:
+    """Time every backend on the cluster-reweighting workload of ``data``; one row per backend.
+
+    Parameters
+    ----------
+    data : SyntheticData
+    backends : list of str
+        Must include ``"sklearn"`` (the reference).
+    max_problems : dict backend -> int
+        Backends listed here run only on a fixed random subset of that many problems (the same
+        subset for all of them, seeded), and their time is extrapolated by rows.
+    """
+    from tqdm.auto import tqdm
+
+    from urnet_core.kmeans import batched_kmeans
+    from urnet_core.reweight.cluster_weight import _read_rows
+
+    if "sklearn" not in backends:
+        raise ValueError("the k-means section needs 'sklearn' as the reference backend")
+    size = data.size
+    features, labels, preds, _ = data.load()
+    work = kmeans_workload(labels, preds, size.c, size.d)
+    classes = sorted(work.pools)
+    cap = max(max_problems.values()) if max_problems else 0
+    rng = np.random.default_rng([seed, 7])
+    subset = set(int(j) for j in rng.choice(classes, size=min(cap, len(classes)), replace=False)) if cap else set()
+    # every capped backend measures the same problems: the first max_problems[b] of one permutation
+    order = [j for j in rng.permutation(classes) if int(j) in subset] if cap else []
+    chosen = {b: set(int(j) for j in order[: max_problems[b]]) for b in backends if b in max_problems}
+    compare = set.intersection(*chosen.values()) if chosen else set(classes)
+    seeds = {j: seed + i for i, j in enumerate(classes)}
+    seconds = {b: 0.0 for b in backends}
+    rows_done = {b: 0 for b in backends}
+    problems_done = {b: 0 for b in backends}
+    inertia = {b: {} for b in backends}
+    _warm_up_backends(backends, size.d)
+    chunk_rows = max(1, (64 << 20) // (4 * size.d))
+    for block in tqdm(work.blocks, desc=f"k-means {size}", disable=not progress, leave=False):
+        cls = np.unique(np.concatenate([work.pools[j] for j in block]))
+        rows = np.sort(np.concatenate([work.by_class[t] for t in cls]))
+        xb = _read_rows(features, rows, chunk_rows)
+        local = {j: np.searchsorted(rows, np.sort(np.concatenate([work.by_class[t] for t in work.pools[j]])))
+                 for j in block}
+        for b in backends:
+            todo = [j for j in block if b not in chosen or j in chosen[b]]
+            if not todo:
+                continue
+            t0 = time.perf_counter()
+            res = batched_kmeans(xb, [local[j] for j in todo], n_clusters, backend=b, seeds=[seeds[j] for j in todo],
+                                 device="cpu" if b == "torch" else None)
+            seconds[b] += time.perf_counter() - t0
+            rows_done[b] += int(sum(local[j].size for j in todo))
+            problems_done[b] += len(todo)
+            for j, r in zip(todo, res):
+                if j in compare:
+                    inertia[b][j] = r.inertia
+        del xb
+    total_rows = work.total_rows
+    ref_inertia = sum(inertia["sklearn"].values())
+    ref_seconds = seconds["sklearn"] * total_rows / max(rows_done["sklearn"], 1)
+    out = []
+    for b in backends:
+        full = problems_done[b] == work.n_problems
+        est = seconds[b] if full else seconds[b] * total_rows / max(rows_done[b], 1)
+        rel = sum(inertia[b].values()) / ref_inertia if ref_inertia > 0 else float("nan")
+        out.append({
+            "section": "kmeans", "item": b, "N": size.n, "C": size.c, "D": size.d, "seconds": est,
+            "speedup_vs_sklearn": ref_seconds / est if est > 0 else float("nan"),
+            "inertia_vs_sklearn": rel,
+            "measured_on": f"{problems_done[b]} of {work.n_problems} problems",
+            "note": ("all problems" if full else
+                     f"extrapolated: {seconds[b]:.3g}s on {rows_done[b]:,} of {total_rows:,} rows, x rows ratio")
+                    + f"; inertia on {len(compare)} shared problems",
+        })
+    return out
+
+
+# --------------------------------------------------------------------------- section 2: pipeline
+PIPELINE_STAGES = ("confusion", "class", "cluster", "instance", "label", "combine")
+
+
+def run_pipeline(data: SyntheticData, *, instance_epochs: int = 50, backend: str = "auto",
+                 seed: int = 0) -> dict[str, Any]:
+    """Run the whole weighting pipeline on memory-mapped inputs, timing each stage (this process).
+
+    Stages: confusion matrix (eq. 5) from the predicted classes; class weights (eq. 2-4);
+    cluster weights (eq. 5-7, out-of-core blocks); instance weights (eq. 8-9, the confidence
+    model, ``instance_epochs`` epochs); label targets in the compact form (the predicted class
+    per instance, :func:`~urnet_core.reweight.label_weight.label_target_pairs`; dense
+    ``(n, C)`` targets would be 320 GB at 16M x 5000); and the product of the weights.
+
+    Returns
+    -------
+    dict: ``seconds`` (per stage), ``total``, ``peak_rss_bytes`` (this process, so far) and
+    ``cluster`` (:class:`~urnet_core.reweight.cluster_weight.ClusterStats` as a dict).
+    """
+    from urnet_core.reweight.class_weight import class_weights
+    from urnet_core.reweight.cluster_weight import ClusterStats, cluster_weights, confusion_matrix
+    from urnet_core.reweight.compose import combine_components
+    from urnet_core.reweight.instance_weight import instance_weights
+    from urnet_core.reweight.label_weight import label_target_pairs
+
+    features, labels, preds, vectors = data.load()
+    c = data.size.c
+    seconds: dict[str, float] = {}
+    stats = ClusterStats()
+
+    rss_after: dict[str, int] = {}
+
+    def timed(name: str, fn: Callable[[], Any]) -> Any:
+        t0 = time.perf_counter()
+        value = fn()
+        seconds[name] = time.perf_counter() - t0
+        rss_after[name] = _peak_rss_bytes()
+        return value
+
+    rss_after["start"] = _peak_rss_bytes()
+
+    conf = timed("confusion", lambda: confusion_matrix(labels, preds, c))
+    w_class = timed("class", lambda: class_weights(labels, c)[labels])
+    w_cluster = timed("cluster", lambda: cluster_weights(features, labels, conf, backend=backend, seed=seed,
+                                                          stats=stats))
+    w_inst = timed("instance", lambda: instance_weights(features, labels, vectors, epochs=instance_epochs,
+                                                        seed=seed))
+    timed("label", lambda: label_target_pairs(labels, preds, c))
+    timed("combine", lambda: combine_components({"class": w_class, "cluster": w_cluster, "instance": w_inst}))
+    return {"seconds": seconds, "total": float(sum(seconds.values())), "peak_rss_bytes": _peak_rss_bytes(),
+            "peak_rss_after": rss_after, "cluster": asdict(stats)}
+
+
+def _peak_rss_bytes() -> int:
+    """Peak resident set size of this process so far (``getrusage(RUSAGE_SELF).ru_maxrss``)."""
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024))
+
+
+def pipeline_in_subprocess(data: SyntheticData, *, instance_epochs: int, backend: str = "auto", seed: int = 0,
+                           timeout: float | None = None) -> dict[str, Any]:
+    """:func:`run_pipeline` in a fresh Python process, so its peak RSS is its own."""
+    request = {"root": str(data.root), "size": asdict(data.size), "instance_epochs": instance_epochs,
+               "backend": backend, "seed": seed}
+    with tempfile.TemporaryDirectory(prefix="urnet-bench-") as tmp:
+        result_path = Path(tmp) / "result.json"
+        request["result"] = str(result_path)
+        proc = subprocess.run(
+            [sys.executable, "-m", "urnet_core.bench", "--child", json.dumps(request)],
+            capture_output=True, text=True, timeout=timeout,
+        )
+        if proc.returncode != 0 or not result_path.exists():
+            raise RuntimeError(f"pipeline subprocess for {data.size} failed (exit {proc.returncode}):\n"
+                               f"{proc.stderr[-4000:]}")
+        return read_json(result_path)
+
+
+def _child_main(request_json: str) -> int:
+    """Entry point of the pipeline subprocess (``python -m urnet_core.bench --child JSON``)."""
+    req = json.loads(request_json)
+    size = Size(**req["size"])
+    root = Path(req["root"])
+    data = SyntheticData(root, size, root / "features.npy", root / "labels.npy", root / "predictions.npy",
+                         root / "label_vectors.npy")
+    result = run_pipeline(data, instance_epochs=req["instance_epochs"], backend=req["backend"], seed=req["seed"])
+    write_json(req["result"], result)
+    return 0
+
+
+def pipeline_rows(results: Sequence[tuple[Size, dict[str, Any]]], *, instance_epochs: int) -> list[dict[str, Any]]:
+    """Table rows of the pipeline runs: one per size, with the exponent of its ``(C, D)`` series."""
+    rows = []
+    series: dict[tuple[int, int], list[tuple[Size, dict]]] = {}
+    for size, res in results:
+        series.setdefault((size.c, size.d), []).append((size, res))
+    for (c, d), items in series.items():
+        exponent = float("nan")
+        if len({s.n for s, _ in items}) >= 2:
+            exponent, _ = fit_exponent([s.n for s, _ in items], [r["total"] for _, r in items])
+        for size, res in items:
+            st = res["seconds"]
+            cl = res.get("cluster", {})
+            rows.append({
+                "section": "pipeline", "item": "total", "N": size.n, "C": c, "D": d, "seconds": res["total"],
+                "peak_rss_gb": res["peak_rss_bytes"] / 1e9, "exponent": exponent,
+                "note": ", ".join(f"{k} {st[k]:.3g}s" for k in PIPELINE_STAGES if k in st)
+                        + f"; {cl.get('n_blocks', '?')} block(s), read x{cl.get('read_amplification', float('nan')):.2f}"
+                        + f"; instance_epochs={instance_epochs}; exponent over N in {sorted(s.n for s, _ in items)}",
+            })
+    return rows
+
+
+def projection(results: Sequence[tuple[Size, dict[str, Any]]], *, n_to: int = PROJECTION_N,
+               c_to: int = PROJECTION_C, d_to: int = PROJECTION_D) -> dict[str, Any] | None:
+    """Project the pipeline time to ``n_to`` instances from the series closest to ``(c_to, d_to)``.
+
+    Per stage ``s`` (fitted over the series' N points): ``t_s(n_to) = t_s(N_max) * (n_to /
+    N_max) ** b_s``; the projection is the sum over stages. ``linear_bound`` uses
+    ``max(b_s, 1)`` for every stage (no stage grows slower than N). Returns None when no
+    series has two distinct N.
+    """
+    series: dict[tuple[int, int], list[tuple[Size, dict]]] = {}
+    for size, res in results:
+        series.setdefault((size.c, size.d), []).append((size, res))
+    usable = {k: v for k, v in series.items() if len({s.n for s, _ in v}) >= 2}
+    if not usable:
+        return None
+    key = min(usable, key=lambda k: (k[1] != d_to, abs(math.log(k[0] / c_to)), abs(math.log(k[1] / d_to))))
+    items = sorted(usable[key], key=lambda it: it[0].n)
+    n_max = items[-1][0].n
+    last = items[-1][1]["seconds"]
+    fitted = bound = 0.0
+    stage_exp = {}
+    for stage in PIPELINE_STAGES:
+        ts = [r["seconds"].get(stage, 0.0) for _, r in items]
+        if min(ts) <= 0:
+            b = 1.0
+        else:
+            b, _ = fit_exponent([s.n for s, _ in items], ts)
+        stage_exp[stage] = b
+        fitted += project_time(last.get(stage, 0.0), n_max, n_to, b)
+        bound += project_time(last.get(stage, 0.0), n_max, n_to, max(b, 1.0))
+    return {"from": {"C": key[0], "D": key[1], "N_max": n_max}, "seconds": fitted, "linear_bound": bound,
+            "stage_exponents": stage_exp, "exact_setting": key == (c_to, d_to)}
+
+
+# --------------------------------------------------------------------------- section 3: training step
+class _TensorDataset:
+    """In-memory ``(image, label, index)`` items, so :func:`urnet_core.train.train` times compute, not decoding."""
+
+    def __init__(self, images: "torch.Tensor", labels: np.ndarray) -> None:  # noqa: F821
+        self.images = images
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return int(self.labels.size)
+
+    def __getitem__(self, i: int):
+        return self.images[i], int(self.labels[i]), int(i)
+
+
+def train_step_section(*, num_classes: int = 5000, batch_size: int = 128, steps: int = 30, warmup: int = 5,
+                       epochs: int = 3, seed: int = 0) -> list[dict[str, Any]]:
+    """Median step time of URNet vs plain cross entropy (small_cnn, 28x28, one batch size).
+
+    Two measurements:
+
+    - ``step``: the body of :func:`urnet_core.train.train`'s loop, with the project's model,
+      optimiser, :func:`~urnet_core.losses.weighted_soft_cross_entropy` and
+      :class:`~urnet_core.models.bag.BagAttentionBranch`; URNet looks up the batch's weights
+      and expands its soft targets from the compact form
+      (:func:`~urnet_core.reweight.label_weight.expand_label_targets`), plain CE is
+      ``F.cross_entropy``. The variants alternate step by step (same input batch: ``batch_size``
+      rounded down to whole bags of 3, as ``train`` forms URNet batches), ``warmup`` steps
+      untimed, the median of ``steps`` timed steps.
+    - ``train()``: :func:`urnet_core.train.train` itself for ``epochs`` epochs on in-memory
+      images (baseline: no weights/targets; URNet: weights, dense soft targets, bag branch);
+      seconds per instance from each epoch's record, median over epochs.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from urnet_core.losses import weighted_soft_cross_entropy
+    from urnet_core.models.backbones import build_model
+    from urnet_core.models.bag import BagAttentionBranch
+    from urnet_core.reweight.label_weight import expand_label_targets
+    from urnet_core.train import TrainConfig, _make_optimizer, train
+
+    bag_size = 3
+    b = (batch_size // bag_size) * bag_size
+    rng = np.random.default_rng(seed)
+    n_pool = b * 8
+    labels = np.repeat(rng.integers(0, num_classes, n_pool // bag_size), bag_size)
+    predicted = np.where(rng.random(n_pool) < 0.7, labels, rng.integers(0, num_classes, n_pool))
+    weights = rng.uniform(0.2, 2.0, n_pool).astype(np.float32)
+    images = torch.from_numpy(rng.standard_normal((n_pool, 1, 28, 28), dtype=np.float32))
+    labels_t = torch.from_numpy(labels)
+    weights_t = torch.from_numpy(weights)
+    cfg = TrainConfig(model="small_cnn", batch_size=batch_size, device="cpu", amp=False)
+
+    def make(urnet: bool):
+        torch.manual_seed(seed)
+        model = build_model("small_cnn", num_classes, in_channels=1)
+        bag = BagAttentionBranch(model.feature_dim, num_classes) if urnet else None
+        params = list(model.parameters()) + (list(bag.parameters()) if bag is not None else [])
+        model.train()
+        return model, bag, _make_optimizer(params, cfg)
+
+    def step(state, idx: np.ndarray, urnet: bool) -> None:
+        model, bag, opt = state
+        idx_t = torch.from_numpy(idx)
+        x = images[idx_t]
+        y = labels_t[idx_t]
+        feats = model.encoder(x)
+        logits = model.head(feats)
+        if urnet:
+            w = weights_t[idx_t]
+            t = torch.from_numpy(expand_label_targets(labels[idx], predicted[idx], num_classes))
+            loss = weighted_soft_cross_entropy(logits, t, w)
+            bag_logits, _ = bag(feats.float().reshape(-1, bag_size, feats.shape[1]))
+            loss = loss + F.cross_entropy(bag_logits.float(), y.reshape(-1, bag_size)[:, 0])
+        else:
+            loss = F.cross_entropy(logits, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    states = {"ce": make(False), "urnet": make(True)}
+    times: dict[str, list[float]] = {"ce": [], "urnet": []}
+    for i in range(warmup + steps):
+        idx = np.arange((i * b) % n_pool, (i * b) % n_pool + b)
+        for name in (("ce", "urnet") if i % 2 == 0 else ("urnet", "ce")):
+            t0 = time.perf_counter()
+            step(states[name], idx, name == "urnet")
+            if i >= warmup:
+                times[name].append(time.perf_counter() - t0)
+    ce = float(np.median(times["ce"]))
+    ur = float(np.median(times["urnet"]))
+    threads = torch.get_num_threads()
+    rows = [
+        {"section": "train", "item": "step: plain CE", "C": num_classes, "seconds": ce,
+         "note": f"median of {steps} steps after {warmup} warm-up; small_cnn 28x28, batch {b}; {threads} torch threads"},
+        {"section": "train", "item": "step: URNet (weights + soft targets + bag)", "C": num_classes, "seconds": ur,
+         "ratio_vs_ce": ur / ce, "note": f"median of {steps} steps, interleaved with CE; batch {b} = {b // bag_size} bags"},
+    ]
+    # The real training loop, end to end (in-memory images; DataLoader with 0 workers).
+    n_train = b * 6
+    ds = _TensorDataset(images[:n_train], labels[:n_train])
+    targets = expand_label_targets(labels[:n_train], predicted[:n_train], num_classes)
+    per_instance = {}
+    variants = (
+        ("ce", {}, TrainConfig(model="small_cnn", epochs=epochs, batch_size=batch_size, device="cpu", seed=seed)),
+        ("urnet", {"sample_weights": weights[:n_train], "soft_targets": targets},
+         TrainConfig(model="small_cnn", epochs=epochs, batch_size=batch_size, device="cpu", seed=seed,
+                     bag_branch=True, bag_size=bag_size)),
+    )
+    train_logger = logging.getLogger("urnet_core.train")
+    old_level = train_logger.level
+    train_logger.setLevel(logging.WARNING)  # no per-epoch lines in the benchmark output
+    try:
+        for name, kwargs, config in variants:
+            res = train(ds, num_classes=num_classes, config=config, progress=False, **kwargs)
+            per_instance[name] = float(np.median([h["seconds"] / n_train for h in res.history]))
+    finally:
+        train_logger.setLevel(old_level)
+    rows += [
+        {"section": "train", "item": "train(): baseline (one-hot CE)", "C": num_classes,
+         "seconds": per_instance["ce"] * batch_size,
+         "note": f"train() {epochs} epochs x {n_train} in-memory images; seconds per {batch_size} instances, median epoch"},
+        {"section": "train", "item": "train(): URNet (weights + soft targets + bag)", "C": num_classes,
+         "seconds": per_instance["urnet"] * batch_size, "ratio_vs_ce": per_instance["urnet"] / per_instance["ce"],
+         "note": "ratio of seconds per instance (URNet batches hold 126 = 42 bags x 3)"},
+    ]
+    return rows
+
+
+# --------------------------------------------------------------------------- section 4: data loading
+def write_image_files(root: str | os.PathLike, n: int, *, fmt: str = "JPEG", seed: int = 0,
+                      num_classes: int = 10) -> pd.DataFrame:
+    """Write ``n`` smooth random RGB images (about 256-384 x 256 px, like WebVision's resized set).
+
+    Returns an instances table (``path``, ``label``) for :class:`~urnet_core.data.datasets.ImageFileDataset`.
+    """
+    from PIL import Image
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    ext = {"JPEG": "jpg", "PNG": "png"}[fmt]
+    paths = []
+    for i in range(n):
+        w = int(rng.integers(256, 385))
+        small = rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)
+        img = Image.fromarray(small).resize((w, 256), Image.BILINEAR)
+        name = f"{i:06d}.{ext}"
+        img.save(root / name, format=fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+        paths.append(name)
+    return pd.DataFrame({"path": paths, "label": rng.integers(0, num_classes, n)})
+
+
+def data_loading_section(*, n_images: int = 512, batch_size: int = 64, workers: int | None = None,
+                         tmp_dir: str | os.PathLike | None = None, seed: int = 0) -> list[dict[str, Any]]:
+    """Images/s decoded + transformed through ``ImageFileDataset`` and a ``DataLoader``.
+
+    Files are written first (so they sit in the page cache: this measures decoding and
+    transforms, not disk). Throughput counts the images after the first batch, timed from
+    the first batch's arrival (worker start-up excluded).
+    """
+    import torch
+
+    from urnet_core.data.datasets import ImageFileDataset, default_transforms
+
+    workers = workers if workers is not None else (os.cpu_count() or 1)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="urnet-bench-img-", dir=tmp_dir) as tmp:
+        for fmt in ("JPEG", "PNG"):
+            table = write_image_files(Path(tmp) / fmt, n_images, fmt=fmt, seed=seed)
+            for model, mode, label in (("small_cnn", "L", "small_cnn 28x28 grey (train)"),
+                                       ("resnet50", "RGB", "RandomResizedCrop 224 RGB (train)")):
+                ds = ImageFileDataset(table, Path(tmp) / fmt, default_transforms(model, train=True,
+                                      in_channels=1 if mode == "L" else 3), mode=mode)
+                loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers)
+                it = iter(loader)
+                first = next(it)
+                t0 = time.perf_counter()
+                count = 0
+                for x, _, _ in it:
+                    count += x.shape[0]
+                dt = time.perf_counter() - t0
+                del it, loader
+                rows.append({"section": "data", "item": f"{fmt} -> {label}", "seconds": dt,
+                             "images_per_s": count / dt if dt > 0 else float("nan"), "workers": workers,
+                             "note": f"{count} images after the first batch of {first[0].shape[0]}; "
+                                     f"~256x(256-384) px files, batch {batch_size}"})
+    return rows
+
+
+# --------------------------------------------------------------------------- report
+def machine_info() -> dict[str, Any]:
+    """CPU model, cores, RAM, GPU and library versions of this machine."""
+    import faiss
+    import sklearn
+    import torch
+
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    ram = float("nan")
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError, AttributeError):
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return {
+        "cpu": cpu, "cores": os.cpu_count(), "ram_gib": round(ram, 1), "gpu": gpu,
+        "python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__,
+        "faiss": getattr(faiss, "__version__", "?"), "sklearn": sklearn.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (not isinstance(value, str) and bool(pd.isna(value))):
+        return ""
+    if isinstance(value, (float, np.floating)):
+        v = float(value)
+        if v == 0:
+            return "0"
+        if abs(v) >= 1e4 or abs(v) < 1e-3:
+            return f"{v:.3g}"
+        return f"{v:.4g}" if abs(v) < 100 else f"{v:.0f}"
+    if isinstance(value, (int, np.integer)):
+        return f"{int(value):,}"
+    return str(value).replace("|", "/")
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """A GitHub-flavoured markdown table (no ``tabulate`` needed); empty cells for NaN."""
+    cols = list(table.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for _, row in table.iterrows():
+        lines.append("| " + " | ".join(_fmt(row[c]) for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def make_table(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """Rows -> the one benchmark table, columns in :data:`COLUMNS` order, empty columns dropped."""
+    table = pd.DataFrame(list(rows)).reindex(columns=list(COLUMNS))
+    for col in ("N", "C", "D", "workers"):
+        table[col] = table[col].astype("Int64")
+    keep = [c for c in table.columns if c in ("section", "item") or table[c].notna().any()]
+    return table[keep]
+
+
+def evaluate_targets(table: pd.DataFrame, proj: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """PASS/FAIL of each issue target, with the numbers behind it."""
+    out = []
+    pipe = table[table["section"] == "pipeline"] if "section" in table else table.iloc[0:0]
+    if len(pipe) and "exponent" in pipe and pipe["exponent"].notna().any():
+        worst = pipe.loc[pipe["exponent"].idxmax()]
+        exps = ", ".join(f"C={int(r.C)}/D={int(r.D)}: {r.exponent:.3f}"
+                         for r in pipe.drop_duplicates(["C", "D"]).itertuples() if not math.isnan(r.exponent))
+        out.append({"target": TARGETS["pipeline_exponent"], "value": f"max {worst['exponent']:.3f} ({exps})",
+                    "result": "PASS" if worst["exponent"] <= 1.1 else "FAIL"})
+    else:
+        out.append({"target": TARGETS["pipeline_exponent"], "value": "not measured (needs 2 N per C/D)",
+                    "result": "n/a"})
+    if proj is not None:
+        minutes = proj["seconds"] / 60
+        src = proj["from"]
+        value = (f"{minutes:.1f} min (linear bound {proj['linear_bound'] / 60:.1f} min) from C={src['C']}, "
+                 f"D={src['D']}, N_max={src['N_max']:,}")
+        if not proj["exact_setting"]:
+            value += " - NOT the 5000/256 setting, indicative only"
+        out.append({"target": TARGETS["projected_16m_minutes"], "value": value,
+                    "result": ("PASS" if minutes < 30 else "FAIL") if proj["exact_setting"] else "n/a"})
+    else:
+        out.append({"target": TARGETS["projected_16m_minutes"], "value": "not measured", "result": "n/a"})
+    if len(pipe):
+        peak = float(pipe["peak_rss_gb"].max())
+        at = pipe.loc[pipe["peak_rss_gb"].idxmax()]
+        out.append({"target": TARGETS["peak_rss_gb"],
+                    "value": f"max {peak:.2f} GB (at N={int(at.N):,}, C={int(at.C)}, D={int(at.D)})",
+                    "result": "PASS" if peak < 8 else "FAIL"})
+    else:
+        out.append({"target": TARGETS["peak_rss_gb"], "value": "not measured", "result": "n/a"})
+    km = table[(table["section"] == "kmeans") & (table["item"] != "sklearn") & (table["item"] != "cuml")] \
+        if "section" in table else table.iloc[0:0]
+    if len(km):
+        parts, ok_all = [], True
+        for (n, c, d), grp in km.groupby(["N", "C", "D"]):
+            best = grp.loc[grp["seconds"].idxmin()]
+            ok = best["speedup_vs_sklearn"] >= 5 and best["inertia_vs_sklearn"] <= 1.01
+            ok_all &= bool(ok)
+            parts.append(f"N={int(n):,}/C={int(c)}/D={int(d)}: {best['item']} {best['speedup_vs_sklearn']:.1f}x, "
+                         f"inertia {best['inertia_vs_sklearn']:.4f} ({'ok' if ok else 'miss'})")
+        out.append({"target": TARGETS["kmeans_speedup"], "value": "; ".join(parts),
+                    "result": "PASS" if ok_all else "FAIL"})
+    else:
+        out.append({"target": TARGETS["kmeans_speedup"], "value": "not measured", "result": "n/a"})
+    tr = table[(table["section"] == "train") & table["ratio_vs_ce"].notna()] if "ratio_vs_ce" in table else table.iloc[0:0]
+    if len(tr):
+        step = tr[tr["item"].str.startswith("step")]
+        parts = [f"C={int(r.C)}: {r.ratio_vs_ce:.3f}x" for r in step.itertuples()]
+        others = "; ".join(f"C={int(r.C)}: {r.ratio_vs_ce:.3f}x" for r in tr[~tr.index.isin(step.index)].itertuples())
+        ok = bool((step["ratio_vs_ce"] <= 1.10).all()) if len(step) else bool((tr["ratio_vs_ce"] <= 1.10).all())
+        out.append({"target": TARGETS["train_overhead"],
+                    "value": f"median step {', '.join(parts)} (train() per instance: {others})",
+                    "result": "PASS" if ok else "FAIL"})
+    else:
+        out.append({"target": TARGETS["train_overhead"], "value": "not measured", "result": "n/a"})
+    return out
+
+
+def scaling_figure(table: pd.DataFrame, proj: dict[str, Any] | None = None):
+    """Log-log time vs N: k-means backends (left) and the whole pipeline (right), one line per (C, D).
+
+    With ``proj`` the pipeline panel also shows the projection to 16M (dashed, star) and the
+    30-minute target.
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4))
+    axes = fig.subplots(1, 2)
+    for ax, section, title in ((axes[0], "kmeans", "k-means, cluster-reweighting workload"),
+                               (axes[1], "pipeline", "whole weighting pipeline")):
+        sub = table[(table["section"] == section) & (table["item"] != "projection")] if "section" in table \
+            else table.iloc[0:0]
+        for (item, c, d), grp in sub.groupby(["item", "C", "D"]):
+            grp = grp.sort_values("N")
+            label = f"{item} C={int(c)} D={int(d)}" if section == "kmeans" else f"C={int(c)} D={int(d)}"
+            ax.plot(grp["N"].astype(float), grp["seconds"].astype(float), marker="o", label=label)
+        if section == "pipeline" and proj is not None and len(sub):
+            src = proj["from"]
+            last = sub[(sub["C"] == src["C"]) & (sub["D"] == src["D"]) & (sub["N"] == src["N_max"])]
+            if len(last):
+                ax.plot([src["N_max"], PROJECTION_N], [float(last["seconds"].iloc[0]), proj["seconds"]], "k--",
+                        marker="*", markersize=10, label=f"projection to 16M (from C={src['C']} D={src['D']})")
+            ax.axhline(30 * 60, color="r", lw=0.8, ls=":", label="30 min target")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("N (instances)")
+        ax.set_ylabel("seconds")
+        ax.set_title(title, fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+        if ax.has_data():
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def write_report(path: str | os.PathLike, table: pd.DataFrame, targets: Sequence[dict[str, Any]],
+                 info: dict[str, Any], *, settings: dict[str, Any], figure_path: str | os.PathLike | None,
+                 proj: dict[str, Any] | None) -> Path:
+    """Write the markdown report atomically: machine, what was run, the table, the targets."""
+    path = Path(path)
+    lines = [
+        "# URNet scale benchmark (`urnet bench`)", "",
+        f"Generated {info['date']} by `{settings.get('command', 'urnet bench')}`"
+        f" in {settings.get('wall_seconds', float('nan')) / 60:.1f} min.", "",
+        "## Machine", "",
+        f"- CPU: {info['cpu']}, {info['cores']} cores; RAM {info['ram_gib']} GiB; GPU: {info['gpu']}",
+        f"- Python {info['python']}, numpy {info['numpy']}, torch {info['torch']} ({info['torch_threads']} threads), "
+        f"faiss {info['faiss']}, scikit-learn {info['sklearn']}", "",
+        "## What was run", "",
+        f"- sizes (N x C x D): {', '.join(f'{s.n:,} x {s.c} x {s.d}' for s in settings['sizes'])}",
+        f"- pipeline sizes: {', '.join(f'{s.n:,} x {s.c} x {s.d}' for s in settings['pipeline_sizes'])}"
+        if settings.get("pipeline_sizes") else "- pipeline sizes: the same",
+        f"- sections: {', '.join(settings['sections'])}; k-means backends: {', '.join(settings['backends'])}",
+        f"- problem caps (fixed random subset, time extrapolated by rows): {settings['max_problems']}",
+        f"- pipeline: instance_epochs={settings['instance_epochs']}, k-means backend "
+        f"'{settings['pipeline_backend']}', one fresh subprocess per size",
+        "- synthetic data: float16 memmap features (Gaussian mixture, exponential long tail 100:1, "
+        "confusable groups of 5 classes, 3 modes per class, rows ordered by class), predicted class ids "
+        "confusing classes within groups (70% right, 25% group mate, 5% random); see `urnet_core/bench.py`.",
+    ]
+    for note in settings.get("notes", []):
+        lines.append(f"- {note}")
+    lines += [
+        "", "## Results", "",
+        "How to read the table: `seconds` is, for `kmeans`, the k-means time of all the size's problems "
+        "(reading the rows excluded; extrapolated by rows where `measured_on` is a subset); for `pipeline`, "
+        "the sum of the stages listed in `note`; for `train`, the median step (or train() seconds per 128 "
+        "instances); for `data`, the time for the images after the first batch. `speedup_vs_sklearn` = "
+        "scikit-learn's (extrapolated) time / the backend's; `inertia_vs_sklearn` = the backend's summed "
+        "inertia / scikit-learn's on the problems scikit-learn solved (lower is better). `exponent` = slope of "
+        "log seconds vs log N over the sizes sharing the row's backend, C and D. `peak_rss_gb` = ru_maxrss of "
+        "the pipeline's own subprocess (about 0.9 GB of it is the torch and faiss imports).", "",
+        to_markdown(table), "",
+    ]
+    if proj is not None:
+        exps = ", ".join(f"{k} {v:.2f}" for k, v in proj["stage_exponents"].items())
+        lines += [
+            "Projection to 16M instances / 5000 classes / D=256: per pipeline stage s, "
+            "`t_s(16M) = t_s(N_max) * (16M / N_max) ** b_s` with `b_s` fitted (log-log least squares) over the "
+            f"series C={proj['from']['C']}, D={proj['from']['D']} (N_max={proj['from']['N_max']:,}); stage "
+            f"exponents: {exps}. Linear bound: the same with `max(b_s, 1)`.", "",
+        ]
+    lines += ["## Targets (issue \"Scale\")", "", "| target | measured | result |", "|---|---|---|"]
+    lines += [f"| {t['target']} | {t['value']} | **{t['result']}** |" for t in targets]
+    if figure_path is not None:
+        rel = os.path.relpath(figure_path, path.parent)
+        lines += ["", f"![time vs N]({rel})"]
+    return write_text(path, "\n".join(lines) + "\n")
+
+
+# --------------------------------------------------------------------------- driver
+@dataclass
+class BenchSettings:
+    """Everything :func:`run_bench` needs (the CLI builds it)."""
+
+    sizes: Sequence[Size]
+    cache_dir: Path
+    sections: Sequence[str] = ("kmeans", "pipeline", "train", "data")
+    pipeline_sizes: Sequence[Size] | None = None
+    backends: Sequence[str] | None = None
+    max_problems: dict[str, int] = field(default_factory=lambda: {"sklearn": 40})
+    instance_epochs: int = 50
+    pipeline_backend: str = "auto"
+    train_steps: int = 30
+    train_warmup: int = 5
+    train_epochs: int = 3
+    train_classes: Sequence[int] = (10, 5000)
+    data_images: int = 1024
+    data_batch_size: int = 64
+    data_workers: int | None = None
+    isolate: bool = True
+    max_minutes: float | None = None
+    seed: int = 0
+    progress: bool = True
+    notes: list[str] = field(default_factory=list)
+
+
+SECTIONS = ("kmeans", "pipeline", "train", "data")
+
+
+def run_bench(settings: BenchSettings) -> tuple[pd.DataFrame, list[tuple[Size, dict]], dict[str, Any] | None]:
+    """Run the selected sections; returns ``(table, pipeline results, projection)``."""
+    from tqdm.auto import tqdm
+
+    backends = list(settings.backends or available_backends())
+    rows: list[dict[str, Any]] = []
+    pipe: list[tuple[Size, dict]] = []
+    tasks = plan_tasks(settings)
+    bar = tqdm(tasks, desc="bench", disable=not settings.progress)
+    data_cache: dict[Size, SyntheticData] = {}
+    t_start = time.perf_counter()
+    for section, size in bar:
+        bar.set_postfix_str(f"{section} {size or ''}")
+        t0 = time.perf_counter()
+        if settings.max_minutes is not None and (t0 - t_start) / 60 > settings.max_minutes:
+            settings.notes.append(f"SKIPPED (over the {settings.max_minutes:g} min budget): {section} {size or ''}")
+            logger.warning("bench: over the time budget, skipping %s %s", section, size or "")
+            continue
+        if size is not None and size not in data_cache:
+            data_cache[size] = synthetic_data(size, settings.cache_dir, seed=settings.seed, progress=settings.progress)
+        if section == "kmeans":
+            rows += kmeans_section(data_cache[size], backends=backends, max_problems=settings.max_problems,
+                                   seed=settings.seed, progress=settings.progress)
+        elif section == "pipeline":
+            if settings.isolate:
+                res = pipeline_in_subprocess(data_cache[size], instance_epochs=settings.instance_epochs,
+                                             backend=settings.pipeline_backend, seed=settings.seed)
+            else:  # in this process (tests): peak RSS then includes everything run before
+                res = run_pipeline(data_cache[size], instance_epochs=settings.instance_epochs,
+                                   backend=settings.pipeline_backend, seed=settings.seed)
+            pipe.append((size, res))
+        elif section == "train":
+            for c in settings.train_classes:
+                rows += train_step_section(num_classes=c, steps=settings.train_steps, warmup=settings.train_warmup,
+                                           epochs=settings.train_epochs, seed=settings.seed)
+        elif section == "data":
+            rows += data_loading_section(n_images=settings.data_images, batch_size=settings.data_batch_size,
+                                         workers=settings.data_workers, tmp_dir=settings.cache_dir,
+                                         seed=settings.seed)
+        logger.info("bench %s %s: %.1fs", section, size or "", time.perf_counter() - t0)
+    if pipe:
+        rows += pipeline_rows(pipe, instance_epochs=settings.instance_epochs)
+    rows = _add_kmeans_exponents(rows)
+    proj = projection(pipe) if pipe else None
+    if proj is not None:
+        rows.append({"section": "pipeline", "item": "projection", "N": PROJECTION_N, "C": PROJECTION_C,
+                     "D": PROJECTION_D, "seconds": proj["seconds"],
+                     "note": f"sum over stages of t_s(N_max) * (16M/N_max)^b_s from C={proj['from']['C']}, "
+                             f"D={proj['from']['D']}, N_max={proj['from']['N_max']:,}; linear bound "
+                             f"{proj['linear_bound']:.0f}s"})
+    order = {s: i for i, s in enumerate(SECTIONS)}
+    table = make_table(rows)
+    # Sections in SECTIONS order; within one, by (C, D, N); backends keep their run order.
+    table = table.sort_values(["section", "C", "D", "N"], key=lambda col: col.map(order)
+                              if col.name == "section" else col, kind="stable").reset_index(drop=True)
+    return table, pipe, proj
+
+
+def plan_tasks(settings: BenchSettings) -> list[tuple[str, Size | None]]:
+    """Run order: train and data (cheap, size-free), then k-means and pipeline per size in the given
+    order, except pipeline runs at a D other than the projection's (the most expensive, not used by
+    the projection) which come last. A time budget (``max_minutes``) therefore cuts those first.
+    """
+    tasks: list[tuple[str, Size | None]] = [(s, None) for s in ("train", "data") if s in settings.sections]
+    pipe_sizes = list(settings.sizes if settings.pipeline_sizes is None else settings.pipeline_sizes)
+    last: list[tuple[str, Size | None]] = []
+    for size in list(settings.sizes) + [s for s in pipe_sizes if s not in settings.sizes]:
+        if "kmeans" in settings.sections and size in settings.sizes:
+            tasks.append(("kmeans", size))
+        if "pipeline" in settings.sections and size in pipe_sizes:
+            (tasks if size.d == PROJECTION_D else last).append(("pipeline", size))
+    return tasks + last
+
+
+def _add_kmeans_exponents(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Fill ``exponent`` of k-means rows: fitted over N per (backend, C, D) series with >= 2 N."""
+    series: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r.get("section") == "kmeans":
+            series.setdefault((r["item"], r["C"], r["D"]), []).append(r)
+    for items in series.values():
+        if len({r["N"] for r in items}) >= 2 and all(r["seconds"] > 0 for r in items):
+            b, _ = fit_exponent([r["N"] for r in items], [r["seconds"] for r in items])
+            for r in items:
+                r["exponent"] = b
+    return rows
+
+
+def save_figure(fig, path: str | os.PathLike) -> Path:
+    """Save a matplotlib figure atomically (PNG, 120 dpi)."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
+    return Path(path)
+
+
+def default_cache_dir() -> Path:
+    """``$URNET_BENCH_CACHE`` or ``<tmp>/urnet-bench``."""
+    return Path(os.environ.get("URNET_BENCH_CACHE") or Path(tempfile.gettempdir()) / "urnet-bench")
+
+
+if __name__ == "__main__":  # the pipeline subprocess
+    if len(sys.argv) == 3 and sys.argv[1] == "--child":
+        sys.exit(_child_main(sys.argv[2]))
+    print("usage: urnet bench (this module runs as a subprocess only with --child)", file=sys.stderr)
+    sys.exit(2)

@@ -1,0 +1,121 @@
+"""``urnet bench``: scale benchmarks of k-means, the weighting pipeline, training and data loading.
+
+::
+
+    urnet bench [--quick] [--out reports/benchmarks.md] [--figure PATH] [--cache-dir DIR]
+                [--sizes NxCxD,...] [--sections kmeans,pipeline,train,data]
+                [--backends sklearn,faiss,torch] [--sklearn-problems 40] [--torch-problems K]
+                [--instance-epochs 50] [--seed 0]
+
+Prints one table (all rows measured in this run) and the targets of the "Scale" issue with
+PASS/FAIL. With ``--out`` also writes the markdown report (machine, what was run, table,
+targets) and the log-log scaling figure (default ``<out folder>/figures/benchmark_scaling.png``),
+both atomically. Synthetic data are cached in ``--cache-dir`` (keyed by a hash of their
+parameters). See :mod:`urnet_core.bench` for what each section measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "bench", help="benchmark k-means backends, the weighting pipeline, training and data loading at scale",
+        description="Scale benchmarks on synthetic web-like data; prints one table and PASS/FAIL per target.",
+    )
+    parser.add_argument("--quick", action="store_true",
+                        help="small sizes (N in 2e4, 1e5; C=1000; D=256), short runs: a few minutes on 2 cores")
+    parser.add_argument("--out", help="markdown report to write (e.g. reports/benchmarks.md)")
+    parser.add_argument("--figure", help="scaling figure (default: <out folder>/figures/benchmark_scaling.png)")
+    parser.add_argument("--cache-dir", help="synthetic data cache (default $URNET_BENCH_CACHE or <tmp>/urnet-bench)")
+    parser.add_argument("--sizes", help="override the grid: NxCxD[,NxCxD...], e.g. 1e5x1000x256,1e6x1000x256")
+    parser.add_argument("--pipeline-sizes",
+                        help="sizes of the pipeline section (default: --sizes); same NxCxD syntax")
+    parser.add_argument("--sections", default="kmeans,pipeline,train,data",
+                        help="comma-separated subset of kmeans,pipeline,train,data")
+    parser.add_argument("--backends", help="k-means backends (default: sklearn, faiss, torch, and cuml with a GPU)")
+    parser.add_argument("--sklearn-problems", type=int,
+                        help="scikit-learn runs on this many random problems per size, time extrapolated "
+                             "(default 40; --quick 8)")
+    parser.add_argument("--torch-problems", type=int,
+                        help="cap the torch backend the same way (default 300; --quick: all problems)")
+    parser.add_argument("--instance-epochs", type=int,
+                        help="confidence-model epochs in the pipeline (default 50 as URNetConfig; --quick 3)")
+    parser.add_argument("--max-minutes", type=float,
+                        help="skip the remaining sizes once this much time has passed (listed in the report)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-progress", action="store_true", help="no tqdm bars")
+    parser.set_defaults(func=bench_command)
+
+
+def bench_command(args: argparse.Namespace) -> int:
+    from urnet_core import bench as B
+
+    t_start = time.perf_counter()
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its CPU-feature probing is noise here
+    quick = bool(args.quick)
+    sizes = B.parse_sizes(args.sizes) if args.sizes else list(B.QUICK_SIZES if quick else B.FULL_SIZES)
+    sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = sorted(set(sections) - set(B.SECTIONS))
+    if unknown or not sections:
+        raise ValueError(f"--sections {args.sections!r}: unknown {unknown}; choose from {list(B.SECTIONS)}")
+    backends = [b.strip() for b in args.backends.split(",")] if args.backends else B.available_backends()
+    if "sklearn" not in backends and "kmeans" in sections:
+        raise ValueError("--backends must include sklearn (the reference of the k-means section)")
+    max_problems = {"sklearn": args.sklearn_problems or (8 if quick else 40)}
+    if args.torch_problems or not quick:
+        max_problems["torch"] = args.torch_problems or 300
+    for name, value in (("--sklearn-problems", args.sklearn_problems), ("--torch-problems", args.torch_problems),
+                        ("--instance-epochs", args.instance_epochs)):
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    notes = []
+    if quick:
+        notes.append("--quick: small sizes and short runs (instance_epochs=3, 10 training steps, 256 images); "
+                     "numbers are a smoke check, not the scale verdict")
+    settings = B.BenchSettings(
+        sizes=sizes,
+        pipeline_sizes=B.parse_sizes(args.pipeline_sizes) if args.pipeline_sizes else None,
+        cache_dir=Path(args.cache_dir) if args.cache_dir else B.default_cache_dir(),
+        sections=sections,
+        backends=backends,
+        max_problems=max_problems,
+        instance_epochs=args.instance_epochs or (3 if quick else 50),
+        train_steps=10 if quick else 30,
+        data_images=256 if quick else 1024,
+        max_minutes=args.max_minutes,
+        seed=args.seed,
+        progress=not args.no_progress,
+        notes=notes,
+    )
+    info = B.machine_info()
+    table, _, proj = B.run_bench(settings)
+    targets = B.evaluate_targets(table, proj)
+    wall = time.perf_counter() - t_start
+
+    print(B.to_markdown(table))
+    print()
+    for t in targets:
+        print(f"{t['result']:>4}  {t['target']}: {t['value']}")
+    print(f"\nbench wall time {wall / 60:.1f} min on {info['cpu']} ({info['cores']} cores)")
+    if args.out:
+        out = Path(args.out)
+        fig_path = Path(args.figure) if args.figure else out.parent / "figures" / "benchmark_scaling.png"
+        B.save_figure(B.scaling_figure(table, proj), fig_path)
+        report = {
+            "command": "urnet " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("urnet") else "urnet bench",
+            "wall_seconds": wall, "sizes": sizes, "sections": sections, "backends": backends,
+            "pipeline_sizes": settings.pipeline_sizes,
+            "max_problems": max_problems, "instance_epochs": settings.instance_epochs,
+            "pipeline_backend": settings.pipeline_backend, "notes": notes,
+        }
+        B.write_report(out, table, targets, info, settings=report, figure_path=fig_path, proj=proj)
+        print(f"wrote {out} and {fig_path}")
+    return 0
