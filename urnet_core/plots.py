@@ -255,17 +255,8 @@ def spread_scatter(spread: pd.DataFrame, class_names: Sequence[str] | None = Non
 
     Points above the diagonal are classes wider than the gap to their nearest neighbour.
     """
-    fig = _figure(5, 4.5)
-    ax = fig.add_subplot()
-    ax.scatter(spread["inter"], spread["intra"], s=20 + 80 * spread["n"] / spread["n"].max(), alpha=0.7)
     lim = float(max(spread["inter"].max(), spread["intra"].max()) * 1.1)
-    ax.plot([0, lim], [0, lim], color="gray", ls="--", lw=0.8, label="intra = inter")
-    if class_names is not None and len(spread) <= 30:
-        for _, r in spread.iterrows():
-            ax.annotate(class_names[int(r["class"])], (r["inter"], r["intra"]), fontsize=7,
-                        xytext=(3, 3), textcoords="offset points")
-    ax.set_xlim(0, lim)
-    ax.set_ylim(0, lim)
+    fig, ax = _class_scatter(spread, "inter", "intra", lim, "intra = inter", class_names)
     ax.set_xlabel("distance from class centroid to nearest other centroid (inter)")
     ax.set_ylabel("mean distance to own centroid (intra)")
     ax.set_title("feature spread per class (marker size = class size)")
@@ -274,22 +265,28 @@ def spread_scatter(spread: pd.DataFrame, class_names: Sequence[str] | None = Non
     return fig
 
 
+def _class_scatter(df: pd.DataFrame, x: str, y: str, lim: float, diagonal_label: str,
+                   class_names: Sequence[str] | None) -> tuple[Figure, Any]:
+    """One marker per class (size ~ class size ``n``) on square axes [0, lim] with the diagonal."""
+    fig = _figure(5, 4.5)
+    ax = fig.add_subplot()
+    ax.scatter(df[x], df[y], s=20 + 80 * df["n"] / df["n"].max(), alpha=0.7)
+    ax.plot([0, lim], [0, lim], color="gray", ls="--", lw=0.8, label=diagonal_label)
+    if class_names is not None and len(df) <= 30:
+        for _, r in df.iterrows():
+            ax.annotate(class_names[int(r["class"])], (r[x], r[y]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlim(0, lim)
+    ax.set_ylim(0, lim)
+    return fig, ax
+
+
 # --------------------------------------------------------------------------- C3
 def noise_rate_scatter(noise: pd.DataFrame, class_names: Sequence[str] | None = None) -> Figure:
     """Estimated vs true noise rate per class (``analysis.estimated_noise_rates`` with truth)."""
     if "true" not in noise.columns:
         raise ValueError("noise_rate_scatter needs the 'true' column (estimated_noise_rates with true_labels)")
-    fig = _figure(5, 4.5)
-    ax = fig.add_subplot()
-    ax.scatter(noise["true"], noise["estimated"], s=20 + 80 * noise["n"] / noise["n"].max(), alpha=0.7)
     lim = float(np.nanmax([noise["true"].max(), noise["estimated"].max(), 0.05]) * 1.1)
-    ax.plot([0, lim], [0, lim], color="gray", ls="--", lw=0.8, label="estimate = truth")
-    if class_names is not None and len(noise) <= 30:
-        for _, r in noise.iterrows():
-            ax.annotate(class_names[int(r["class"])], (r["true"], r["estimated"]), fontsize=7,
-                        xytext=(3, 3), textcoords="offset points")
-    ax.set_xlim(0, lim)
-    ax.set_ylim(0, lim)
+    fig, ax = _class_scatter(noise, "true", "estimated", lim, "estimate = truth", class_names)
     ax.set_xlabel("true noise rate (share of wrong labels)")
     ax.set_ylabel("estimated noise rate (baseline)")
     ax.set_title("label noise per class: estimate vs truth")
