@@ -340,16 +340,30 @@ def kmeans_workload(labels: np.ndarray, predictions: np.ndarray, num_classes: in
     return KMeansWorkload(pools, by_class, blocks, problem_rows)
 
 
+#: Bench-only names of k-means runs that are not a CPU backend: torch's batched Lloyd on the GPU.
+GPU_ITEMS = ("torch_cuda", "cuml")
+
+
+def _backend_and_device(name: str) -> tuple[str, str | None]:
+    """Bench item name -> (:func:`~urnet_core.kmeans.batched_kmeans` backend, torch device)."""
+    if name == "torch_cuda":
+        return "torch", "cuda"
+    return name, ("cpu" if name == "torch" else None)
+
+
 def available_backends() -> list[str]:
-    """k-means backends to compare here: sklearn, faiss (if installed), torch, cuml (CUDA + cuML only)."""
+    """k-means backends to compare here: sklearn, faiss (if installed), torch (CPU), and with a CUDA
+    GPU torch_cuda (the batched torch backend on the GPU) and cuml (when RAPIDS is installed)."""
     from urnet_core import kmeans as km
 
     names = ["sklearn"]
     if km.HAS_FAISS:
         names.append("faiss")
     names.append("torch")
-    if km.HAS_CUML and km._cuda_available():
-        names.append("cuml")
+    if km._cuda_available():
+        names.append("torch_cuda")
+        if km.HAS_CUML:
+            names.append("cuml")
     return names
 
 
@@ -358,8 +372,9 @@ def _warm_up_backends(backends: Iterable[str], d: int) -> None:
     from urnet_core.kmeans import batched_kmeans
 
     x = np.random.default_rng(0).standard_normal((200, d)).astype(np.float32)
-    for b in backends:
-        batched_kmeans(x, [np.arange(100), np.arange(100, 200)], 5, backend=b, device="cpu" if b == "torch" else None)
+    for name in backends:
+        backend, device = _backend_and_device(name)
+        batched_kmeans(x, [np.arange(100), np.arange(100, 200)], 5, backend=backend, device=device)
 
 
 def kmeans_section(data: SyntheticData, *, backends: Sequence[str], max_problems: dict[str, int],
@@ -410,10 +425,11 @@ def kmeans_section(data: SyntheticData, *, backends: Sequence[str], max_problems
             todo = [j for j in block if b not in chosen or j in chosen[b]]
             if not todo:
                 continue
+            backend, device = _backend_and_device(b)
             t0 = time.perf_counter()
-            res = batched_kmeans(xb, [local[j] for j in todo], n_clusters, backend=b, seeds=[seeds[j] for j in todo],
-                                 device="cpu" if b == "torch" else None)
-            seconds[b] += time.perf_counter() - t0
+            res = batched_kmeans(xb, [local[j] for j in todo], n_clusters, backend=backend,
+                                 seeds=[seeds[j] for j in todo], device=device)
+            seconds[b] += time.perf_counter() - t0  # results come back as numpy: GPU work is finished
             rows_done[b] += int(sum(local[j].size for j in todo))
             problems_done[b] += len(todo)
             for j, r in zip(todo, res):
@@ -445,7 +461,7 @@ PIPELINE_STAGES = ("confusion", "class", "cluster", "instance", "label", "combin
 
 
 def run_pipeline(data: SyntheticData, *, instance_epochs: int = 50, backend: str = "auto",
-                 seed: int = 0) -> dict[str, Any]:
+                 seed: int = 0, device: str = "cpu") -> dict[str, Any]:
     """Run the whole weighting pipeline on memory-mapped inputs, timing each stage (this process).
 
     Stages: confusion matrix (eq. 5) from the predicted classes; class weights (eq. 2-4);
@@ -453,6 +469,8 @@ def run_pipeline(data: SyntheticData, *, instance_epochs: int = 50, backend: str
     model, ``instance_epochs`` epochs); label targets in the compact form (the predicted class
     per instance, :func:`~urnet_core.reweight.label_weight.label_target_pairs`; dense
     ``(n, C)`` targets would be 320 GB at 16M x 5000); and the product of the weights.
+    ``device`` is the confidence model's (``"cuda"`` on a GPU); ``backend="auto"`` runs the
+    batched k-means on CUDA by itself when a GPU is present.
 
     Returns
     -------
@@ -486,7 +504,7 @@ def run_pipeline(data: SyntheticData, *, instance_epochs: int = 50, backend: str
     w_cluster = timed("cluster", lambda: cluster_weights(features, labels, conf, backend=backend, seed=seed,
                                                           stats=stats))
     w_inst = timed("instance", lambda: instance_weights(features, labels, vectors, epochs=instance_epochs,
-                                                        seed=seed))
+                                                        seed=seed, device=device))
     timed("label", lambda: label_target_pairs(labels, preds, c))
     timed("combine", lambda: combine_components({"class": w_class, "cluster": w_cluster, "instance": w_inst}))
     return {"seconds": seconds, "total": float(sum(seconds.values())), "peak_rss_bytes": _peak_rss_bytes(),
@@ -501,10 +519,10 @@ def _peak_rss_bytes() -> int:
 
 
 def pipeline_in_subprocess(data: SyntheticData, *, instance_epochs: int, backend: str = "auto", seed: int = 0,
-                           timeout: float | None = None) -> dict[str, Any]:
+                           device: str = "cpu", timeout: float | None = None) -> dict[str, Any]:
     """:func:`run_pipeline` in a fresh Python process, so its peak RSS is its own."""
     request = {"root": str(data.root), "size": asdict(data.size), "instance_epochs": instance_epochs,
-               "backend": backend, "seed": seed}
+               "backend": backend, "seed": seed, "device": device}
     with tempfile.TemporaryDirectory(prefix="urnet-bench-") as tmp:
         result_path = Path(tmp) / "result.json"
         request["result"] = str(result_path)
@@ -525,7 +543,8 @@ def _child_main(request_json: str) -> int:
     root = Path(req["root"])
     data = SyntheticData(root, size, root / "features.npy", root / "labels.npy", root / "predictions.npy",
                          root / "label_vectors.npy")
-    result = run_pipeline(data, instance_epochs=req["instance_epochs"], backend=req["backend"], seed=req["seed"])
+    result = run_pipeline(data, instance_epochs=req["instance_epochs"], backend=req["backend"], seed=req["seed"],
+                          device=req.get("device", "cpu"))
     write_json(req["result"], result)
     return 0
 
@@ -603,7 +622,7 @@ class _TensorDataset:
 
 
 def train_step_section(*, num_classes: int = 5000, batch_size: int = 128, steps: int = 30, warmup: int = 5,
-                       epochs: int = 3, seed: int = 0) -> list[dict[str, Any]]:
+                       epochs: int = 3, seed: int = 0, device: str = "cpu") -> list[dict[str, Any]]:
     """Median step time of URNet vs plain cross entropy (small_cnn, 28x28, one batch size).
 
     Two measurements:
@@ -619,7 +638,12 @@ def train_step_section(*, num_classes: int = 5000, batch_size: int = 128, steps:
     - ``train()``: :func:`urnet_core.train.train` itself for ``epochs`` epochs on in-memory
       images (baseline: no weights/targets; URNet: weights, dense soft targets, bag branch);
       seconds per instance from each epoch's record, median over epochs.
+
+    With ``device="cuda"`` both run on the GPU under bf16 autocast (AMP, as ``train`` does
+    there), and each timed step ends with ``torch.cuda.synchronize()``.
     """
+    import contextlib
+
     import torch
     import torch.nn.functional as F
 
@@ -636,34 +660,45 @@ def train_step_section(*, num_classes: int = 5000, batch_size: int = 128, steps:
     labels = np.repeat(rng.integers(0, num_classes, n_pool // bag_size), bag_size)
     predicted = np.where(rng.random(n_pool) < 0.7, labels, rng.integers(0, num_classes, n_pool))
     weights = rng.uniform(0.2, 2.0, n_pool).astype(np.float32)
-    images = torch.from_numpy(rng.standard_normal((n_pool, 1, 28, 28), dtype=np.float32))
-    labels_t = torch.from_numpy(labels)
-    weights_t = torch.from_numpy(weights)
-    cfg = TrainConfig(model="small_cnn", batch_size=batch_size, device="cpu", amp=False)
+    dev = torch.device(device)
+    cuda = dev.type == "cuda"
+    images_cpu = torch.from_numpy(rng.standard_normal((n_pool, 1, 28, 28), dtype=np.float32))
+    images = images_cpu.to(dev)
+    labels_t = torch.from_numpy(labels).to(dev)
+    weights_t = torch.from_numpy(weights).to(dev)
+    cfg = TrainConfig(model="small_cnn", batch_size=batch_size, device=device, amp=cuda)
+
+    def autocast():
+        return torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize(dev)
 
     def make(urnet: bool):
         torch.manual_seed(seed)
-        model = build_model("small_cnn", num_classes, in_channels=1)
-        bag = BagAttentionBranch(model.feature_dim, num_classes) if urnet else None
+        model = build_model("small_cnn", num_classes, in_channels=1).to(dev)
+        bag = BagAttentionBranch(model.feature_dim, num_classes).to(dev) if urnet else None
         params = list(model.parameters()) + (list(bag.parameters()) if bag is not None else [])
         model.train()
         return model, bag, _make_optimizer(params, cfg)
 
     def step(state, idx: np.ndarray, urnet: bool) -> None:
         model, bag, opt = state
-        idx_t = torch.from_numpy(idx)
+        idx_t = torch.from_numpy(idx).to(dev)
         x = images[idx_t]
         y = labels_t[idx_t]
-        feats = model.encoder(x)
-        logits = model.head(feats)
-        if urnet:
-            w = weights_t[idx_t]
-            t = torch.from_numpy(expand_label_targets(labels[idx], predicted[idx], num_classes))
-            loss = weighted_soft_cross_entropy(logits, t, w)
-            bag_logits, _ = bag(feats.float().reshape(-1, bag_size, feats.shape[1]))
-            loss = loss + F.cross_entropy(bag_logits.float(), y.reshape(-1, bag_size)[:, 0])
-        else:
-            loss = F.cross_entropy(logits, y)
+        with autocast():
+            feats = model.encoder(x)
+            logits = model.head(feats)
+            if urnet:
+                w = weights_t[idx_t]
+                t = torch.from_numpy(expand_label_targets(labels[idx], predicted[idx], num_classes)).to(dev)
+                loss = weighted_soft_cross_entropy(logits.float(), t, w)
+                bag_logits, _ = bag(feats.float().reshape(-1, bag_size, feats.shape[1]))
+                loss = loss + F.cross_entropy(bag_logits.float(), y.reshape(-1, bag_size)[:, 0])
+            else:
+                loss = F.cross_entropy(logits.float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -673,28 +708,32 @@ def train_step_section(*, num_classes: int = 5000, batch_size: int = 128, steps:
     for i in range(warmup + steps):
         idx = np.arange((i * b) % n_pool, (i * b) % n_pool + b)
         for name in (("ce", "urnet") if i % 2 == 0 else ("urnet", "ce")):
+            sync()
             t0 = time.perf_counter()
             step(states[name], idx, name == "urnet")
+            sync()
             if i >= warmup:
                 times[name].append(time.perf_counter() - t0)
     ce = float(np.median(times["ce"]))
     ur = float(np.median(times["urnet"]))
-    threads = torch.get_num_threads()
+    where = (f"{torch.cuda.get_device_name(dev)}, bf16 autocast" if cuda
+             else f"{torch.get_num_threads()} torch threads")
     rows = [
         {"section": "train", "item": "step: plain CE", "C": num_classes, "seconds": ce,
-         "note": f"median of {steps} steps after {warmup} warm-up; small_cnn 28x28, batch {b}; {threads} torch threads"},
+         "note": f"median of {steps} steps after {warmup} warm-up; small_cnn 28x28, batch {b}; {where}"},
         {"section": "train", "item": "step: URNet (weights + soft targets + bag)", "C": num_classes, "seconds": ur,
          "ratio_vs_ce": ur / ce, "note": f"median of {steps} steps, interleaved with CE; batch {b} = {b // bag_size} bags"},
     ]
     # The real training loop, end to end (in-memory images; DataLoader with 0 workers).
     n_train = b * 6
-    ds = _TensorDataset(images[:n_train], labels[:n_train])
+    ds = _TensorDataset(images_cpu[:n_train], labels[:n_train])
     targets = expand_label_targets(labels[:n_train], predicted[:n_train], num_classes)
     per_instance = {}
     variants = (
-        ("ce", {}, TrainConfig(model="small_cnn", epochs=epochs, batch_size=batch_size, device="cpu", seed=seed)),
+        ("ce", {}, TrainConfig(model="small_cnn", epochs=epochs, batch_size=batch_size, device=device, seed=seed,
+                               amp=cuda)),
         ("urnet", {"sample_weights": weights[:n_train], "soft_targets": targets},
-         TrainConfig(model="small_cnn", epochs=epochs, batch_size=batch_size, device="cpu", seed=seed,
+         TrainConfig(model="small_cnn", epochs=epochs, batch_size=batch_size, device=device, seed=seed, amp=cuda,
                      bag_branch=True, bag_size=bag_size)),
     )
     train_logger = logging.getLogger("urnet_core.train")
@@ -781,9 +820,10 @@ def data_loading_section(*, n_images: int = 512, batch_size: int = 64, workers: 
 # --------------------------------------------------------------------------- report
 def machine_info() -> dict[str, Any]:
     """CPU model, cores, RAM, GPU and library versions of this machine."""
-    import faiss
     import sklearn
     import torch
+
+    from urnet_core import kmeans as km
 
     cpu = platform.processor() or "unknown"
     try:
@@ -802,7 +842,7 @@ def machine_info() -> dict[str, Any]:
     return {
         "cpu": cpu, "cores": os.cpu_count(), "ram_gib": round(ram, 1), "gpu": gpu,
         "python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__,
-        "faiss": getattr(faiss, "__version__", "?"), "sklearn": sklearn.__version__,
+        "faiss": getattr(km.faiss, "__version__", "?") if km.HAS_FAISS else "not installed", "sklearn": sklearn.__version__,
         "torch_threads": torch.get_num_threads(),
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
@@ -873,7 +913,7 @@ def evaluate_targets(table: pd.DataFrame, proj: dict[str, Any] | None) -> list[d
                     "result": "PASS" if peak < 8 else "FAIL"})
     else:
         out.append({"target": TARGETS["peak_rss_gb"], "value": "not measured", "result": "n/a"})
-    km = table[(table["section"] == "kmeans") & (table["item"] != "sklearn") & (table["item"] != "cuml")] \
+    km = table[(table["section"] == "kmeans") & (table["item"] != "sklearn") & ~table["item"].isin(GPU_ITEMS)] \
         if "section" in table else table.iloc[0:0]
     if len(km):
         parts, ok_all = [], True
@@ -887,6 +927,13 @@ def evaluate_targets(table: pd.DataFrame, proj: dict[str, Any] | None) -> list[d
                     "result": "PASS" if ok_all else "FAIL"})
     else:
         out.append({"target": TARGETS["kmeans_speedup"], "value": "not measured", "result": "n/a"})
+    gpu = table[(table["section"] == "kmeans") & table["item"].isin(GPU_ITEMS)] if "section" in table \
+        else table.iloc[0:0]
+    if len(gpu):  # no target in the issue: reported beside the CPU one
+        parts = [f"N={int(r.N):,}/C={int(r.C)}/D={int(r.D)}: {r.item} {r.speedup_vs_sklearn:.1f}x, "
+                 f"inertia {r.inertia_vs_sklearn:.4f}" for r in gpu.itertuples()]
+        out.append({"target": "GPU k-means vs scikit-learn (no target; for reference)", "value": "; ".join(parts),
+                    "result": "info"})
     tr = table[(table["section"] == "train") & table["ratio_vs_ce"].notna()] if "ratio_vs_ce" in table else table.iloc[0:0]
     if len(tr):
         step = tr[tr["item"].str.startswith("step")]
@@ -958,7 +1005,8 @@ def write_report(path: str | os.PathLike, table: pd.DataFrame, targets: Sequence
         f"- sections: {', '.join(settings['sections'])}; k-means backends: {', '.join(settings['backends'])}",
         f"- problem caps (fixed random subset, time extrapolated by rows): {settings['max_problems']}",
         f"- pipeline: instance_epochs={settings['instance_epochs']}, k-means backend "
-        f"'{settings['pipeline_backend']}', one fresh subprocess per size",
+        f"'{settings['pipeline_backend']}', confidence model and training steps on "
+        f"'{settings.get('device', 'cpu')}', one fresh subprocess per size",
         "- synthetic data: float16 memmap features (Gaussian mixture, exponential long tail 100:1, "
         "confusable groups of 5 classes, 3 modes per class, rows ordered by class), predicted class ids "
         "confusing classes within groups (70% right, 25% group mate, 5% random); see `urnet_core/bench.py`.",
@@ -1014,6 +1062,7 @@ class BenchSettings:
     data_batch_size: int = 64
     data_workers: int | None = None
     isolate: bool = True
+    device: str = "cpu"
     max_minutes: float | None = None
     seed: int = 0
     progress: bool = True
@@ -1049,15 +1098,16 @@ def run_bench(settings: BenchSettings) -> tuple[pd.DataFrame, list[tuple[Size, d
         elif section == "pipeline":
             if settings.isolate:
                 res = pipeline_in_subprocess(data_cache[size], instance_epochs=settings.instance_epochs,
-                                             backend=settings.pipeline_backend, seed=settings.seed)
+                                             backend=settings.pipeline_backend, seed=settings.seed,
+                                             device=settings.device)
             else:  # in this process (tests): peak RSS then includes everything run before
                 res = run_pipeline(data_cache[size], instance_epochs=settings.instance_epochs,
-                                   backend=settings.pipeline_backend, seed=settings.seed)
+                                   backend=settings.pipeline_backend, seed=settings.seed, device=settings.device)
             pipe.append((size, res))
         elif section == "train":
             for c in settings.train_classes:
                 rows += train_step_section(num_classes=c, steps=settings.train_steps, warmup=settings.train_warmup,
-                                           epochs=settings.train_epochs, seed=settings.seed)
+                                           epochs=settings.train_epochs, seed=settings.seed, device=settings.device)
         elif section == "data":
             rows += data_loading_section(n_images=settings.data_images, batch_size=settings.data_batch_size,
                                          workers=settings.data_workers, tmp_dir=settings.cache_dir,

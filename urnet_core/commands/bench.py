@@ -5,7 +5,7 @@
     urnet bench [--quick] [--out reports/benchmarks.md] [--figure PATH] [--cache-dir DIR]
                 [--sizes NxCxD,...] [--sections kmeans,pipeline,train,data]
                 [--backends sklearn,faiss,torch] [--sklearn-problems 40] [--torch-problems K]
-                [--instance-epochs 50] [--seed 0]
+                [--instance-epochs 50] [--device cpu|cuda] [--seed 0]
 
 Prints one table (all rows measured in this run) and the targets of the "Scale" issue with
 PASS/FAIL. With ``--out`` also writes the markdown report (machine, what was run, table,
@@ -50,6 +50,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="confidence-model epochs in the pipeline (default 50 as URNetConfig; --quick 3)")
     parser.add_argument("--max-minutes", type=float,
                         help="skip the remaining sizes once this much time has passed (listed in the report)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                        help="where the pipeline's confidence model and the training steps run (cuda: GPU with "
+                             "bf16 autocast); with a GPU the k-means section also times torch_cuda")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true", help="no tqdm bars")
     parser.set_defaults(func=bench_command)
@@ -91,10 +94,16 @@ def bench_command(args: argparse.Namespace) -> int:
         train_steps=10 if quick else 30,
         data_images=256 if quick else 1024,
         max_minutes=args.max_minutes,
+        device=args.device,
         seed=args.seed,
         progress=not args.no_progress,
         notes=notes,
     )
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda: no CUDA GPU is visible here")
     info = B.machine_info()
     table, _, proj = B.run_bench(settings)
     targets = B.evaluate_targets(table, proj)
@@ -114,7 +123,7 @@ def bench_command(args: argparse.Namespace) -> int:
             "wall_seconds": wall, "sizes": sizes, "sections": sections, "backends": backends,
             "pipeline_sizes": settings.pipeline_sizes,
             "max_problems": max_problems, "instance_epochs": settings.instance_epochs,
-            "pipeline_backend": settings.pipeline_backend, "notes": notes,
+            "pipeline_backend": settings.pipeline_backend, "device": settings.device, "notes": notes,
         }
         B.write_report(out, table, targets, info, settings=report, figure_path=fig_path, proj=proj)
         print(f"wrote {out} and {fig_path}")

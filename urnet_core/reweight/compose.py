@@ -45,6 +45,9 @@ class URNetConfig:
     pooled classes in the group (the paper's reading, default) or only the class's ``'class'``
     own instances (a within-class density weight that down-weights mislabelled instances).
     ``bag_branch``/``bag_size`` are read by the trainer, not by :func:`compose_weights`.
+    ``device`` is where the confidence model of instance reweighting trains (``'cpu'``,
+    bit-reproducible; ``'cuda'``; ``'auto'``); batched k-means picks CUDA by itself under
+    ``kmeans_backend='auto'``.
     """
 
     class_reweight: bool = False
@@ -64,6 +67,7 @@ class URNetConfig:
     beta: float = 0.8
     bag_branch: bool = False
     bag_size: int = 3
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         check_fraction(self.alpha, "alpha")
@@ -226,7 +230,7 @@ def compose_weights(
             raise ValueError(f"label_vectors has {np.asarray(vecs).shape[0]} rows, expected num_classes={num_classes}")
         components["instance"] = instance_weights(
             feats, labels, vecs, ranks=ranks, sources=sources, top_r=config.top_r,
-            clean_source=config.clean_source, epochs=config.instance_epochs, seed=seed,
+            clean_source=config.clean_source, epochs=config.instance_epochs, seed=seed, device=config.device,
         )
     sample_weights = combine_components(components, n=n)
     targets = None

@@ -17,9 +17,11 @@ Choices the paper leaves open:
 - Out of core: ``features`` may be a float16/float32 memory map. Only the positives
   (``top_r * C`` rows) are loaded for training; the weights of all ``n`` rows are computed in
   chunks of ``chunk_rows`` rows, so memory stays ``O(top_r * C * d + chunk_rows * d + n)``.
-- Training runs on CPU in float32 with a seeded ``torch.Generator`` for shuffling and
+- Training runs in float32 with a seeded CPU ``torch.Generator`` for shuffling and
   negatives, and the initial weights drawn under a forked, seeded global RNG (restored
-  afterwards), so a seed fixes the result.
+  afterwards), so a seed fixes the result on CPU (the default ``device``). With
+  ``device="cuda"`` the same random draws are used; results then agree with CPU up to float
+  rounding, not bit for bit.
 """
 
 from __future__ import annotations
@@ -118,6 +120,7 @@ def instance_weights(
     negatives_per_positive: int = 1,
     return_model: bool = False,
     chunk_rows: int = 8192,
+    device: str = "cpu",
 ) -> np.ndarray | tuple[np.ndarray, Any]:
     """Per-instance confidence weights ``wI`` (eq. 8-9).
 
@@ -141,6 +144,9 @@ def instance_weights(
         Also return the trained model and the feature standardisation ``(mean, std)``.
     chunk_rows : int, default=8192
         Rows per chunk when scoring all instances (features may be a memory map).
+    device : str, default="cpu"
+        Torch device of the confidence model (``"cuda"`` on a GPU machine; ``"auto"`` picks CUDA
+        when available). CPU is bit-reproducible for a seed; CUDA is faster at WebVision scale.
 
     Returns
     -------
@@ -173,14 +179,21 @@ def instance_weights(
     mean = feats_pos.mean(0)
     std = feats_pos.std(0)
     std = np.where(std > 1e-6, std, 1.0).astype(np.float32)  # constant dims: leave unscaled
-    x_pos = torch.from_numpy((feats_pos - mean) / std)
-    t_all = torch.from_numpy(text)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but CUDA is not available here; use device='cpu'")
+    x_pos = torch.from_numpy((feats_pos - mean) / std).to(dev)
+    t_all = torch.from_numpy(text).to(dev)
     y_all = torch.from_numpy(labels.copy())  # may be a read-only view (e.g. from a table)
+    y_all_dev = y_all.to(dev)
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = ConfidenceModel(features.shape[1], text.shape[1], hidden=hidden, out_dim=out_dim)
-    gen = torch.Generator().manual_seed(int(seed))
+    model = model.to(dev)
+    gen = torch.Generator().manual_seed(int(seed))  # CPU draws whatever the device: same stream
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     pos_t = torch.from_numpy(pos)
     history = []
@@ -188,14 +201,15 @@ def instance_weights(
     for _ in range(epochs):
         local_perm = torch.randperm(pos_t.numel(), generator=gen)
         perm = pos_t[local_perm]
-        total = 0.0
+        total = torch.zeros((), dtype=torch.float64, device=dev)  # summed on device: no sync per step
         for s in range(0, perm.numel(), batch_size):
             rows = perm[s : s + batch_size]
             y = y_all[rows]
             # A random *other* label: shift by 1..C-1 modulo C.
             shift = torch.randint(1, c, (rows.numel(), negs), generator=gen)
-            y_neg = (y[:, None] + shift) % c
-            v_i = model.embed_image(x_pos[local_perm[s : s + batch_size]])
+            y_neg = ((y[:, None] + shift) % c).to(dev)
+            y = y.to(dev)
+            v_i = model.embed_image(x_pos[local_perm[s : s + batch_size].to(dev)])
             # Embed only the labels this batch uses (its own and its negatives): the text
             # tower has no batch statistics, so this equals embedding all C labels and
             # picking rows, at O(B) instead of O(C) per step (O(C^2) per epoch: the
@@ -210,21 +224,21 @@ def instance_weights(
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss.detach()) * rows.numel()
-        history.append(total / max(pos_t.numel(), 1))
+            total += loss.detach().double() * rows.numel()
+        history.append(float(total) / max(pos_t.numel(), 1))
     model.eval()
     with torch.no_grad():
         v_t = torch.nn.functional.normalize(model.embed_text(t_all), dim=1)
         out = np.empty(labels.shape[0], dtype=np.float64)
         for s in range(0, labels.shape[0], chunk_rows):
             block = as_features(np.asarray(features[s : s + chunk_rows], dtype=np.float32), name="features")
-            x = torch.from_numpy((block - mean) / std)
+            x = torch.from_numpy((block - mean) / std).to(dev)
             v_i = torch.nn.functional.normalize(model.embed_image(x), dim=1)
-            cos = (v_i * v_t[y_all[s : s + chunk_rows]]).sum(1)
-            out[s : s + chunk_rows] = cos.double().numpy()
+            cos = (v_i * v_t[y_all_dev[s : s + chunk_rows]]).sum(1)
+            out[s : s + chunk_rows] = cos.double().cpu().numpy()
             release_pages(features)
     logger.info("confidence model: %d positives, final loss %.4f", pos.size, history[-1])
     weights = np.clip(out, 0.0, 1.0)  # eq. 9; negative cosine -> 0
     if return_model:
-        return weights, {"model": model, "mean": mean, "std": std, "positives": pos, "loss_history": history}
+        return weights, {"model": model.cpu(), "mean": mean, "std": std, "positives": pos, "loss_history": history}
     return weights
