@@ -62,7 +62,7 @@ def tiny_run(tmp_path_factory):
     settings = B.BenchSettings(
         sizes=[B.Size(600, 20, 8), B.Size(1200, 20, 8)], cache_dir=cache, backends=["sklearn", "faiss", "torch"],
         max_problems={"sklearn": 5}, instance_epochs=1, train_steps=2, train_warmup=1, train_epochs=1,
-        train_classes=(50,), data_images=12, data_batch_size=4, data_workers=0, isolate=False, progress=False,
+        train_setups=((50, "small_cnn", 28, True),), data_images=12, data_batch_size=4, data_workers=0, isolate=False, progress=False,
     )
     table, pipe, proj = B.run_bench(settings)
     return settings, table, pipe, proj

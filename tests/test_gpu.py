@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 from urnet_core.kmeans import batched_kmeans, kmeans
 from urnet_core.reweight.compose import URNetConfig, compose_weights
 from urnet_core.reweight.instance_weight import instance_weights
+from urnet_core.reweight.label_weight import LabelPairs
 from urnet_core.train import TrainConfig, evaluate, train
 
 HAS_CUDA = torch.cuda.is_available()
@@ -123,15 +124,17 @@ def test_amp_training_on_cuda_learns():
     tr, te = perm[:1000], perm[1000:1500]
     train_ds, test_ds = _Digits(data.data[tr], data.target[tr]), _Digits(data.data[te], data.target[te])
     weights = np.ones(len(tr), dtype=np.float32)
+    predicted = np.where(np.random.default_rng(1).random(len(tr)) < 0.9, train_ds.labels, 0)
     cfg = TrainConfig(epochs=4, batch_size=63, lr=0.05, amp=True, device="cuda", bag_branch=True, bag_size=3)
     result = train(train_ds, num_classes=10, config=cfg, sample_weights=weights, eval_dataset=test_ds,
-                   progress=False)
+                   soft_targets=LabelPairs(predicted, 0.8), progress=False)
     losses = [r["train_loss"] for r in result.history]
     assert all(np.isfinite(losses))
     assert losses[-1] < losses[0]
     assert result.final_metrics["top1"] > 0.8
     assert next(result.model.parameters()).device.type == "cuda"
-    metrics = evaluate(result.model, test_ds, num_classes=10, device="cuda")
+    metrics, probs = evaluate(result.model, test_ds, num_classes=10, device="cuda")
+    assert probs.shape == (500, 10) and np.isfinite(probs).all()
     assert metrics["top1"] == pytest.approx(result.final_metrics["top1"], abs=0.02)
 
 

@@ -78,6 +78,29 @@ def test_soft_targets_move_predictions(digits):
         train(train_ds, num_classes=10, config=cfg, soft_targets=targets * 2, progress=False)
 
 
+def test_compact_label_pairs_train_like_dense_targets(digits):
+    from urnet_core.reweight.label_weight import LabelPairs
+
+    train_ds, test_ds = digits
+    rng = np.random.default_rng(3)
+    pred = np.where(rng.random(len(train_ds)) < 0.7, train_ds.labels, rng.integers(0, 10, len(train_ds)))
+    pairs = LabelPairs(pred, 0.8)
+    cfg = TrainConfig(epochs=2, **FAST)
+    dense = train(train_ds, num_classes=10, config=cfg, soft_targets=pairs.expand(train_ds.labels, 10), progress=False)
+    compact = train(train_ds, num_classes=10, config=cfg, soft_targets=pairs, progress=False)
+    # the same loss up to float rounding: the same training, to rounding
+    for a, b in zip(dense.model.parameters(), compact.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose([h["train_loss"] for h in compact.history],
+                               [h["train_loss"] for h in dense.history], rtol=1e-4)
+    with pytest.raises(ValueError, match=r"first at row 4"):
+        bad = pred.copy()
+        bad[4] = 10
+        train(train_ds, num_classes=10, config=cfg, soft_targets=LabelPairs(bad, 0.8), progress=False)
+    with pytest.raises(ValueError, match=r"shape \(1000,\)"):
+        train(train_ds, num_classes=10, config=cfg, soft_targets=LabelPairs(pred[:5], 0.8), progress=False)
+
+
 def test_resume_is_bit_identical(digits, tmp_path):
     _, test_ds = digits
     data = load_digits()

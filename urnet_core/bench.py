@@ -93,6 +93,10 @@ class Size:
         return f"N={self.n:,} C={self.c} D={self.d}"
 
 
+#: Train-section setups: (classes, backbone, image size, also time ``train()``). small_cnn at 28x28 is
+#: the default study's backbone; resnet18 at 64x64 RGB stands for a WebVision-like backbone.
+FULL_TRAIN_SETUPS = ((10, "small_cnn", 28, True), (5000, "small_cnn", 28, True), (5000, "resnet18", 64, False))
+QUICK_TRAIN_SETUPS = FULL_TRAIN_SETUPS[:2]
 QUICK_SIZES = (Size(20_000, 1000, 256), Size(100_000, 1000, 256))
 #: The full grid, in run order: the paper's C (it feeds the 16M projection), the paper's D=2048 at the
 #: largest N, then C=1000 (the pipeline at D=2048 runs last, see :func:`plan_tasks`).
@@ -622,21 +626,25 @@ class _TensorDataset:
 
 
 def train_step_section(*, num_classes: int = 5000, batch_size: int = 128, steps: int = 30, warmup: int = 5,
-                       epochs: int = 3, seed: int = 0, device: str = "cpu") -> list[dict[str, Any]]:
-    """Median step time of URNet vs plain cross entropy (small_cnn, 28x28, one batch size).
+                       epochs: int = 3, seed: int = 0, device: str = "cpu", model_name: str = "small_cnn",
+                       image_size: int = 28, train_loop: bool = True) -> list[dict[str, Any]]:
+    """Median step time of URNet vs plain cross entropy (one backbone, image size and batch size).
+
+    ``small_cnn`` at 28x28 grey is the default study's backbone; ``resnet18`` at 64x64 RGB
+    stands for a WebVision-like backbone whose compute dominates the C-sized heads.
 
     Two measurements:
 
     - ``step``: the body of :func:`urnet_core.train.train`'s loop, with the project's model,
-      optimiser, :func:`~urnet_core.losses.weighted_soft_cross_entropy` and
-      :class:`~urnet_core.models.bag.BagAttentionBranch`; URNet looks up the batch's weights
-      and expands its soft targets from the compact form
-      (:func:`~urnet_core.reweight.label_weight.expand_label_targets`), plain CE is
-      ``F.cross_entropy``. The variants alternate step by step (same input batch: ``batch_size``
+      optimiser, loss and :class:`~urnet_core.models.bag.BagAttentionBranch`; URNet looks up
+      the batch's weights and its eq. 10 targets in compact form
+      (:class:`~urnet_core.reweight.label_weight.LabelPairs`, loss
+      :func:`~urnet_core.losses.weighted_label_pair_cross_entropy`, as ``train`` does), plain
+      CE is ``F.cross_entropy``. The variants alternate step by step (same input batch: ``batch_size``
       rounded down to whole bags of 3, as ``train`` forms URNet batches), ``warmup`` steps
       untimed, the median of ``steps`` timed steps.
-    - ``train()``: :func:`urnet_core.train.train` itself for ``epochs`` epochs on in-memory
-      images (baseline: no weights/targets; URNet: weights, dense soft targets, bag branch);
+    - ``train()`` (with ``train_loop``): :func:`urnet_core.train.train` itself for ``epochs`` epochs on in-memory
+      images (baseline: no weights/targets; URNet: weights, compact soft targets, bag branch);
       seconds per instance from each epoch's record, median over epochs.
 
     With ``device="cuda"`` both run on the GPU under bf16 autocast (AMP, as ``train`` does
@@ -647,10 +655,10 @@ def train_step_section(*, num_classes: int = 5000, batch_size: int = 128, steps:
     import torch
     import torch.nn.functional as F
 
-    from urnet_core.losses import weighted_soft_cross_entropy
+    from urnet_core.losses import weighted_label_pair_cross_entropy
     from urnet_core.models.backbones import build_model
     from urnet_core.models.bag import BagAttentionBranch
-    from urnet_core.reweight.label_weight import expand_label_targets
+    from urnet_core.reweight.label_weight import LabelPairs
     from urnet_core.train import TrainConfig, _make_optimizer, train
 
     bag_size = 3
@@ -662,11 +670,14 @@ def train_step_section(*, num_classes: int = 5000, batch_size: int = 128, steps:
     weights = rng.uniform(0.2, 2.0, n_pool).astype(np.float32)
     dev = torch.device(device)
     cuda = dev.type == "cuda"
-    images_cpu = torch.from_numpy(rng.standard_normal((n_pool, 1, 28, 28), dtype=np.float32))
+    channels = 1 if model_name == "small_cnn" else 3
+    images_cpu = torch.from_numpy(rng.standard_normal((n_pool, channels, image_size, image_size), dtype=np.float32))
     images = images_cpu.to(dev)
     labels_t = torch.from_numpy(labels).to(dev)
     weights_t = torch.from_numpy(weights).to(dev)
-    cfg = TrainConfig(model="small_cnn", batch_size=batch_size, device=device, amp=cuda)
+    predicted_t = torch.from_numpy(predicted).to(dev)
+    beta = 0.8
+    cfg = TrainConfig(model=model_name, batch_size=batch_size, device=device, amp=cuda)
 
     def autocast():
         return torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
@@ -677,7 +688,7 @@ def train_step_section(*, num_classes: int = 5000, batch_size: int = 128, steps:
 
     def make(urnet: bool):
         torch.manual_seed(seed)
-        model = build_model("small_cnn", num_classes, in_channels=1).to(dev)
+        model = build_model(model_name, num_classes, in_channels=channels).to(dev)
         bag = BagAttentionBranch(model.feature_dim, num_classes).to(dev) if urnet else None
         params = list(model.parameters()) + (list(bag.parameters()) if bag is not None else [])
         model.train()
@@ -692,9 +703,7 @@ def train_step_section(*, num_classes: int = 5000, batch_size: int = 128, steps:
             feats = model.encoder(x)
             logits = model.head(feats)
             if urnet:
-                w = weights_t[idx_t]
-                t = torch.from_numpy(expand_label_targets(labels[idx], predicted[idx], num_classes)).to(dev)
-                loss = weighted_soft_cross_entropy(logits.float(), t, w)
+                loss = weighted_label_pair_cross_entropy(logits, y, predicted_t[idx_t], weights_t[idx_t], beta=beta)
                 bag_logits, _ = bag(feats.float().reshape(-1, bag_size, feats.shape[1]))
                 loss = loss + F.cross_entropy(bag_logits.float(), y.reshape(-1, bag_size)[:, 0])
             else:
@@ -719,21 +728,24 @@ def train_step_section(*, num_classes: int = 5000, batch_size: int = 128, steps:
     where = (f"{torch.cuda.get_device_name(dev)}, bf16 autocast" if cuda
              else f"{torch.get_num_threads()} torch threads")
     rows = [
-        {"section": "train", "item": "step: plain CE", "C": num_classes, "seconds": ce,
-         "note": f"median of {steps} steps after {warmup} warm-up; small_cnn 28x28, batch {b}; {where}"},
-        {"section": "train", "item": "step: URNet (weights + soft targets + bag)", "C": num_classes, "seconds": ur,
+        {"section": "train", "item": f"step: plain CE [{model_name}]", "C": num_classes, "seconds": ce,
+         "note": f"median of {steps} steps after {warmup} warm-up; {model_name} {image_size}x{image_size}, "
+                 f"batch {b}; {where}"},
+        {"section": "train", "item": f"step: URNet (weights + soft targets + bag) [{model_name}]", "C": num_classes, "seconds": ur,
          "ratio_vs_ce": ur / ce, "note": f"median of {steps} steps, interleaved with CE; batch {b} = {b // bag_size} bags"},
     ]
+    if not train_loop:
+        return rows
     # The real training loop, end to end (in-memory images; DataLoader with 0 workers).
     n_train = b * 6
     ds = _TensorDataset(images_cpu[:n_train], labels[:n_train])
-    targets = expand_label_targets(labels[:n_train], predicted[:n_train], num_classes)
+    targets = LabelPairs(predicted[:n_train], beta)
     per_instance = {}
     variants = (
-        ("ce", {}, TrainConfig(model="small_cnn", epochs=epochs, batch_size=batch_size, device=device, seed=seed,
+        ("ce", {}, TrainConfig(model=model_name, epochs=epochs, batch_size=batch_size, device=device, seed=seed,
                                amp=cuda)),
         ("urnet", {"sample_weights": weights[:n_train], "soft_targets": targets},
-         TrainConfig(model="small_cnn", epochs=epochs, batch_size=batch_size, device=device, seed=seed, amp=cuda,
+         TrainConfig(model=model_name, epochs=epochs, batch_size=batch_size, device=device, seed=seed, amp=cuda,
                      bag_branch=True, bag_size=bag_size)),
     )
     train_logger = logging.getLogger("urnet_core.train")
@@ -741,15 +753,15 @@ def train_step_section(*, num_classes: int = 5000, batch_size: int = 128, steps:
     train_logger.setLevel(logging.WARNING)  # no per-epoch lines in the benchmark output
     try:
         for name, kwargs, config in variants:
-            res = train(ds, num_classes=num_classes, config=config, progress=False, **kwargs)
+            res = train(ds, num_classes=num_classes, config=config, progress=False, in_channels=channels, **kwargs)
             per_instance[name] = float(np.median([h["seconds"] / n_train for h in res.history]))
     finally:
         train_logger.setLevel(old_level)
     rows += [
-        {"section": "train", "item": "train(): baseline (one-hot CE)", "C": num_classes,
+        {"section": "train", "item": f"train(): baseline (one-hot CE) [{model_name}]", "C": num_classes,
          "seconds": per_instance["ce"] * batch_size,
          "note": f"train() {epochs} epochs x {n_train} in-memory images; seconds per {batch_size} instances, median epoch"},
-        {"section": "train", "item": "train(): URNet (weights + soft targets + bag)", "C": num_classes,
+        {"section": "train", "item": f"train(): URNet (weights + soft targets + bag) [{model_name}]", "C": num_classes,
          "seconds": per_instance["urnet"] * batch_size, "ratio_vs_ce": per_instance["urnet"] / per_instance["ce"],
          "note": "ratio of seconds per instance (URNet batches hold 126 = 42 bags x 3)"},
     ]
@@ -937,8 +949,12 @@ def evaluate_targets(table: pd.DataFrame, proj: dict[str, Any] | None) -> list[d
     tr = table[(table["section"] == "train") & table["ratio_vs_ce"].notna()] if "ratio_vs_ce" in table else table.iloc[0:0]
     if len(tr):
         step = tr[tr["item"].str.startswith("step")]
-        parts = [f"C={int(r.C)}: {r.ratio_vs_ce:.3f}x" for r in step.itertuples()]
-        others = "; ".join(f"C={int(r.C)}: {r.ratio_vs_ce:.3f}x" for r in tr[~tr.index.isin(step.index)].itertuples())
+        def where(r) -> str:
+            m = re.search(r"\[(.+)\]$", r.item)
+            return f"{m.group(1)} C={int(r.C)}" if m else f"C={int(r.C)}"
+
+        parts = [f"{where(r)}: {r.ratio_vs_ce:.3f}x" for r in step.itertuples()]
+        others = "; ".join(f"{where(r)}: {r.ratio_vs_ce:.3f}x" for r in tr[~tr.index.isin(step.index)].itertuples())
         ok = bool((step["ratio_vs_ce"] <= 1.10).all()) if len(step) else bool((tr["ratio_vs_ce"] <= 1.10).all())
         out.append({"target": TARGETS["train_overhead"],
                     "value": f"median step {', '.join(parts)} (train() per instance: {others})",
@@ -1057,7 +1073,7 @@ class BenchSettings:
     train_steps: int = 30
     train_warmup: int = 5
     train_epochs: int = 3
-    train_classes: Sequence[int] = (10, 5000)
+    train_setups: Sequence[tuple[int, str, int, bool]] = FULL_TRAIN_SETUPS
     data_images: int = 1024
     data_batch_size: int = 64
     data_workers: int | None = None
@@ -1105,9 +1121,10 @@ def run_bench(settings: BenchSettings) -> tuple[pd.DataFrame, list[tuple[Size, d
                                    backend=settings.pipeline_backend, seed=settings.seed, device=settings.device)
             pipe.append((size, res))
         elif section == "train":
-            for c in settings.train_classes:
+            for c, model_name, image_size, loop in settings.train_setups:
                 rows += train_step_section(num_classes=c, steps=settings.train_steps, warmup=settings.train_warmup,
-                                           epochs=settings.train_epochs, seed=settings.seed, device=settings.device)
+                                           epochs=settings.train_epochs, seed=settings.seed, device=settings.device,
+                                           model_name=model_name, image_size=image_size, train_loop=loop)
         elif section == "data":
             rows += data_loading_section(n_images=settings.data_images, batch_size=settings.data_batch_size,
                                          workers=settings.data_workers, tmp_dir=settings.cache_dir,

@@ -391,8 +391,31 @@ def kmeans(
 
 
 # --------------------------------------------------------------------------- segmented Lloyd (torch)
+class _GroupRows:
+    """The rows of ``x`` in each group, gathered only when asked (``rows[i]`` = ``x[groups[i]]``).
+
+    The batched torch solver takes this instead of a list of gathered copies, so it holds one
+    batch of problems at a time, not every problem's rows at once (the problems of a block
+    overlap: class + its 4 most confused classes, about 5x the block's rows in total).
+    """
+
+    def __init__(self, x: np.ndarray, groups: Sequence[np.ndarray]) -> None:
+        self.x = x
+        self.groups = groups
+        self.shape1 = x.shape[1]
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.x[self.groups[i]]
+
+    def size(self, i: int) -> int:
+        return int(len(self.groups[i]))
+
+
 def _segmented_lloyd(
-    blocks: Sequence[np.ndarray],
+    blocks: Sequence[np.ndarray] | _GroupRows,
     k: int,
     *,
     seed: int,
@@ -414,8 +437,12 @@ def _segmented_lloyd(
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
-    sizes = np.array([b.shape[0] for b in blocks], dtype=np.int64)
-    d = blocks[0].shape[1]
+    if isinstance(blocks, _GroupRows):
+        sizes = np.array([blocks.size(i) for i in range(len(blocks))], dtype=np.int64)
+        d = blocks.shape1
+    else:
+        sizes = np.array([b.shape[0] for b in blocks], dtype=np.int64)
+        d = blocks[0].shape[1]
     order = np.argsort(-sizes, kind="stable")
     batches, current = [], []
     for p in order:
@@ -428,15 +455,18 @@ def _segmented_lloyd(
     out: list[KMeansResult | None] = [None] * len(blocks)
     for batch in batches:
         n_max = int(sizes[batch[0]])
-        if is_cupy_array(blocks[batch[0]]):  # pragma: no cover - GPU: DLPack, no host round trip
+        first = blocks[batch[0]]
+        if is_cupy_array(first):  # pragma: no cover - GPU: DLPack, no host round trip
             x = torch.zeros((len(batch), n_max, d), dtype=torch.float32, device=dev)
             for i, p in enumerate(batch):
-                x[i, : sizes[p]] = torch.from_dlpack(blocks[p]).to(dev, torch.float32)
+                x[i, : sizes[p]] = torch.from_dlpack(first if i == 0 else blocks[p]).to(dev, torch.float32)
         else:
             xb = np.zeros((len(batch), n_max, d), dtype=np.float32)
             for i, p in enumerate(batch):
-                xb[i, : sizes[p]] = blocks[p]
+                xb[i, : sizes[p]] = first if i == 0 else blocks[p]
             x = torch.from_numpy(xb).to(dev)
+            del xb
+        del first
         n_t = torch.from_numpy(sizes[batch]).to(dev)
         centers, labels, inertia = _padded_lloyd(x, n_t, k, gen=gen, max_iter=max_iter)
         for i, p in enumerate(batch):
@@ -578,7 +608,8 @@ def batched_kmeans(
         return results  # type: ignore[return-value]
 
     if chosen == "torch":
-        solved = _segmented_lloyd([x[idx[i]] for i in todo], k, seed=seed, max_iter=max_iter, device=device)
+        solved = _segmented_lloyd(_GroupRows(x, [idx[i] for i in todo]), k, seed=seed, max_iter=max_iter,
+                                  device=device)
         for i, r in zip(todo, solved):
             results[i] = r
     elif chosen == "faiss":

@@ -8,6 +8,9 @@ Notation: B instances in a batch, C classes.
   eq. 10 (wC_j, wG_ij, wI_i) enter through ``w_i`` (the cluster weight of the observed class
   only, since t is one-hot apart from the label weight), and ``t = beta*y + (1-beta)*yhat`` is
   the label weight of section 4.5.
+- :func:`weighted_label_pair_cross_entropy` is the same loss for eq. 10's two-hot targets given
+  in compact form (observed label, predicted class, beta): ``O(B)`` beyond the log-softmax, no
+  dense ``(B, C)`` target (the WebVision-scale path, and the cheaper one at C=5000).
 - :func:`generalized_cross_entropy` is the GCE loss of Zhang & Sabuncu (2018), a
   noise-robust peer baseline.
 
@@ -62,6 +65,51 @@ def weighted_soft_cross_entropy(
     if logits.ndim != 2 or targets.shape != logits.shape:
         raise ValueError(f"logits and targets must both be (B, C); got {tuple(logits.shape)} and {tuple(targets.shape)}")
     per = -(targets * F.log_softmax(logits.float(), dim=1)).sum(dim=1)
+    if weights is not None:
+        if weights.shape != per.shape:
+            raise ValueError(f"weights must be (B,) = {tuple(per.shape)}, got {tuple(weights.shape)}")
+        per = per * weights
+    return _reduce(per, reduction)
+
+
+def weighted_label_pair_cross_entropy(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    predicted: torch.Tensor | None = None,
+    weights: torch.Tensor | None = None,
+    *,
+    beta: float = 1.0,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """Weighted cross entropy against ``beta * onehot(y) + (1 - beta) * onehot(yhat)`` (eq. 10).
+
+    Equal to :func:`weighted_soft_cross_entropy` with the dense targets of
+    :func:`~urnet_core.reweight.label_weight.expand_label_targets` (up to float rounding), but
+    gathers two log-probabilities per instance instead of multiplying a ``(B, C)`` target.
+
+    Parameters
+    ----------
+    logits : Tensor (B, C)
+    labels : Tensor (B,) of int
+        Observed labels ``y``.
+    predicted : Tensor (B,) of int, optional
+        Baseline predicted classes ``yhat``; omitted (or ``beta=1``): plain weighted cross entropy.
+    weights : Tensor (B,), optional
+    beta : float in [0, 1], default=1.0
+    reduction : {'mean', 'sum', 'none'}
+    """
+    beta = check_fraction(beta, "beta")
+    if logits.ndim != 2 or labels.shape != logits.shape[:1]:
+        raise ValueError(f"logits must be (B, C) and labels (B,); got {tuple(logits.shape)} and {tuple(labels.shape)}")
+    log_p = F.log_softmax(logits.float(), dim=1)
+    if predicted is not None and beta < 1.0:
+        if predicted.shape != labels.shape:
+            raise ValueError(f"predicted must be (B,) = {tuple(labels.shape)}, got {tuple(predicted.shape)}")
+        # one gather of both columns: a single (B, C) scatter in the backward pass
+        picked = -log_p.gather(1, torch.stack([labels.long(), predicted.long()], 1))
+        per = beta * picked[:, 0] + (1.0 - beta) * picked[:, 1]  # = picked[:, 0] (to rounding) where yhat == y
+    else:
+        per = -log_p.gather(1, labels[:, None].long())[:, 0]
     if weights is not None:
         if weights.shape != per.shape:
             raise ValueError(f"weights must be (B,) = {tuple(per.shape)}, got {tuple(weights.shape)}")

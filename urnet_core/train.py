@@ -61,10 +61,11 @@ from tqdm.auto import tqdm
 from urnet_core import distributed as dist_util
 from urnet_core._validation import as_labels, check_fraction, check_option, check_positive_int
 from urnet_core.io import atomic_path, file_hash, stable_hash, write_json
-from urnet_core.losses import generalized_cross_entropy, weighted_soft_cross_entropy
+from urnet_core.losses import generalized_cross_entropy, weighted_label_pair_cross_entropy, weighted_soft_cross_entropy
 from urnet_core.metrics import classification_metrics
 from urnet_core.models.backbones import MODEL_NAMES, Backbone, build_model
 from urnet_core.models.bag import BagAttentionBranch, BagBatchSampler
+from urnet_core.reweight.label_weight import LabelPairs
 
 logger = logging.getLogger(__name__)
 
@@ -243,7 +244,7 @@ def dataset_labels(dataset: Dataset) -> np.ndarray:
 
 def _check_weights_targets(
     sample_weights: Any, soft_targets: Any, n: int, num_classes: int
-) -> tuple[np.ndarray, np.ndarray | None]:
+) -> tuple[np.ndarray, np.ndarray | LabelPairs | None]:
     if sample_weights is None:
         weights = np.ones(n, dtype=np.float32)
     else:
@@ -254,7 +255,16 @@ def _check_weights_targets(
             bad = np.flatnonzero(~np.isfinite(weights) | (weights < 0))
             raise ValueError(f"sample_weights must be finite and >= 0; {bad.size} bad value(s), first at row {bad[0]}")
     targets = None
-    if soft_targets is not None:
+    if isinstance(soft_targets, LabelPairs):
+        pred = np.asarray(soft_targets.predicted, dtype=np.int64)
+        if pred.shape != (n,):
+            raise ValueError(f"soft_targets (LabelPairs) predicted must have shape ({n},), got {pred.shape}")
+        if pred.size and (pred.min() < 0 or pred.max() >= num_classes):
+            bad = np.flatnonzero((pred < 0) | (pred >= num_classes))
+            raise ValueError(f"soft_targets (LabelPairs) predicted classes must be in [0, {num_classes}); "
+                             f"{bad.size} bad value(s), first at row {bad[0]}")
+        targets = LabelPairs(pred, soft_targets.beta)
+    elif soft_targets is not None:
         targets = np.array(soft_targets, dtype=np.float32)
         if targets.shape != (n, num_classes):
             raise ValueError(f"soft_targets must have shape ({n}, {num_classes}), got {targets.shape}")
@@ -296,8 +306,11 @@ def _epoch_batches(
     return batches
 
 
-def _data_hash(labels: np.ndarray, weights: np.ndarray, targets: np.ndarray | None, weights_path: Any) -> str:
+def _data_hash(labels: np.ndarray, weights: np.ndarray, targets: np.ndarray | LabelPairs | None,
+               weights_path: Any) -> str:
     init = file_hash(weights_path) if weights_path is not None else None
+    if isinstance(targets, LabelPairs):
+        return stable_hash(labels, weights, f"pairs beta={targets.beta!r}", targets.predicted, init)
     return stable_hash(labels, weights, "onehot" if targets is None else targets, init)
 
 
@@ -386,7 +399,7 @@ def train(
     config: TrainConfig = TrainConfig(),
     in_channels: int = 1,
     sample_weights: np.ndarray | None = None,
-    soft_targets: np.ndarray | None = None,
+    soft_targets: np.ndarray | LabelPairs | None = None,
     eval_dataset: Dataset | None = None,
     run_dir: str | os.PathLike | None = None,
     resume: bool = True,
@@ -408,9 +421,12 @@ def train(
     in_channels : int, default=1
     sample_weights : array (n,), optional
         Per-instance weights w_i >= 0 (eq. 10's wI * wG * wC); all ones when omitted.
-    soft_targets : array (n, C), optional
-        Soft targets (section 4.5); one-hot of the observed labels when omitted. Not used with
-        ``loss='gce'``, which takes hard labels.
+    soft_targets : array (n, C) or LabelPairs, optional
+        Soft targets (section 4.5); one-hot of the observed labels when omitted. Dense rows, or
+        eq. 10's two-hot targets in compact form
+        (:class:`~urnet_core.reweight.label_weight.LabelPairs`: ``O(n)`` memory, the form to use
+        at WebVision scale; same loss up to float rounding). Not used with ``loss='gce'``,
+        which takes hard labels.
     eval_dataset : Dataset, optional
         Evaluated with :func:`evaluate` every ``config.eval_every`` epochs and after the last.
     run_dir : path, optional
@@ -512,7 +528,10 @@ def train(
         runner = nn.parallel.DistributedDataParallel(train_step, device_ids=[device.index] if device.type == "cuda" else None)
 
     weights_t = torch.from_numpy(weights)
-    targets_t = torch.from_numpy(targets) if targets is not None else None
+    dense_targets = isinstance(targets, np.ndarray)
+    targets_t = torch.from_numpy(targets) if dense_targets else None
+    predicted_t = torch.from_numpy(targets.predicted) if isinstance(targets, LabelPairs) else None
+    pair_beta = targets.beta if isinstance(targets, LabelPairs) else 1.0
     labels_t = torch.from_numpy(labels)
 
     for epoch in range(start_epoch, config.epochs):
@@ -567,13 +586,13 @@ def train(
                     logits, bag_logits = runner(x)
                     if config.loss == "gce":
                         loss = generalized_cross_entropy(logits, y_dev, q=config.gce_q, weights=w, reduction=reduction)
-                    else:
-                        t = (
-                            targets_t[idx].to(device, non_blocking=True)
-                            if targets_t is not None
-                            else F.one_hot(y_dev, num_classes).float()
-                        )
+                    elif targets_t is not None:
+                        t = targets_t[idx].to(device, non_blocking=True)
                         loss = weighted_soft_cross_entropy(logits, t, w, reduction=reduction)
+                    else:  # one-hot or compact two-hot targets: no (B, C) target tensor
+                        yhat = predicted_t[idx].to(device, non_blocking=True) if predicted_t is not None else None
+                        loss = weighted_label_pair_cross_entropy(logits, y_dev, yhat, w, beta=pair_beta,
+                                                                 reduction=reduction)
                     if world > 1:
                         loss_part = loss
                         loss = loss * (world / len(global_batches[b]))

@@ -93,6 +93,7 @@ def bench_command(args: argparse.Namespace) -> int:
         instance_epochs=args.instance_epochs or (3 if quick else 50),
         train_steps=10 if quick else 30,
         data_images=256 if quick else 1024,
+        train_setups=B.QUICK_TRAIN_SETUPS if quick else B.FULL_TRAIN_SETUPS,
         max_minutes=args.max_minutes,
         device=args.device,
         seed=args.seed,

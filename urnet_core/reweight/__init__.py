@@ -12,7 +12,7 @@ from urnet_core.reweight.class_weight import class_weights, effective_number_wei
 from urnet_core.reweight.cluster_weight import cluster_weights, confusion_matrix, most_confused
 from urnet_core.reweight.compose import URNetConfig, WeightSet, compose_weights
 from urnet_core.reweight.instance_weight import instance_weights, select_positives
-from urnet_core.reweight.label_weight import label_targets
+from urnet_core.reweight.label_weight import LabelPairs, label_pairs, label_targets
 
 __all__ = [
     "class_weights",
@@ -23,6 +23,8 @@ __all__ = [
     "instance_weights",
     "select_positives",
     "label_targets",
+    "label_pairs",
+    "LabelPairs",
     "URNetConfig",
     "WeightSet",
     "compose_weights",

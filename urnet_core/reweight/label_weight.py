@@ -6,16 +6,49 @@ class; where the baseline agrees with the label the target stays ``onehot(y_i)``
 
 At scale the dense ``(n, C)`` targets do not fit (16M x 5000 float32 is 320 GB): keep the
 predicted class per instance (:func:`label_target_pairs`, ``(n,)`` int64, computed from
-memory-mapped probabilities in chunks) and expand a batch at a time with
-:func:`expand_label_targets`, which gives exactly the rows of :func:`label_targets`.
+memory-mapped probabilities in chunks) and either expand a batch at a time with
+:func:`expand_label_targets`, which gives exactly the rows of :func:`label_targets`, or hand
+the trainer a :class:`LabelPairs` (``train(..., soft_targets=LabelPairs(predicted, beta))``),
+whose loss gathers two log-probabilities per instance and never builds a ``(B, C)`` target.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
 from urnet_core._validation import as_labels, check_fraction, check_positive_int
 from urnet_core.reweight.cluster_weight import DEFAULT_CHUNK_ROWS, _as_predictions, predicted_classes
+
+
+@dataclass(frozen=True)
+class LabelPairs:
+    """Eq. 10's targets in compact form: the predicted class per instance and ``beta``.
+
+    Row ``i`` stands for ``beta * onehot(labels[i]) + (1 - beta) * onehot(predicted[i])``;
+    ``O(n)`` memory instead of ``O(n * C)``. Build it with :func:`label_pairs`.
+    """
+
+    predicted: np.ndarray
+    beta: float
+
+    def __post_init__(self) -> None:
+        check_fraction(self.beta, "beta")
+        pred = np.asarray(self.predicted)
+        if pred.ndim != 1 or not np.issubdtype(pred.dtype, np.integer):
+            raise ValueError(f"LabelPairs.predicted must be a 1-D integer array, got {pred.dtype} {pred.shape}")
+
+    def expand(self, labels: np.ndarray, num_classes: int) -> np.ndarray:
+        """The dense ``(n, C)`` targets (small data only)."""
+        return expand_label_targets(labels, self.predicted, num_classes, beta=self.beta)
+
+
+def label_pairs(labels: np.ndarray, predictions: np.ndarray, num_classes: int, *, beta: float = 0.8,
+                chunk_rows: int = DEFAULT_CHUNK_ROWS) -> LabelPairs:
+    """:class:`LabelPairs` of eq. 10 from class ids or (memory-mapped) probabilities."""
+    beta = check_fraction(beta, "beta")
+    return LabelPairs(label_target_pairs(labels, predictions, num_classes, chunk_rows=chunk_rows), beta)
 
 
 def label_target_pairs(
