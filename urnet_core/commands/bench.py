@@ -120,7 +120,7 @@ def bench_command(args: argparse.Namespace) -> int:
         fig_path = Path(args.figure) if args.figure else out.parent / "figures" / "benchmark_scaling.png"
         B.save_figure(B.scaling_figure(table, proj), fig_path)
         report = {
-            "command": "urnet " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("urnet") else "urnet bench",
+            "command": "urnet " + " ".join(sys.argv[1:]),
             "wall_seconds": wall, "sizes": sizes, "sections": sections, "backends": backends,
             "pipeline_sizes": settings.pipeline_sizes,
             "max_problems": max_problems, "instance_epochs": settings.instance_epochs,
