@@ -49,6 +49,21 @@ def test_features_ordered_by_index(model):
     assert np.allclose(probs[rows], want_p, atol=1e-5)
 
 
+def test_classes_only_predictions(model, tmp_path):
+    ds = ShuffledDigits()
+    feats, probs = extract_features(model, ds, batch_size=64, device="cpu")
+    feats_c, classes = extract_features(model, ds, batch_size=64, device="cpu", predictions="classes",
+                                        cache_dir=tmp_path)
+    assert classes.shape == (200,) and classes.dtype == np.int64
+    np.testing.assert_array_equal(classes, probs.argmax(1))
+    np.testing.assert_array_equal(feats_c, feats)
+    assert any(p.name.startswith("pred_classes_") for p in tmp_path.iterdir())
+    _, again = extract_features(model, ds, device="cpu", predictions="classes", cache_dir=tmp_path)
+    assert isinstance(again, np.memmap) and np.array_equal(again, classes)
+    with pytest.raises(ValueError, match="predictions"):
+        extract_features(model, ds, device="cpu", predictions="top5")
+
+
 def test_cache_hit_returns_same_arrays(model, tmp_path):
     ds = ShuffledDigits()
     feats, probs = extract_features(model, ds, device="cpu", cache_dir=tmp_path)
@@ -127,6 +142,27 @@ def test_train_and_features_commands(tmp_path, capsys):
     capsys.readouterr()
     assert main(argv) == 0
     assert "up to date" in capsys.readouterr().out
+    # The WebVision-scale path: predicted classes only, the rows' table beside them, then weights
+    # from those files and training on them.
+    import pandas as pd
+
+    argv_c = ["features", *common, "--checkpoint", str(run / "checkpoint.pt"), "--out", str(tmp_path / "fc"),
+              "--splits", "train", "--predictions", "classes", "--dtype", "float16", "--no-progress"]
+    assert main(argv_c) == 0
+    classes = load_npy(tmp_path / "fc" / "train_pred_classes.npy")
+    table = pd.read_parquet(tmp_path / "fc" / "train_table.parquet")
+    assert classes.shape == (len(table),) == (index["train"]["n"],)
+    np.testing.assert_array_equal(classes, load_npy(out / "train_pred_probs.npy").argmax(1))
+    (tmp_path / "urnet.json").write_text('{"class_reweight": true, "cluster_reweight": true, "label_reweight": true, '
+                                         '"kmeans_backend": "sklearn", "n_clusters": 2, "top_k": 1}')
+    assert main(["weights", "--table", str(tmp_path / "fc" / "train_table.parquet"),
+                 "--features", str(tmp_path / "fc" / "train_features.npy"),
+                 "--probs", str(tmp_path / "fc" / "train_pred_classes.npy"), "--num-classes", str(probs.shape[1]),
+                 "--config", str(tmp_path / "urnet.json"), "--out", str(tmp_path / "w")]) == 0
+    assert load_npy(tmp_path / "w" / "targets.npy").shape == (len(table), probs.shape[1])
+    assert main(["train", *common, "--run-dir", str(tmp_path / "ru"), "--epochs", "1", "--config", str(config),
+                 "--weights", str(tmp_path / "w" / "weights.npy"), "--targets", str(tmp_path / "w" / "targets.npy"),
+                 "--no-progress"]) == 0
     # Bad input is one clear line, not a traceback.
     bad = tmp_path / "bad.json"
     bad.write_text('{"epochz": 1}')

@@ -123,6 +123,26 @@ def test_weights_command(problem, tmp_path):
     assert rc == 0
     np.testing.assert_array_equal(np.load(tmp_path / "o2" / "targets.npy"), np.eye(4)[problem["labels"]])
 
+    # at scale (n x C over the limit) the targets are written compact and urnet train's loader reads them
+    import urnet_core.reweight.compose as compose_mod
+    from urnet_core.reweight.label_weight import load_label_pairs
+
+    old_limit = compose_mod.DENSE_TARGET_LIMIT
+    compose_mod.DENSE_TARGET_LIMIT = 10
+    try:
+        rc = main(["weights", "--table", str(tmp_path / "t.parquet"), "--features", str(tmp_path / "f.npy"),
+                   "--probs", str(tmp_path / "p.npy"), "--config", str(tmp_path / "cfg.json"),
+                   "--out", str(tmp_path / "o4")])
+    finally:
+        compose_mod.DENSE_TARGET_LIMIT = old_limit
+    assert rc == 0 and not (tmp_path / "o4" / "targets.npy").exists()
+    pairs = load_label_pairs(tmp_path / "o4" / "targets.npz")
+    np.testing.assert_array_equal(pairs.expand(problem["labels"], 4), t)
+    assert json.loads((tmp_path / "o4" / "weights.json").read_text())["targets_file"] == "targets.npz"
+    with pytest.raises(ValueError, match="not a compact targets file"):
+        np.savez(tmp_path / "x.npz", a=np.zeros(2))
+        load_label_pairs(tmp_path / "x.npz")
+
     (tmp_path / "bad.yaml").write_text("class_reweight: true\nalfa: 0.3\n")
     rc = main(["weights", "--table", str(tmp_path / "t.parquet"), "--config", str(tmp_path / "bad.yaml"),
                "--out", str(tmp_path / "o3")])
@@ -146,3 +166,37 @@ def test_cluster_count_reaches_cluster_weights(problem):
     assert not np.allclose(own, pooled)
     with pytest.raises(ValueError, match="cluster_count"):
         URNetConfig(cluster_count="pooled")
+
+
+def test_out_of_core_inputs_match_in_memory(problem, tmp_path, monkeypatch):
+    """Memory-mapped float16 features and probabilities, class ids for predictions, compact
+    targets: the same weights as the in-memory call, validated in small chunks."""
+    from urnet_core import _validation
+    from urnet_core.reweight.label_weight import LabelPairs
+
+    cfg = URNetConfig.full(instance_epochs=3, kmeans_backend="sklearn", top_k=2, n_clusters=3)
+    feats16 = problem["features"].astype(np.float16)
+    ref = compose_weights(cfg, **{**problem, "features": feats16}, seed=2)
+    np.save(tmp_path / "f.npy", feats16)
+    np.save(tmp_path / "p.npy", problem["pred_probs"].astype(np.float32))
+    monkeypatch.setattr(_validation, "CHECK_CHUNK_VALUES", 64)  # many chunks on this small problem
+    mm = dict(problem, features=np.load(tmp_path / "f.npy", mmap_mode="r"),
+              pred_probs=np.load(tmp_path / "p.npy", mmap_mode="r"))
+    out = compose_weights(cfg, **mm, seed=2, compact_targets=True)
+    np.testing.assert_allclose(out.sample_weights, ref.sample_weights, rtol=1e-5)
+    assert isinstance(out.soft_targets, LabelPairs) and out.soft_targets.beta == cfg.beta
+    np.testing.assert_array_equal(out.soft_targets.expand(problem["labels"], 4), ref.soft_targets)
+    ids = compose_weights(cfg, **{**mm, "pred_probs": problem["pred_probs"].argmax(1)}, seed=2)
+    np.testing.assert_allclose(ids.sample_weights, ref.sample_weights, rtol=1e-5)
+    np.testing.assert_array_equal(ids.soft_targets, ref.soft_targets)  # small: dense by default
+    # bad values are still found and named, chunk by chunk
+    bad = problem["pred_probs"].copy()
+    bad[50, 1] = 1.5
+    with pytest.raises(ValueError, match=r"\[0, 1\]; rows"):
+        compose_weights(cfg, **{**problem, "pred_probs": bad})
+    feats = problem["features"].copy()
+    feats[[97, 150], 2] = np.inf
+    with pytest.raises(ValueError, match="in 2 row\\(s\\), first at row 97"):
+        compose_weights(cfg, **{**problem, "features": feats})
+    with pytest.raises(ValueError, match="class ids"):
+        compose_weights(cfg, **{**problem, "pred_probs": np.full(problem["labels"].size, 9)})

@@ -10,6 +10,9 @@ from typing import Any
 
 import numpy as np
 
+#: Values per chunk when validating large (possibly memory-mapped) arrays.
+CHECK_CHUNK_VALUES = 1 << 24
+
 
 def as_labels(labels: Any, *, num_classes: int | None = None, name: str = "labels") -> np.ndarray:
     """Return ``labels`` as a 1-D int64 array, checking range against ``num_classes``."""
@@ -62,11 +65,17 @@ def as_features(features: Any, *, n_rows: int | None = None, name: str = "featur
     if n_rows is not None and arr.shape[0] != n_rows:
         raise ValueError(f"{name} has {arr.shape[0]} rows but {n_rows} were expected")
     if np.issubdtype(arr.dtype, np.floating):
-        finite = np.isfinite(arr).all(axis=1)
-        if not finite.all():
-            bad_rows = np.flatnonzero(~finite)
+        # In row chunks: a memory-mapped (n, d) array is checked with O(chunk) temporaries, not O(n d).
+        chunk = max(1, CHECK_CHUNK_VALUES // max(arr.shape[1], 1))
+        n_bad, first = 0, -1
+        for start in range(0, arr.shape[0], chunk):
+            bad = np.flatnonzero(~np.isfinite(arr[start : start + chunk]).all(axis=1))
+            if bad.size:
+                n_bad += bad.size
+                first = start + int(bad[0]) if first < 0 else first
+        if n_bad:
             raise ValueError(
-                f"{name} contain NaN or inf in {bad_rows.size} row(s), first at row {int(bad_rows[0])}; "
+                f"{name} contain NaN or inf in {n_bad} row(s), first at row {first}; "
                 "check the feature extraction (e.g. a diverged model) before reweighting"
             )
     return arr
@@ -74,11 +83,24 @@ def as_features(features: Any, *, n_rows: int | None = None, name: str = "featur
 
 def check_probabilities(pred_probs: Any, *, n_rows: int | None = None, num_classes: int | None = None) -> np.ndarray:
     """Return ``pred_probs`` as a float (n, K) array of rows summing to ~1."""
-    arr = as_features(pred_probs, n_rows=n_rows, name="pred_probs").astype(np.float64, copy=False)
+    arr = check_probability_range(pred_probs, n_rows=n_rows, num_classes=num_classes)
+    return arr.astype(np.float64, copy=False)
+
+
+def check_probability_range(pred_probs: Any, *, n_rows: int | None = None,
+                            num_classes: int | None = None) -> np.ndarray:
+    """Check a (n, K) probability array in row chunks (finite, within [0, 1]) without copying it.
+
+    Returns the array as given (a memory map stays one), so callers can stream it.
+    """
+    arr = as_features(pred_probs, n_rows=n_rows, name="pred_probs")
     if num_classes is not None and arr.shape[1] != num_classes:
         raise ValueError(f"pred_probs has {arr.shape[1]} columns but num_classes={num_classes}")
-    if arr.size and (arr.min() < -1e-6 or arr.max() > 1 + 1e-6):
-        raise ValueError("pred_probs must lie in [0, 1]")
+    chunk = max(1, CHECK_CHUNK_VALUES // max(arr.shape[1], 1))
+    for start in range(0, arr.shape[0], chunk):
+        block = arr[start : start + chunk]
+        if block.size and (block.min() < -1e-6 or block.max() > 1 + 1e-6):
+            raise ValueError(f"pred_probs must lie in [0, 1]; rows {start}..{start + block.shape[0] - 1} do not")
     return arr
 
 

@@ -97,12 +97,15 @@ def check_disk_space(
     return free
 
 
-def planned_feature_bytes(n: int, feature_dim: int, num_classes: int, dtype: Any = np.float32) -> int:
+def planned_feature_bytes(n: int, feature_dim: int, num_classes: int, dtype: Any = np.float32, *,
+                          predictions: str = "probs") -> int:
     """Bytes of a feature cache: features (n, feature_dim) of ``dtype`` plus float32
-    probabilities (n, num_classes), as :func:`urnet_core.features.extract_features` writes them
-    (``.npy`` headers are negligible and covered by the margin)."""
+    probabilities (n, num_classes), or int64 class ids (n,) with ``predictions='classes'``, as
+    :func:`urnet_core.features.extract_features` writes them (``.npy`` headers are negligible
+    and covered by the margin)."""
     n = check_positive_int(n, "n", minimum=0)
     feature_dim = check_positive_int(feature_dim, "feature_dim")
     num_classes = check_positive_int(num_classes, "num_classes")
     itemsize = np.dtype(dtype).itemsize
-    return n * feature_dim * itemsize + n * num_classes * np.dtype(np.float32).itemsize
+    pred_bytes = n * 8 if predictions == "classes" else n * num_classes * np.dtype(np.float32).itemsize
+    return n * feature_dim * itemsize + pred_bytes

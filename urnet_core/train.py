@@ -711,6 +711,9 @@ def _tta_views(tta: str | None, x: torch.Tensor) -> list[torch.Tensor]:
     raise ValueError(f"tta={tta!r} is not valid; choose one of {list(TTA_MODES)} or None")
 
 
+PREDICTION_MODES = ("probs", "classes")
+
+
 @torch.no_grad()
 def _inference(
     model: Backbone,
@@ -724,10 +727,16 @@ def _inference(
     progress: bool = False,
     desc: str = "predict",
     distributed: bool = False,
+    predictions: str = "probs",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Return ``(pred_probs (n, C) float32, labels (n,), features (n, D) or None)`` by dataset index.
 
-    Rows the dataset never yields get uniform probabilities, zero features and label -1.
+    With ``predictions="classes"`` the first array is the predicted class ids ``(n,)`` int64
+    instead (each batch's argmax): ``O(n)`` memory where ``(n, C)`` probabilities would not fit
+    (16M x 5000 float32 is 320 GB).
+
+    Rows the dataset never yields get uniform probabilities (class 0 as ids), zero features and
+    label -1.
 
     With ``distributed`` and an active process group of several ranks, every rank (all must
     call) runs a contiguous shard of the dataset's positions and rank 0 gathers the rows: rank 0
@@ -735,6 +744,8 @@ def _inference(
     """
     if tta is not None:
         check_option(tta, "tta", TTA_MODES)
+    check_option(predictions, "predictions", PREDICTION_MODES)
+    classes_only = predictions == "classes"
     check_positive_int(batch_size, "batch_size")
     dev = resolve_device(device)
     n = len(dataset)
@@ -750,7 +761,11 @@ def _inference(
     model.eval()
     model_device = next(model.parameters()).device
     model.to(dev)
-    probs = np.zeros((rows, model.num_classes), dtype=np.float32)
+
+    def new_predictions(count: int) -> np.ndarray:
+        return np.zeros(count, dtype=np.int64) if classes_only else np.zeros((count, model.num_classes), np.float32)
+
+    probs = new_predictions(rows)
     labels = np.full(rows, -1, dtype=np.int64)
     feats = np.zeros((rows, model.feature_dim), dtype=feature_dtype) if features else None
     # An explicit generator: a DataLoader otherwise draws its worker seed from the global RNG.
@@ -775,7 +790,7 @@ def _inference(
                 p += torch.softmax(model.head(f).float(), dim=1)
                 if features and v == 0:  # features of the un-augmented batch
                     feats[dest] = f.float().cpu().numpy().astype(feature_dtype)
-            probs[dest] = (p / len(views)).cpu().numpy()
+            probs[dest] = (p.argmax(1) if classes_only else p / len(views)).cpu().numpy()
             labels[dest] = y.numpy()
     finally:
         model.to(model_device)
@@ -783,7 +798,7 @@ def _inference(
     if sharded:
         local = (got[:pos], probs[:pos], labels[:pos]) + ((feats[:pos],) if features else ())
         main = dist_util.is_main()
-        probs = np.zeros((n, model.num_classes), dtype=np.float32) if main else None
+        probs = new_predictions(n) if main else None
         labels = np.full(n, -1, dtype=np.int64) if main else None
         feats = np.zeros((n, model.feature_dim), dtype=feature_dtype) if features and main else None
 
@@ -801,7 +816,7 @@ def _inference(
         # Datasets that skip unreadable images (ImageFileDataset's quarantine) never yield
         # those rows: give them uniform probabilities and zero features, and label -1.
         logger.warning("%d of %d rows were never yielded (e.g. row %d); their predictions are uniform", missing.size, n, missing[0])
-        probs[missing] = 1.0 / model.num_classes
+        probs[missing] = 0 if classes_only else 1.0 / model.num_classes
     return probs, labels, feats
 
 

@@ -3,10 +3,13 @@
 ::
 
     urnet features --manifest M.yaml --checkpoint RUN/checkpoint.pt --out DIR
-                   [--splits train test] [--dtype float32|float16] [--scale smoke] [--batch-size N]
+                   [--splits train test] [--dtype float32|float16] [--predictions probs|classes]
+                   [--scale smoke] [--batch-size N]
 
 For each split writes ``<split>_features.npy`` (n, D) and ``<split>_pred_probs.npy`` (n, C) in
-table row order (test-time transforms, no augmentation), and ``features.json`` recording the key
+table row order (with ``--predictions classes``, ``<split>_pred_classes.npy`` (n,) instead: the
+predicted class ids, all the weighting stages need, for WebVision-sized n x C), and
+``<split>_table.parquet``, the rows' instances table (input of ``urnet weights --table``) (test-time transforms, no augmentation), and ``features.json`` recording the key
 (checkpoint hash, dataset fingerprint, dtype) of each; a rerun with the same key skips the split.
 
 Under ``torchrun --nproc_per_node N -m urnet_core.cli features ...`` each process extracts a
@@ -21,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from urnet_core.io import file_hash, read_json, save_npy, stable_hash, write_json
+from urnet_core.io import atomic_path, file_hash, read_json, save_npy, stable_hash, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--splits", nargs="+", default=["train", "test"], choices=["train", "test", "val"])
     parser.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="feature dtype")
+    parser.add_argument("--predictions", choices=["probs", "classes"], default="probs",
+                        help="write (n, C) probabilities, or only the (n,) predicted classes (at scale)")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--scale", choices=["smoke"], default=None, help="shrink the data (see manifest docs)")
@@ -76,8 +81,9 @@ def _features(args: argparse.Namespace) -> int:
             logger.warning("split %r is empty in %s; skipped", split, args.manifest)
             continue
         dataset = bundle.dataset(table, transform)
-        key = stable_hash(ckpt_hash, dataset_fingerprint(dataset), args.dtype)
-        paths = {"features": out / f"{split}_features.npy", "pred_probs": out / f"{split}_pred_probs.npy"}
+        key = stable_hash(ckpt_hash, dataset_fingerprint(dataset), args.dtype, args.predictions)
+        pred_name = "pred_classes" if args.predictions == "classes" else "pred_probs"
+        paths = {"features": out / f"{split}_features.npy", "pred_probs": out / f"{split}_{pred_name}.npy"}
         up_to_date = index.get(split, {}).get("key") == key and dist_util.run_on_main(
             lambda: all(p.exists() for p in paths.values())
         )
@@ -87,14 +93,18 @@ def _features(args: argparse.Namespace) -> int:
             continue
         feats, probs = extract_features(
             model, dataset, batch_size=args.batch_size, device=device, dtype=np.dtype(args.dtype),
-            progress=not args.no_progress, distributed=sharded,
+            progress=not args.no_progress, distributed=sharded, predictions=args.predictions,
         )
         if not main:
             continue
         save_npy(paths["pred_probs"], probs)
         save_npy(paths["features"], feats)
+        # The rows' table beside them (labels, class names, source, rank): `urnet weights --table`.
+        with atomic_path(out / f"{split}_table.parquet") as tmp:
+            table.reset_index(drop=True).to_parquet(tmp, index=False)
         index[split] = {"key": key, "n": int(len(table)), "feature_dim": int(feats.shape[1]),
-                        "checkpoint": str(args.checkpoint), "dtype": args.dtype}  # fmt: skip
+                        "checkpoint": str(args.checkpoint), "dtype": args.dtype,
+                        "predictions": args.predictions}  # fmt: skip
         write_json(index_path, index)
         print(f"{split}: wrote {paths['features']} {feats.shape} and {paths['pred_probs']} {probs.shape}")
     return 0

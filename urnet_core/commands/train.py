@@ -7,8 +7,8 @@
                 [--no-resume] [--no-progress]
 
 ``--weights`` is an (n,) ``.npy`` of per-instance weights and ``--targets`` an (n, C) ``.npy`` of
-soft targets, both in training-table row order (eq. 10); without them the run is the plain
-cross-entropy baseline. ``--config`` is a JSON object of :class:`~urnet_core.train.TrainConfig`
+soft targets (or the compact ``targets.npz`` of ``urnet weights`` at scale), both in
+training-table row order (eq. 10); without them the run is the plain cross-entropy baseline. ``--config`` is a JSON object of :class:`~urnet_core.train.TrainConfig`
 fields; ``--epochs``/``--model``/``--seed`` override it. The run directory receives
 ``checkpoint.pt`` and ``metrics.json`` after every epoch (a rerun resumes), then
 ``test_probs.npy`` and ``final_metrics.json``.
@@ -39,7 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", help="override config model (small_cnn, resnet18, resnet50, resnext101_32x8d)")
     parser.add_argument("--seed", type=int, help="override config seed")
     parser.add_argument("--weights", help="(n,) .npy of per-instance weights, training-table order")
-    parser.add_argument("--targets", help="(n, C) .npy of soft targets, training-table order")
+    parser.add_argument("--targets", help="(n, C) .npy of soft targets, or the compact .npz that `urnet weights` "
+                                          "writes at scale (predicted class + beta); training-table order")
     parser.add_argument("--init-weights", help="local state_dict to initialise the backbone (never downloaded)")
     parser.add_argument("--scale", choices=["smoke"], default=None, help="shrink the data (see manifest docs)")
     parser.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
@@ -79,7 +80,14 @@ def _train(args: argparse.Namespace) -> int:
     train_ds = bundle.dataset(bundle.train, default_transforms(config.model, True, **size))
     test_ds = bundle.dataset(bundle.test, default_transforms(config.model, False, **size))
     weights = load_npy(args.weights, mmap=False) if args.weights else None
-    targets = load_npy(args.targets, mmap=False) if args.targets else None
+    targets = None
+    if args.targets:
+        if str(args.targets).endswith(".npz"):  # compact eq. 10 targets (LabelPairs), written at scale
+            from urnet_core.reweight.label_weight import load_label_pairs
+
+            targets = load_label_pairs(args.targets)
+        else:
+            targets = load_npy(args.targets, mmap=False)
     result = train(
         train_ds,
         num_classes=bundle.num_classes,

@@ -30,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("weights", help="compute URNet instance weights and soft targets")
     parser.add_argument("--table", required=True, help="instances table (.parquet or .csv)")
     parser.add_argument("--features", help="baseline features (.npy, n x D)")
-    parser.add_argument("--probs", help="baseline predicted probabilities (.npy, n x C)")
+    parser.add_argument("--probs", help="baseline predicted probabilities (.npy, n x C) or predicted class ids "
+                                        "(.npy, n; `urnet features --predictions classes`)")
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--config", help="URNetConfig fields as YAML or JSON")
     group.add_argument("--rung", help="a rung of URNetConfig.ladder(), e.g. +cluster")
@@ -78,8 +79,8 @@ def _read_table(path: str | Path):
 
 
 def weights_command(args: argparse.Namespace) -> int:
-    from urnet_core.reweight.compose import URNetConfig, compose_weights
-    from urnet_core.reweight.label_weight import label_targets
+    from urnet_core.reweight.compose import DENSE_TARGET_LIMIT, URNetConfig, compose_weights
+    from urnet_core.reweight.label_weight import LabelPairs, label_targets, save_label_pairs
 
     if args.config:
         config = load_config(args.config)
@@ -99,7 +100,8 @@ def weights_command(args: argparse.Namespace) -> int:
     for name, arr in (("--features", features), ("--probs", probs)):
         if arr is not None and arr.shape[0] != len(labels):
             raise ValueError(f"{name} has {arr.shape[0]} rows but the table's {args.split!r} rows are {len(labels)}")
-    num_classes = args.num_classes or (probs.shape[1] if probs is not None else int(labels.max()) + 1)
+    num_classes = args.num_classes or (probs.shape[1] if probs is not None and probs.ndim == 2
+                                       else int(labels.max()) + 1)
     vectors = None
     if config.instance_reweight:
         if args.label_vectors:
@@ -121,11 +123,15 @@ def weights_command(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     targets = ws.soft_targets
-    if targets is None:
-        targets = label_targets(labels, labels, num_classes, beta=1.0)
+    compact = len(labels) * num_classes > DENSE_TARGET_LIMIT
+    if targets is None:  # one-hot of the labels, so `urnet train --targets` always has a file
+        targets = LabelPairs(labels, 1.0) if compact else label_targets(labels, labels, num_classes, beta=1.0)
     out = Path(args.out)
     save_npy(out / "weights.npy", ws.sample_weights)
-    save_npy(out / "targets.npy", targets)
+    if isinstance(targets, LabelPairs):  # n x C would not fit: the compact form (urnet train reads both)
+        targets_path = save_label_pairs(out / "targets.npz", targets)
+    else:
+        targets_path = save_npy(out / "targets.npy", targets)
     with atomic_path(out / "components.npz") as tmp:
         np.savez(tmp, **ws.components)
 
@@ -144,7 +150,8 @@ def weights_command(args: argparse.Namespace) -> int:
         "sample_weights": stats(ws.sample_weights),
         "components": {k: stats(v) for k, v in ws.components.items()},
         "soft_targets": ws.soft_targets is not None,
+        "targets_file": Path(targets_path).name,
     }
     write_json(out / "weights.json", summary)
-    print(f"wrote {out / 'weights.npy'} ({len(labels)} rows) and {out / 'targets.npy'}")
+    print(f"wrote {out / 'weights.npy'} ({len(labels)} rows) and {targets_path}")
     return 0

@@ -25,13 +25,16 @@ from urnet_core._validation import (
     check_fraction,
     check_option,
     check_positive_int,
-    check_probabilities,
+    check_probability_range,
 )
 from urnet_core.kmeans import BACKENDS
 from urnet_core.reweight.class_weight import CLASS_SCHEMES, class_weights, effective_number_weights
-from urnet_core.reweight.cluster_weight import COUNT_MODES, cluster_weights, confusion_matrix
+from urnet_core.reweight.cluster_weight import COUNT_MODES, cluster_weights, confusion_matrix, predicted_classes
 from urnet_core.reweight.instance_weight import instance_weights
-from urnet_core.reweight.label_weight import label_targets
+from urnet_core.reweight.label_weight import LabelPairs, expand_label_targets
+
+#: Above this many target values (n x C), :func:`compose_weights` returns compact label targets.
+DENSE_TARGET_LIMIT = 1 << 26
 
 
 @dataclass(frozen=True)
@@ -114,15 +117,17 @@ class WeightSet:
     ----------
     sample_weights : ndarray of float32, shape (n,)
         ``wI * wG * wC[y]`` rescaled to mean 1.
-    soft_targets : ndarray of float32, shape (n, C), or None
-        Eq. 10 targets when label reweighting is on, else None (use the hard labels).
+    soft_targets : ndarray of float32, shape (n, C), LabelPairs, or None
+        Eq. 10 targets when label reweighting is on, else None (use the hard labels): dense
+        rows for small data, or the compact :class:`~urnet_core.reweight.label_weight.LabelPairs`
+        (see ``compact_targets`` of :func:`compose_weights`). ``train`` takes either.
     components : dict of str -> ndarray (n,)
         Raw per-instance weight of each active strategy: ``'class'``, ``'cluster'``,
         ``'instance'``.
     """
 
     sample_weights: np.ndarray
-    soft_targets: np.ndarray | None
+    soft_targets: np.ndarray | LabelPairs | None
     components: dict[str, np.ndarray] = field(default_factory=dict)
 
 
@@ -167,8 +172,14 @@ def compose_weights(
     ranks: np.ndarray | None = None,
     sources: np.ndarray | None = None,
     seed: int = 0,
+    compact_targets: bool | None = None,
 ) -> WeightSet:
     """Per-instance weights and targets of the configured URNet rung.
+
+    Works out of core: features and predictions may be memory maps (float16 features too).
+    They are validated in row chunks, predictions are reduced to class ids in one streamed
+    pass, and each strategy streams its inputs (see its module), so nothing of size
+    ``n x d`` or ``n x C`` is held in memory.
 
     Parameters
     ----------
@@ -177,15 +188,19 @@ def compose_weights(
     num_classes : int
     features : array, shape (n, d), optional
         Baseline features; needed by cluster and instance reweighting.
-    pred_probs : array, shape (n, C), optional
-        Baseline predicted probabilities; needed by cluster (confusion matrix) and label
-        reweighting.
+    pred_probs : array, shape (n, C) or (n,), optional
+        Baseline predicted probabilities, or predicted class ids (the argmax: all that cluster
+        and label reweighting use); needed by cluster (confusion matrix) and label reweighting.
     label_vectors : array, shape (C, T), optional
         Class-name text vectors; needed by instance reweighting.
     ranks, sources : arrays, shape (n,), optional
         Search rank and source of each instance (positives of instance reweighting).
     seed : int, default=0
         Seeds k-means and the confidence model.
+    compact_targets : bool, optional
+        Return label targets as :class:`~urnet_core.reweight.label_weight.LabelPairs`
+        (``O(n)``) instead of dense ``(n, C)`` rows. Default: compact when ``n * C`` exceeds
+        :data:`DENSE_TARGET_LIMIT` (67M values, 268 MB).
 
     Returns
     -------
@@ -200,8 +215,15 @@ def compose_weights(
         raise ValueError("labels is empty")
     if features is not None:
         features = as_features(features, n_rows=n)
+    predicted = None
     if pred_probs is not None:
-        pred_probs = check_probabilities(pred_probs, n_rows=n, num_classes=num_classes)
+        if np.ndim(pred_probs) == 1:
+            predicted = as_labels(pred_probs, num_classes=num_classes, name="pred_probs (class ids)")
+            if predicted.shape[0] != n:
+                raise ValueError(f"pred_probs (class ids) has {predicted.shape[0]} rows but {n} were expected")
+        else:
+            probs = check_probability_range(pred_probs, n_rows=n, num_classes=num_classes)
+            predicted = predicted_classes(probs, num_classes, n)
 
     def need(value, name: str, strategy: str):
         if value is None:
@@ -217,8 +239,7 @@ def compose_weights(
         components["class"] = wc[labels]
     if config.cluster_reweight:
         feats = need(features, "features", "cluster")
-        probs = need(pred_probs, "pred_probs", "cluster")
-        conf = confusion_matrix(labels, probs, num_classes)
+        conf = confusion_matrix(labels, need(predicted, "pred_probs", "cluster"), num_classes)
         components["cluster"] = cluster_weights(
             feats, labels, conf, top_k=config.top_k, n_clusters=config.n_clusters,
             count=config.cluster_count, backend=config.kmeans_backend, seed=seed,
@@ -233,10 +254,11 @@ def compose_weights(
             clean_source=config.clean_source, epochs=config.instance_epochs, seed=seed, device=config.device,
         )
     sample_weights = combine_components(components, n=n)
-    targets = None
+    targets: np.ndarray | LabelPairs | None = None
     if config.label_reweight:
-        probs = need(pred_probs, "pred_probs", "label")
-        targets = label_targets(labels, probs, num_classes, beta=config.beta)
+        pairs = LabelPairs(need(predicted, "pred_probs", "label"), check_fraction(config.beta, "beta"))
+        compact = n * num_classes > DENSE_TARGET_LIMIT if compact_targets is None else bool(compact_targets)
+        targets = pairs if compact else expand_label_targets(labels, pairs.predicted, num_classes, beta=pairs.beta)
     return WeightSet(
         sample_weights=sample_weights,
         soft_targets=targets,

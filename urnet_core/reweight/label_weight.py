@@ -44,6 +44,25 @@ class LabelPairs:
         return expand_label_targets(labels, self.predicted, num_classes, beta=self.beta)
 
 
+def save_label_pairs(path, pairs: LabelPairs):
+    """Write :class:`LabelPairs` atomically as ``.npz`` (``predicted``, ``beta``)."""
+    from urnet_core.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, predicted=np.asarray(pairs.predicted, dtype=np.int64), beta=np.float64(pairs.beta))
+    return path
+
+
+def load_label_pairs(path) -> LabelPairs:
+    """Read :class:`LabelPairs` written by :func:`save_label_pairs` (clear error when it is not one)."""
+    with np.load(path, allow_pickle=False) as z:
+        if set(z.files) != {"predicted", "beta"}:
+            raise ValueError(f"{path}: not a compact targets file (expected arrays 'predicted' and 'beta', "
+                             f"found {sorted(z.files)})")
+        return LabelPairs(z["predicted"].astype(np.int64), float(z["beta"]))
+
+
 def label_pairs(labels: np.ndarray, predictions: np.ndarray, num_classes: int, *, beta: float = 0.8,
                 chunk_rows: int = DEFAULT_CHUNK_ROWS) -> LabelPairs:
     """:class:`LabelPairs` of eq. 10 from class ids or (memory-mapped) probabilities."""
