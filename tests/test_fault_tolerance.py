@@ -27,7 +27,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -41,7 +40,7 @@ import urnet_core
 from conftest import MANIFEST_DIR, REPO_ROOT
 from urnet_core import features as F
 from urnet_core import guards
-from urnet_core.io import atomic_path, read_json, save_npy, write_bytes, write_json
+from urnet_core.io import read_json, save_npy
 from urnet_core.stages import MARKER, code_version, run_stage, stage_key
 from urnet_core.train import CHECKPOINT_NAME, TrainConfig, train
 

@@ -10,10 +10,9 @@ the fraction of the baseline -> oracle gap it closes.
 from __future__ import annotations
 
 import concurrent.futures as cf
-import dataclasses
 import logging
 import multiprocessing as mp
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
