@@ -27,7 +27,7 @@ Sections (one table, column ``section``):
    Inertia is compared with scikit-learn's on that same subset.
 2. ``pipeline``: confusion matrix, class weights, cluster weights, instance weights (the
    confidence model) and label targets (compact form), from the memory-mapped files, in a
-   fresh subprocess per size so that peak RSS (``getrusage(RUSAGE_SELF).ru_maxrss``) does not
+   fresh subprocess per size so that peak RSS (the process's own ``VmHWM``) does not
    mix between sizes. The exponent ``b`` of ``t = a * N^b`` is fitted by least squares on
    ``log t`` vs ``log N`` over the sizes sharing ``(C, D)``.
 3. ``train``: URNet's training step (sample weights, soft targets, bag branch) against plain
@@ -516,7 +516,19 @@ def run_pipeline(data: SyntheticData, *, instance_epochs: int = 50, backend: str
 
 
 def _peak_rss_bytes() -> int:
-    """Peak resident set size of this process so far (``getrusage(RUSAGE_SELF).ru_maxrss``)."""
+    """Peak resident set size of this process so far.
+
+    Linux: ``VmHWM`` of ``/proc/self/status``, the high-water mark of this process's own
+    memory. ``getrusage(RUSAGE_SELF).ru_maxrss`` is not used there because Linux carries it
+    across ``fork``/``exec``: a pipeline subprocess would report the bench parent's peak (e.g.
+    while it generated a 16 GB synthetic dataset). Elsewhere ``ru_maxrss``.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
     import resource
 
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024))
@@ -1037,8 +1049,8 @@ def write_report(path: str | os.PathLike, table: pd.DataFrame, targets: Sequence
         "instances); for `data`, the time for the images after the first batch. `speedup_vs_sklearn` = "
         "scikit-learn's (extrapolated) time / the backend's; `inertia_vs_sklearn` = the backend's summed "
         "inertia / scikit-learn's on the problems scikit-learn solved (lower is better). `exponent` = slope of "
-        "log seconds vs log N over the sizes sharing the row's backend, C and D. `peak_rss_gb` = ru_maxrss of "
-        "the pipeline's own subprocess (about 0.9 GB of it is the torch and faiss imports).", "",
+        "log seconds vs log N over the sizes sharing the row's backend, C and D. `peak_rss_gb` = the peak resident "
+        "memory (VmHWM) of the pipeline's own subprocess (about 0.9 GB of it is the torch and faiss imports).", "",
         to_markdown(table), "",
     ]
     if proj is not None:
