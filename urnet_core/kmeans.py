@@ -638,12 +638,12 @@ def batched_kmeans(
         workers = n_jobs or os.cpu_count() or 1
         xf = np.ascontiguousarray(x, dtype=np.float32)
 
-        def job(i: int) -> KMeansResult:
-            with faiss_threads(1):
-                return _kmeans_faiss(xf[idx[i]], k, seeds[i], max_iter)
-
-        def job_here(i: int) -> KMeansResult:  # faiss_threads(1) is set once around the loop
+        def solve(i: int) -> KMeansResult:
             return _kmeans_faiss(xf[idx[i]], k, seeds[i], max_iter)
+
+        def job(i: int) -> KMeansResult:  # a pool thread: faiss's OpenMP count is per thread
+            with faiss_threads(1):
+                return solve(i)
 
         # Tiny problems (a few hundred rows): the per-problem work is shorter than a thread
         # hand-off, so run them in this thread. Larger ones: one problem per core, each
@@ -652,7 +652,7 @@ def batched_kmeans(
         median_work = float(np.median([idx[i].size for i in todo])) * x.shape[1]
         if workers == 1 or median_work < SMALL_PROBLEM_WORK:
             with faiss_threads(1):
-                solved = [job_here(i) for i in todo]
+                solved = [solve(i) for i in todo]
         else:
             from threadpoolctl import threadpool_limits
 

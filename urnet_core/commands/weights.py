@@ -79,7 +79,7 @@ def _read_table(path: str | Path):
 
 
 def weights_command(args: argparse.Namespace) -> int:
-    from urnet_core.reweight.compose import DENSE_TARGET_LIMIT, URNetConfig, compose_weights
+    from urnet_core.reweight.compose import URNetConfig, compose_weights, use_compact_targets
     from urnet_core.reweight.label_weight import LabelPairs, label_targets, save_label_pairs
 
     if args.config:
@@ -123,7 +123,7 @@ def weights_command(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     targets = ws.soft_targets
-    compact = len(labels) * num_classes > DENSE_TARGET_LIMIT
+    compact = use_compact_targets(len(labels), num_classes)
     if targets is None:  # one-hot of the labels, so `urnet train --targets` always has a file
         targets = LabelPairs(labels, 1.0) if compact else label_targets(labels, labels, num_classes, beta=1.0)
     out = Path(args.out)

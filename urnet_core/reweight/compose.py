@@ -37,6 +37,11 @@ from urnet_core.reweight.label_weight import LabelPairs, expand_label_targets
 DENSE_TARGET_LIMIT = 1 << 26
 
 
+def use_compact_targets(n: int, num_classes: int) -> bool:
+    """Whether ``n x num_classes`` targets are too many to hold densely (:data:`DENSE_TARGET_LIMIT`)."""
+    return n * num_classes > DENSE_TARGET_LIMIT
+
+
 @dataclass(frozen=True)
 class URNetConfig:
     """Which reweighting strategies are on, and their settings (paper defaults).
@@ -256,8 +261,8 @@ def compose_weights(
     sample_weights = combine_components(components, n=n)
     targets: np.ndarray | LabelPairs | None = None
     if config.label_reweight:
-        pairs = LabelPairs(need(predicted, "pred_probs", "label"), check_fraction(config.beta, "beta"))
-        compact = n * num_classes > DENSE_TARGET_LIMIT if compact_targets is None else bool(compact_targets)
+        pairs = LabelPairs(need(predicted, "pred_probs", "label"), config.beta)
+        compact = use_compact_targets(n, num_classes) if compact_targets is None else bool(compact_targets)
         targets = pairs if compact else expand_label_targets(labels, pairs.predicted, num_classes, beta=pairs.beta)
     return WeightSet(
         sample_weights=sample_weights,

@@ -146,7 +146,9 @@ def instance_weights(
         Rows per chunk when scoring all instances (features may be a memory map).
     device : str, default="cpu"
         Torch device of the confidence model (``"cuda"`` on a GPU machine; ``"auto"`` picks CUDA
-        when available). CPU is bit-reproducible for a seed; CUDA is faster at WebVision scale.
+        when available). CPU is bit-reproducible for a seed. At the default batch size this
+        small model is bound by kernel launches on a GPU: on one H200 it was not faster than 16
+        CPU cores (``reports/benchmarks_gpu.md``), so CUDA mainly frees the CPU.
 
     Returns
     -------
