@@ -46,9 +46,7 @@ def test_cache_reuse(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("rebuilt despite the cache")
 
-    import fasttext
-
-    monkeypatch.setattr(fasttext, "train_unsupervised", boom)
+    monkeypatch.setattr(text, "_train_in_subprocess", boom)  # every training attempt goes through it
     np.testing.assert_array_equal(label_vectors(FASHION[:3], cache_dir=tmp_path, dim=16), v)
     with pytest.raises(AssertionError, match="rebuilt"):
         label_vectors(FASHION[:3], cache_dir=tmp_path, dim=16, extra_text="A new text changes the key.")
@@ -76,23 +74,36 @@ def test_fallback_is_deterministic_across_processes(tmp_path):
 
 
 def test_fasttext_model_path(tmp_path):
-    fasttext = pytest.importorskip("fasttext")
-    corpus = tmp_path / "c.txt"
-    corpus.write_text(text.normalize_text(text.default_corpus()))
-    model = None
-    for _ in range(5):  # fasttext 0.9.3 sometimes stops with "Encountered NaN" on tiny corpora
-        try:
-            model = fasttext.train_unsupervised(str(corpus), model="skipgram", dim=16, epoch=5, minCount=1,
-                                                bucket=20000, thread=1, verbose=0)
-            break
-        except RuntimeError:
-            continue
-    if model is None:
-        pytest.skip("fasttext training failed on the tiny corpus")
-    path = tmp_path / "m.bin"
-    model.save_model(str(path))
+    pytest.importorskip("fasttext")
+    # The project's own trainer: a fresh process per attempt, vectors checked before the model
+    # is kept (fastText 0.9.3 sometimes returns garbage vectors on a tiny corpus).
+    text.train_text_model(text.default_corpus(), cache_dir=tmp_path, dim=16, epoch=5)
+    (path,) = tmp_path.glob("skipgram-*.bin")
     v = label_vectors(["n02085620 Chihuahua", "Ankle boot"], model_path=path)
     assert v.shape == (2, 16)
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, rtol=1e-5)
     with pytest.raises(FileNotFoundError):
         label_vectors(["a"], model_path=tmp_path / "missing.bin")
+
+
+def test_failed_training_attempts_are_retried(tmp_path, monkeypatch, caplog):
+    pytest.importorskip("fasttext")
+    real = text._train_in_subprocess
+    calls = []
+
+    def flaky(corpus_file, out, **kwargs):
+        calls.append(kwargs["lr"])
+        if len(calls) == 1:
+            return "degenerate word vectors (max |v| 4.3e+27)"
+        return real(corpus_file, out, **kwargs)
+
+    monkeypatch.setattr(text, "_train_in_subprocess", flaky)
+    with caplog.at_level("WARNING", logger="urnet_core.text"):
+        text.train_text_model(text.default_corpus(), cache_dir=tmp_path / "a", dim=8, epoch=5, lr=0.05)
+    assert calls == [0.05, 0.025]
+    assert "degenerate" in caplog.text
+    assert len(list((tmp_path / "a").glob("skipgram-*.bin"))) == 1
+    monkeypatch.setattr(text, "_train_in_subprocess", lambda *a, **k: "diverged: Encountered NaN.")
+    with pytest.raises(RuntimeError, match="failed 2 times"):
+        text.train_text_model(text.default_corpus(), cache_dir=tmp_path / "b", dim=8, epoch=5, retries=1)
+    assert not list((tmp_path / "b").glob("skipgram-*.bin"))  # nothing half-made is cached

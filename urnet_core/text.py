@@ -95,23 +95,56 @@ def train_text_model(
         logger.debug("reusing cached text model %s", path)
         return fasttext.load_model(str(path))
     folder.mkdir(parents=True, exist_ok=True)
-    with atomic_path(folder / f"corpus-{key}.txt") as corpus_file:
+    with atomic_path(folder / f"corpus-{key}.txt") as corpus_file, atomic_path(path) as tmp:
         corpus_file.write_text(text, encoding="utf-8")
         rate = lr
         for attempt in range(retries + 1):
-            try:
-                logger.info("training fastText skipgram (dim=%d, lr=%g) on %d bytes of text", dim, rate, len(text))
-                model = fasttext.train_unsupervised(
-                    str(corpus_file), model="skipgram", dim=dim, epoch=epoch, lr=rate, minCount=1,
-                    minn=3, maxn=6, ws=5, thread=1, verbose=0)
+            logger.info("training fastText skipgram (dim=%d, lr=%g) on %d bytes of text", dim, rate, len(text))
+            problem = _train_in_subprocess(corpus_file, tmp, dim=dim, epoch=epoch, lr=rate)
+            if problem is None:
                 break
-            except RuntimeError as exc:  # "Encountered NaN" on tiny corpora
-                if attempt == retries:
-                    raise RuntimeError(f"fastText training diverged {retries + 1} times (last lr {rate}): {exc}") from None
-                rate /= 2
-    with atomic_path(path) as tmp:
-        model.save_model(str(tmp))
-    return model
+            logger.warning("fastText training attempt %d failed (%s); retrying with lr %g", attempt + 1, problem,
+                           rate / 2)
+            if attempt == retries:
+                raise RuntimeError(f"fastText training failed {retries + 1} times (last lr {rate}): {problem}")
+            rate /= 2
+    return fasttext.load_model(str(path))
+
+
+#: Trains one model in a fresh interpreter, checks its vectors and saves it; prints the problem if any.
+_TRAIN_SCRIPT = """
+import sys, numpy as np, fasttext
+corpus, out, dim, epoch, lr = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+try:
+    m = fasttext.train_unsupervised(corpus, model="skipgram", dim=dim, epoch=epoch, lr=lr, minCount=1,
+                                    minn=3, maxn=6, ws=5, thread=1, verbose=0)
+except RuntimeError as exc:
+    print(f"diverged: {exc}"); sys.exit(3)
+v = np.stack([m.get_word_vector(w) for w in m.words])
+if not np.isfinite(v).all() or np.abs(v).max() > 1e3 or (np.linalg.norm(v, axis=1) == 0).any():
+    print(f"degenerate word vectors (max |v| {np.abs(v).max():.3g})"); sys.exit(3)
+m.save_model(out)
+"""
+
+
+def _train_in_subprocess(corpus_file: Path, out: Path, *, dim: int, epoch: int, lr: float) -> str | None:
+    """Train and save one fastText model in a fresh process; return None, or what went wrong.
+
+    fastText 0.9.3 built from source sometimes diverges ("Encountered NaN") or returns
+    vectors of garbage magnitude (~1e27) on a small corpus, and after a failure later runs in
+    the same process fail more often: a fresh interpreter per attempt, with the word vectors
+    checked before the model is accepted, keeps a bad model out of the cache.
+    """
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", _TRAIN_SCRIPT, str(corpus_file), str(out), str(dim), str(epoch), str(lr)],
+        capture_output=True, text=True,
+    )
+    if proc.returncode == 0 and out.exists():
+        return None
+    return (proc.stdout.strip() or proc.stderr.strip()[-500:] or f"exit {proc.returncode}").splitlines()[-1]
 
 
 def label_vectors(
