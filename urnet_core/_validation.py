@@ -83,24 +83,11 @@ def as_features(features: Any, *, n_rows: int | None = None, name: str = "featur
 
 def check_probabilities(pred_probs: Any, *, n_rows: int | None = None, num_classes: int | None = None) -> np.ndarray:
     """Return ``pred_probs`` as a float (n, K) array of rows summing to ~1."""
-    arr = check_probability_range(pred_probs, n_rows=n_rows, num_classes=num_classes)
-    return arr.astype(np.float64, copy=False)
-
-
-def check_probability_range(pred_probs: Any, *, n_rows: int | None = None,
-                            num_classes: int | None = None) -> np.ndarray:
-    """Check a (n, K) probability array in row chunks (finite, within [0, 1]) without copying it.
-
-    Returns the array as given (a memory map stays one), so callers can stream it.
-    """
-    arr = as_features(pred_probs, n_rows=n_rows, name="pred_probs")
+    arr = as_features(pred_probs, n_rows=n_rows, name="pred_probs").astype(np.float64, copy=False)
     if num_classes is not None and arr.shape[1] != num_classes:
         raise ValueError(f"pred_probs has {arr.shape[1]} columns but num_classes={num_classes}")
-    chunk = max(1, CHECK_CHUNK_VALUES // max(arr.shape[1], 1))
-    for start in range(0, arr.shape[0], chunk):
-        block = arr[start : start + chunk]
-        if block.size and (block.min() < -1e-6 or block.max() > 1 + 1e-6):
-            raise ValueError(f"pred_probs must lie in [0, 1]; rows {start}..{start + block.shape[0] - 1} do not")
+    if arr.size and (arr.min() < -1e-6 or arr.max() > 1 + 1e-6):
+        raise ValueError("pred_probs must lie in [0, 1]")
     return arr
 
 

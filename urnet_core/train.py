@@ -60,6 +60,7 @@ from tqdm.auto import tqdm
 
 from urnet_core import distributed as dist_util
 from urnet_core._validation import as_labels, check_fraction, check_option, check_positive_int
+from urnet_core.devices import resolve_device
 from urnet_core.io import atomic_path, file_hash, stable_hash, write_json
 from urnet_core.losses import generalized_cross_entropy, weighted_label_pair_cross_entropy, weighted_soft_cross_entropy
 from urnet_core.metrics import classification_metrics
@@ -191,21 +192,6 @@ class TrainResult:
 
 # ---------------------------------------------------------------------------------------------
 # helpers
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """Return the torch device for ``'auto'`` (CUDA when available) or an explicit name."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ValueError(f"device={device!r} is not a valid torch device name") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} requested but CUDA is not available")
-    return dev
 
 
 def _derive_seed(*parts: int) -> int:

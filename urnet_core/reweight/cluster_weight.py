@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from urnet_core import _validation
 from urnet_core._validation import as_features, as_labels, check_option, check_positive_int
 from urnet_core.kmeans import batched_kmeans, resolve_backend
 
@@ -88,13 +89,16 @@ def release_pages(arr: np.ndarray) -> None:
 
 
 def predicted_classes(
-    predictions: np.ndarray, num_classes: int, n_rows: int, *, chunk_rows: int = DEFAULT_CHUNK_ROWS
+    predictions: np.ndarray, num_classes: int, n_rows: int, *, chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    name: str = "predictions", check_range: bool = False,
 ) -> np.ndarray:
     """Class ids from int predictions ``(n,)`` or probabilities ``(n, C)``, streamed in chunks.
 
     Probabilities (possibly a memory map too large for RAM: 16M x 5000 float32 is 320 GB)
-    are read ``chunk_rows`` rows at a time, checked for NaN/inf and reduced to their argmax,
-    so memory stays ``O(chunk_rows * C + n)``.
+    are read at most ``chunk_rows`` rows and :data:`~urnet_core._validation.CHECK_CHUNK_VALUES`
+    values at a time, checked for NaN/inf (and, with ``check_range``, to lie in [0, 1]) and
+    reduced to their argmax in the same pass, so memory stays ``O(chunk + n)``. ``name``
+    names the array in error messages.
 
     Returns
     -------
@@ -104,18 +108,24 @@ def predicted_classes(
     arr = predictions if isinstance(predictions, np.ndarray) else np.asarray(predictions)
     if arr.ndim == 2:
         if arr.shape != (n_rows, num_classes):
-            raise ValueError(f"predictions have shape {arr.shape}, expected ({n_rows}, {num_classes})")
+            raise ValueError(f"{name} have shape {arr.shape}, expected ({n_rows}, {num_classes})")
         if not np.issubdtype(arr.dtype, np.number):
-            raise TypeError(f"predictions must be numeric, got dtype {arr.dtype}")
+            raise TypeError(f"{name} must be numeric, got dtype {arr.dtype}")
+        step = max(1, min(chunk_rows, _validation.CHECK_CHUNK_VALUES // max(num_classes, 1)))
         out = np.empty(n_rows, dtype=np.int64)
-        for start in range(0, n_rows, chunk_rows):
-            block = np.asarray(arr[start : start + chunk_rows])
-            finite = np.isfinite(block).all(axis=1)
-            if not finite.all():
-                bad = start + int(np.flatnonzero(~finite)[0])
-                raise ValueError(f"predictions contain NaN or inf, first at row {bad}")
+        n_bad, first_bad = 0, -1
+        for start in range(0, n_rows, step):
+            block = np.asarray(arr[start : start + step])
+            bad = np.flatnonzero(~np.isfinite(block).all(axis=1))
+            if bad.size:  # keep reading: the message counts every bad row
+                n_bad += bad.size
+                first_bad = start + int(bad[0]) if first_bad < 0 else first_bad
+            elif check_range and block.size and (block.min() < -1e-6 or block.max() > 1 + 1e-6):
+                raise ValueError(f"{name} must lie in [0, 1]; rows {start}..{start + block.shape[0] - 1} do not")
             out[start : start + block.shape[0]] = block.argmax(1)
             release_pages(arr)
+        if n_bad:
+            raise ValueError(f"{name} contain NaN or inf in {n_bad} row(s), first at row {first_bad}")
         return out
     pred = as_labels(arr, num_classes=num_classes, name="predictions")
     if pred.shape[0] != n_rows:

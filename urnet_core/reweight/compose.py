@@ -25,7 +25,6 @@ from urnet_core._validation import (
     check_fraction,
     check_option,
     check_positive_int,
-    check_probability_range,
 )
 from urnet_core.kmeans import BACKENDS
 from urnet_core.reweight.class_weight import CLASS_SCHEMES, class_weights, effective_number_weights
@@ -182,8 +181,8 @@ def compose_weights(
     """Per-instance weights and targets of the configured URNet rung.
 
     Works out of core: features and predictions may be memory maps (float16 features too).
-    They are validated in row chunks, predictions are reduced to class ids in one streamed
-    pass, and each strategy streams its inputs (see its module), so nothing of size
+    Features are validated in row chunks; probabilities are checked and reduced to class ids
+    in one streamed pass, and each strategy streams its inputs (see its module), so nothing of size
     ``n x d`` or ``n x C`` is held in memory.
 
     Parameters
@@ -226,9 +225,13 @@ def compose_weights(
             predicted = as_labels(pred_probs, num_classes=num_classes, name="pred_probs (class ids)")
             if predicted.shape[0] != n:
                 raise ValueError(f"pred_probs (class ids) has {predicted.shape[0]} rows but {n} were expected")
-        else:
-            probs = check_probability_range(pred_probs, n_rows=n, num_classes=num_classes)
-            predicted = predicted_classes(probs, num_classes, n)
+        else:  # one streamed pass: NaN/inf and [0, 1] checks, argmax
+            shape = np.shape(pred_probs)
+            if len(shape) != 2 or shape[0] != n:
+                raise ValueError(f"pred_probs has shape {shape}, expected ({n}, {num_classes}) or ({n},)")
+            if shape[1] != num_classes:
+                raise ValueError(f"pred_probs has {shape[1]} columns but num_classes={num_classes}")
+            predicted = predicted_classes(pred_probs, num_classes, n, name="pred_probs", check_range=True)
 
     def need(value, name: str, strategy: str):
         if value is None:

@@ -159,6 +159,7 @@ def instance_weights(
     """
     import torch
 
+    from urnet_core.devices import resolve_device
     from urnet_core.models.confidence import ConfidenceModel
 
     text = as_features(label_vectors, name="label_vectors").astype(np.float32)
@@ -181,11 +182,7 @@ def instance_weights(
     mean = feats_pos.mean(0)
     std = feats_pos.std(0)
     std = np.where(std > 1e-6, std, 1.0).astype(np.float32)  # constant dims: leave unscaled
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} but CUDA is not available here; use device='cpu'")
+    dev = resolve_device(device)
     x_pos = torch.from_numpy((feats_pos - mean) / std).to(dev)
     t_all = torch.from_numpy(text).to(dev)
     y_all = torch.from_numpy(labels.copy())  # may be a read-only view (e.g. from a table)
