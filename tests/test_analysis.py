@@ -1,11 +1,11 @@
-"""Tests of urnet_core.analysis on small synthetic arrays with known answers."""
+"""Tests of urnet_core.study.analysis on small synthetic arrays with known answers."""
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from urnet_core import analysis as A
+from urnet_core.study import analysis as A
 
 
 def _one_hot_probs(pred, c, p=0.9):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from urnet_core import bench as B
+from urnet_core.benchmarks import suite as B
 
 
 def test_fit_exponent_recovers_known_exponent():

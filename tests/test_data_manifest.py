@@ -9,7 +9,7 @@ from conftest import FASHION_MNIST_DIR, MANIFEST_DIR, write_image
 from urnet_core import cli
 from urnet_core.data import table as T
 from urnet_core.data.manifest import Manifest, load_bundle, load_dataset, load_manifest, save_bundle
-from urnet_core.io import stable_hash
+from urnet_core.utils.io import stable_hash
 
 HAS_FASHION = (FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").exists()
 

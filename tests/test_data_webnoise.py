@@ -14,7 +14,7 @@ from urnet_core.data.webnoise import (
     noise_rate_by_rank,
     realised_noise_rates,
 )
-from urnet_core.io import stable_hash
+from urnet_core.utils.io import stable_hash
 
 GROUPS = [(0, 1), (2, 3, 4)]
 

@@ -43,9 +43,9 @@ JOB = textwrap.dedent(
     from sklearn.datasets import load_digits
     from torch.utils.data import Dataset
 
-    from urnet_core import distributed as dist_util
+    from urnet_core.training import distributed as dist_util
     from urnet_core.models.bag import BagBatchSampler
-    from urnet_core.train import TrainConfig, train
+    from urnet_core.training.loop import TrainConfig, train
 
     torch.set_num_threads(1)
 
@@ -237,7 +237,7 @@ def test_ddp_matches_single_process_resumes_and_only_rank0_writes(tmp_path):
 
 
 def test_shard_helpers():
-    from urnet_core import distributed as D
+    from urnet_core.training import distributed as D
 
     assert [D.shard_range(10, r, 3) for r in range(3)] == [(0, 3), (3, 6), (6, 10)]
     batch = list(range(12))
@@ -285,8 +285,8 @@ def test_torchrun_cli_train_and_features(tmp_path):
     # The sharded evaluation and feature extraction hold every row, in order: one process agrees.
     from urnet_core.data.datasets import default_transforms
     from urnet_core.data.manifest import load_dataset
-    from urnet_core.features import extract_features
-    from urnet_core.train import load_checkpoint_model
+    from urnet_core.training.features import extract_features
+    from urnet_core.training.loop import load_checkpoint_model
 
     model = load_checkpoint_model(run / "checkpoint.pt")
     bundle = load_dataset(str(manifest), scale="smoke")

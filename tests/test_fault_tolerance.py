@@ -2,11 +2,11 @@
 
 What the package promises, and what these tests check:
 
-- **Training** (``urnet_core.train.train``) writes ``checkpoint.pt`` atomically after every
+- **Training** (``urnet_core.training.loop.train``) writes ``checkpoint.pt`` atomically after every
   epoch. A run killed with SIGKILL and started again with the same arguments resumes from the
   last checkpoint ("resuming ... from epoch k" in the log) and ends with bit-identical weights
   and metrics to an uninterrupted run (CPU, fixed seed).
-- **Pipeline stages** (``urnet_core.stages.run_stage``) are complete only when their
+- **Pipeline stages** (``urnet_core.study.stages.run_stage``) are complete only when their
   ``stage.json`` marker, written last and atomically, exists. A rerun after a kill skips the
   complete stages (their files are not touched), runs the interrupted one again (its training
   resumes from its own checkpoint) and produces the same artefacts as an uninterrupted run.
@@ -16,7 +16,7 @@ What the package promises, and what these tests check:
 - **Cache keys** change with the data (manifest content), any parameter and the package
   version, so a stale artefact is never reused.
 - **Disk space** is checked before a feature cache is computed
-  (:func:`urnet_core.guards.check_disk_space`).
+  (:func:`urnet_core.utils.guards.check_disk_space`).
 """
 
 from __future__ import annotations
@@ -38,11 +38,11 @@ from torch.utils.data import Dataset
 
 import urnet_core
 from conftest import MANIFEST_DIR, REPO_ROOT
-from urnet_core import features as F
-from urnet_core import guards
-from urnet_core.io import read_json, save_npy
-from urnet_core.stages import MARKER, code_version, run_stage, stage_key
-from urnet_core.train import CHECKPOINT_NAME, TrainConfig, train
+from urnet_core.training import features as F
+from urnet_core.utils import guards
+from urnet_core.utils.io import read_json, save_npy
+from urnet_core.study.stages import MARKER, code_version, run_stage, stage_key
+from urnet_core.training.loop import CHECKPOINT_NAME, TrainConfig, train
 
 DIGITS_MANIFEST = MANIFEST_DIR / "digits_web.yaml"
 
@@ -112,7 +112,7 @@ torch.set_num_threads(1)
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s: %(message)s")
 from urnet_core.data.datasets import default_transforms
 from urnet_core.data.manifest import load_dataset
-from urnet_core.train import TrainConfig, train
+from urnet_core.training.loop import TrainConfig, train
 
 run_dir, out, epochs, delay = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
 bundle = load_dataset({manifest!r}, scale="smoke")
@@ -174,9 +174,9 @@ import json, logging, sys, time
 import torch
 torch.set_num_threads(1)
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s: %(message)s")
-import urnet_core.train as T
-from urnet_core.ablation import default_methods, run_method
-from urnet_core.pipeline import StudySettings, baseline, weight_components
+import urnet_core.training.loop as T
+from urnet_core.study.ablation import default_methods, run_method
+from urnet_core.study.pipeline import StudySettings, baseline, weight_components
 
 run_dir, delay = sys.argv[1], float(sys.argv[2])
 _train = T.train
@@ -204,7 +204,7 @@ def tiny_text_model(tmp_path_factory) -> str:
     """A small fastText .bin of the shipped class-description corpus (the documented
     ``text_model_path`` route), so stage runs do not train a full-size text model each time."""
     pytest.importorskip("fasttext")
-    from urnet_core.text import default_corpus, train_text_model
+    from urnet_core.reweight.text import default_corpus, train_text_model
 
     folder = tmp_path_factory.mktemp("text")
     # train_text_model retries with a lower learning rate when skipgram diverges on this tiny corpus
@@ -319,7 +319,7 @@ def test_corrupt_marker_is_an_error_naming_the_file(tmp_path):
 
 KILLED_WRITER = """
 import os, signal, sys
-from urnet_core.io import atomic_path, write_bytes
+from urnet_core.utils.io import atomic_path, write_bytes
 final = sys.argv[1]
 write_bytes(final, b"old complete content")
 with atomic_path(final) as tmp:
@@ -367,7 +367,7 @@ def test_truncated_temp_checkpoint_is_never_resumed_from(tmp_path, caplog):
     good = (tmp_path / "ref" / CHECKPOINT_NAME).read_bytes()
     # A kill inside torch.save leaves a truncated hidden temp file next to (no) checkpoint.
     (run / f".{CHECKPOINT_NAME}.abc123.tmp.pt").write_bytes(good[: len(good) // 2])
-    with caplog.at_level("INFO", logger="urnet_core.train"):
+    with caplog.at_level("INFO", logger="urnet_core.training.loop"):
         result = train(ds, num_classes=10, config=FAST, run_dir=run, progress=False)
     assert "resuming" not in caplog.text  # started from scratch
     assert _state_equal(result.model.state_dict(), reference.model.state_dict())
@@ -419,7 +419,7 @@ def test_feature_cache_half_entry_or_temp_file_is_a_miss(tmp_path):
 def test_stage_keys_change_with_manifest_parameters_and_version(tmp_path, monkeypatch):
     """The baseline stage key, through the real pipeline: same inputs -> same folder (not
     recomputed); new manifest content, a new parameter or a new package version -> new folder."""
-    from urnet_core.pipeline import StudySettings, baseline
+    from urnet_core.study.pipeline import StudySettings, baseline
 
     manifest = tmp_path / "digits.yaml"
     text = DIGITS_MANIFEST.read_text()
@@ -462,12 +462,12 @@ def test_stage_key_is_a_pure_function_of_its_inputs(monkeypatch):
 
 
 def test_stage_key_follows_the_computing_source(monkeypatch):
-    import urnet_core.stages as stages
+    import urnet_core.study.stages as stages
 
     names = {p.relative_to(Path(urnet_core.__file__).parent).as_posix() for p in stages.computing_files()}
-    assert {"train.py", "pipeline.py", "ablation.py", "reweight/cluster_weight.py", "data/webnoise.py",
-            "resources/class_descriptions.txt"} <= names
-    assert not names & {"plots.py", "report.py", "study.py", "commands/study.py"}
+    assert {"training/loop.py", "study/pipeline.py", "study/ablation.py", "reweight/cluster_weight.py",
+            "data/webnoise.py", "resources/class_descriptions.txt"} <= names
+    assert not names & {"study/plots.py", "study/report.py", "study/runner.py", "cli/study.py"}
     k = stage_key("weights", "abc")
     monkeypatch.setattr(stages, "_source_digest", lambda: "an edited train.py")  # an edit changes the digest
     assert k != stage_key("weights", "abc")

@@ -8,7 +8,7 @@ import torch
 from sklearn.datasets import load_digits
 from torch.utils.data import Dataset
 
-from urnet_core.features import dataset_fingerprint, extract_features, model_fingerprint
+from urnet_core.training.features import dataset_fingerprint, extract_features, model_fingerprint
 from urnet_core.models import build_model
 
 
@@ -117,7 +117,7 @@ def test_train_and_features_commands(tmp_path, capsys):
     from pathlib import Path
 
     from urnet_core.cli import main
-    from urnet_core.io import load_npy, read_json
+    from urnet_core.utils.io import load_npy, read_json
 
     manifest = Path(__file__).resolve().parents[1] / "data_manifests" / "digits_web.yaml"
     if not manifest.exists():

@@ -11,11 +11,11 @@ from sklearn.datasets import load_digits, make_blobs
 from sklearn.metrics import adjusted_rand_score
 from torch.utils.data import Dataset
 
-from urnet_core.kmeans import batched_kmeans, kmeans
+from urnet_core.reweight.kmeans import batched_kmeans, kmeans
 from urnet_core.reweight.compose import URNetConfig, compose_weights
 from urnet_core.reweight.instance_weight import instance_weights
 from urnet_core.reweight.label_weight import LabelPairs
-from urnet_core.train import TrainConfig, evaluate, train
+from urnet_core.training.loop import TrainConfig, evaluate, train
 
 HAS_CUDA = torch.cuda.is_available()
 
@@ -141,7 +141,7 @@ def test_amp_training_on_cuda_learns():
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
 def test_bench_train_rows_on_cuda():
-    from urnet_core.bench import train_step_section
+    from urnet_core.benchmarks.suite import train_step_section
 
     rows = train_step_section(num_classes=100, steps=3, warmup=1, epochs=1, device="cuda")
     ratios = [r["ratio_vs_ce"] for r in rows if "ratio_vs_ce" in r]

@@ -4,8 +4,8 @@ import torch
 from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 
-from urnet_core import kmeans as km
-from urnet_core.kmeans import batched_kmeans, kmeans, resolve_backend
+from urnet_core.reweight import kmeans as km
+from urnet_core.reweight.kmeans import batched_kmeans, kmeans, resolve_backend
 
 # faiss-cpu is a dependency here; a GPU image without it still runs the other backends' tests
 CPU_BACKENDS = (["faiss"] if km.HAS_FAISS else []) + ["sklearn", "torch"]
@@ -81,7 +81,7 @@ def test_bad_backend_lists_choices():
 
 def test_auto_resolves_and_logs_once(caplog):
     km._LOGGED.clear()
-    with caplog.at_level("INFO", logger="urnet_core.kmeans"):
+    with caplog.at_level("INFO", logger="urnet_core.reweight.kmeans"):
         first = resolve_backend("auto")
         resolve_backend("auto")
     assert first in {"cuml", "faiss", "sklearn"}

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from urnet_core.metrics import accuracy_by_class_size, classification_metrics, expected_calibration_error
+from urnet_core.training.metrics import accuracy_by_class_size, classification_metrics, expected_calibration_error
 
 
 def test_perfect_confident_predictions():

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from urnet_core.losses import generalized_cross_entropy, weighted_soft_cross_entropy
+from urnet_core.training.losses import generalized_cross_entropy, weighted_soft_cross_entropy
 from urnet_core.models import MODEL_NAMES, BagAttentionBranch, BagBatchSampler, build_model
 
 

@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from urnet_core.ablation import LADDER, default_methods
-from urnet_core.pipeline import StudySettings
-from urnet_core.study import NOTEBOOKS_DIR, SMOKE, list_notebooks, run_study
+from urnet_core.study.ablation import LADDER, default_methods
+from urnet_core.study.pipeline import StudySettings
+from urnet_core.study.runner import NOTEBOOKS_DIR, SMOKE, list_notebooks, run_study
 
 pytestmark = pytest.mark.timeout(2400)
 

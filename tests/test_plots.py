@@ -1,4 +1,4 @@
-"""Tests of urnet_core.plots: every figure function draws what it is given, headless."""
+"""Tests of urnet_core.study.plots: every figure function draws what it is given, headless."""
 
 import matplotlib
 
@@ -10,8 +10,8 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from urnet_core import analysis as A  # noqa: E402
-from urnet_core import plots as P  # noqa: E402
+from urnet_core.study import analysis as A  # noqa: E402
+from urnet_core.study import plots as P  # noqa: E402
 
 C = 4
 NAMES = ["a", "b", "c", "d"]
@@ -135,7 +135,7 @@ def _results():
 
 
 def test_result_charts():
-    from urnet_core.ablation import accuracy_by_class_size, summary_table
+    from urnet_core.study.ablation import accuracy_by_class_size, summary_table
 
     res = _results()
     summary = summary_table(res)

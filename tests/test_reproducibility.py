@@ -13,10 +13,10 @@ import torch
 from sklearn.datasets import load_digits
 from torch.utils.data import TensorDataset
 
-from urnet_core.io import stable_hash
-from urnet_core.report import environment, git_revision
+from urnet_core.utils.io import stable_hash
+from urnet_core.study.report import environment, git_revision
 from urnet_core.reweight.compose import URNetConfig, compose_weights
-from urnet_core.train import TrainConfig, train
+from urnet_core.training.loop import TrainConfig, train
 
 
 @pytest.fixture(scope="module")

@@ -171,7 +171,7 @@ def test_cluster_count_reaches_cluster_weights(problem):
 def test_out_of_core_inputs_match_in_memory(problem, tmp_path, monkeypatch):
     """Memory-mapped float16 features and probabilities, class ids for predictions, compact
     targets: the same weights as the in-memory call, validated in small chunks."""
-    from urnet_core import _validation
+    from urnet_core.utils import validation as _validation
     from urnet_core.reweight.label_weight import LabelPairs
 
     cfg = URNetConfig.full(instance_epochs=3, kmeans_backend="sklearn", top_k=2, n_clusters=3)

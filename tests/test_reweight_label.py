@@ -35,7 +35,7 @@ def test_bad_inputs():
 def test_label_pair_loss_equals_dense_soft_loss():
     import torch
 
-    from urnet_core.losses import weighted_label_pair_cross_entropy, weighted_soft_cross_entropy
+    from urnet_core.training.losses import weighted_label_pair_cross_entropy, weighted_soft_cross_entropy
     from urnet_core.reweight.label_weight import LabelPairs, label_pairs
 
     rng = np.random.default_rng(0)

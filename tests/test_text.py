@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from urnet_core import text
-from urnet_core.text import class_name_words, label_vectors
+from urnet_core.reweight import text
+from urnet_core.reweight.text import class_name_words, label_vectors
 
 FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 
@@ -65,7 +65,7 @@ def test_fallback_is_deterministic_across_processes(tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys, numpy as np; from urnet_core.text import label_vectors; "
+    code = ("import sys, numpy as np; from urnet_core.reweight.text import label_vectors; "
             "v = label_vectors(['Coat', 'Bag', 'Sneaker'], cache_dir=sys.argv[1], dim=16); "
             "sys.stdout.write(v.tobytes().hex())")
     outs = [subprocess.run([sys.executable, "-c", code, str(tmp_path / d)], capture_output=True, text=True,
@@ -98,7 +98,7 @@ def test_failed_training_attempts_are_retried(tmp_path, monkeypatch, caplog):
         return real(corpus_file, out, **kwargs)
 
     monkeypatch.setattr(text, "_train_in_subprocess", flaky)
-    with caplog.at_level("WARNING", logger="urnet_core.text"):
+    with caplog.at_level("WARNING", logger="urnet_core.reweight.text"):
         text.train_text_model(text.default_corpus(), cache_dir=tmp_path / "a", dim=8, epoch=5, lr=0.05)
     assert calls == [0.05, 0.025]
     assert "degenerate" in caplog.text

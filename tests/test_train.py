@@ -8,8 +8,8 @@ import torch
 from sklearn.datasets import load_digits
 from torch.utils.data import Dataset
 
-from urnet_core.io import read_json
-from urnet_core.train import TrainConfig, evaluate, load_checkpoint_model, predict, train
+from urnet_core.utils.io import read_json
+from urnet_core.training.loop import TrainConfig, evaluate, load_checkpoint_model, predict, train
 
 
 class Digits(Dataset):

@@ -26,8 +26,8 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from urnet_core import io
-from urnet_core._validation import check_option
+from urnet_core.utils import io
+from urnet_core.utils.validation import check_option
 from urnet_core.data import table as T
 
 logger = logging.getLogger(__name__)

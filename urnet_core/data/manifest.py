@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from urnet_core._validation import check_option
+from urnet_core.utils.validation import check_option
 from urnet_core.data import readers as R
 from urnet_core.data import table as T
 from urnet_core.data import webnoise as W
@@ -455,7 +455,7 @@ def _load_files(manifest: Manifest, smoke: bool) -> DatasetBundle:
 def save_bundle(bundle: DatasetBundle, out_dir: str | os.PathLike) -> dict[str, Path]:
     """Write ``table.parquet`` (train + test [+ val] rows), ``images.npy`` (in-memory data),
     ``class_names.json`` and ``benchmark.json``, each atomically."""
-    from urnet_core import io
+    from urnet_core.utils import io
 
     out = Path(out_dir)
     tables = [bundle.train, bundle.test] + [t for t in (bundle.val, bundle.extra_test) if t is not None]
@@ -479,7 +479,7 @@ def save_bundle(bundle: DatasetBundle, out_dir: str | os.PathLike) -> dict[str, 
 
 def load_bundle(out_dir: str | os.PathLike) -> DatasetBundle:
     """Read back a folder written by :func:`save_bundle` (images memory-mapped)."""
-    from urnet_core import io
+    from urnet_core.utils import io
 
     folder = Path(out_dir)
     meta = io.read_json(folder / "benchmark.json")

@@ -28,7 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from urnet_core._validation import check_positive_int
+from urnet_core.utils.validation import check_positive_int
 
 PATH = "path"
 IMAGE_INDEX = "image_index"

@@ -35,7 +35,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from urnet_core._validation import as_labels, check_fraction, check_positive_int
+from urnet_core.utils.validation import as_labels, check_fraction, check_positive_int
 from urnet_core.data import table as T
 from urnet_core.data.readers import resize_images
 

@@ -35,7 +35,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from urnet_core._validation import check_option, check_positive_int
+from urnet_core.utils.validation import check_option, check_positive_int
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.utils.data import Sampler
 
-from urnet_core._validation import as_labels, check_positive_int
+from urnet_core.utils.validation import as_labels, check_positive_int
 
 
 class BagAttentionBranch(nn.Module):

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from urnet_core._validation import as_labels, check_fraction, check_option, check_positive_int
+from urnet_core.utils.validation import as_labels, check_fraction, check_option, check_positive_int
 
 CLASS_SCHEMES = ("balanced", "literal")
 

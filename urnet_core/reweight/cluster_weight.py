@@ -32,7 +32,7 @@ in breadth-first order of the "most confused" graph, so a class and its partners
 same block, and problems are packed into a block until the rows of the union of their
 classes reach ``max_block_bytes`` (as float32). Each block reads its classes' rows once
 (sorted, so a class-ordered feature file is read sequentially), converts them to float32,
-runs all its problems together (:func:`~urnet_core.kmeans.batched_kmeans`: a faiss thread
+runs all its problems together (:func:`~urnet_core.reweight.kmeans.batched_kmeans`: a faiss thread
 pool on CPU, the segmented Lloyd on CUDA) and releases the mapped pages. Every class is read
 about once (``ClusterStats.read_amplification``, rows read / rows, is ~1 when confusable
 classes form groups). Problem ``i`` (in class order) always uses seed ``seed + i``, so the
@@ -51,9 +51,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from urnet_core import _validation
-from urnet_core._validation import as_features, as_labels, check_option, check_positive_int
-from urnet_core.kmeans import batched_kmeans, resolve_backend
+from urnet_core.utils import validation as _validation
+from urnet_core.utils.validation import as_features, as_labels, check_option, check_positive_int
+from urnet_core.reweight.kmeans import batched_kmeans, resolve_backend
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def predicted_classes(
     """Class ids from int predictions ``(n,)`` or probabilities ``(n, C)``, streamed in chunks.
 
     Probabilities (possibly a memory map too large for RAM: 16M x 5000 float32 is 320 GB)
-    are read at most ``chunk_rows`` rows and :data:`~urnet_core._validation.CHECK_CHUNK_VALUES`
+    are read at most ``chunk_rows`` rows and :data:`~urnet_core.utils.validation.CHECK_CHUNK_VALUES`
     values at a time, checked for NaN/inf (and, with ``check_range``, to lie in [0, 1]) and
     reduced to their argmax in the same pass, so memory stays ``O(chunk + n)``. ``name``
     names the array in error messages.
@@ -392,7 +392,7 @@ def cluster_weights(
         Rescale each class's weights to mean 1, multiply by the number of groups, or keep
         eq. 7's raw fractions.
     backend : str, default='auto'
-        k-means backend (:func:`urnet_core.kmeans.batched_kmeans`).
+        k-means backend (:func:`urnet_core.reweight.kmeans.batched_kmeans`).
     seed, max_iter, n_jobs
         Passed to :func:`batched_kmeans`; problem ``i`` (classes in id order) uses
         ``seed + i`` whatever the blocks (faiss/sklearn/cuml).

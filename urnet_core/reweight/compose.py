@@ -19,14 +19,14 @@ from typing import Mapping
 
 import numpy as np
 
-from urnet_core._validation import (
+from urnet_core.utils.validation import (
     as_features,
     as_labels,
     check_fraction,
     check_option,
     check_positive_int,
 )
-from urnet_core.kmeans import BACKENDS
+from urnet_core.reweight.kmeans import BACKENDS
 from urnet_core.reweight.class_weight import CLASS_SCHEMES, class_weights, effective_number_weights
 from urnet_core.reweight.cluster_weight import COUNT_MODES, cluster_weights, confusion_matrix, predicted_classes
 from urnet_core.reweight.instance_weight import instance_weights

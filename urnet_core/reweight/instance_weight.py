@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from urnet_core._validation import as_features, as_labels, check_positive_int
+from urnet_core.utils.validation import as_features, as_labels, check_positive_int
 from urnet_core.reweight.cluster_weight import release_pages
 
 logger = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ def instance_weights(
     labels : array of int, shape (n,)
         Observed labels.
     label_vectors : array, shape (C, T)
-        Text vectors of the class names (:func:`urnet_core.text.label_vectors`).
+        Text vectors of the class names (:func:`urnet_core.reweight.text.label_vectors`).
     ranks, sources, top_r, clean_source
         Positive selection, see :func:`select_positives`.
     hidden, out_dim : int
@@ -159,7 +159,7 @@ def instance_weights(
     """
     import torch
 
-    from urnet_core.devices import resolve_device
+    from urnet_core.utils.devices import resolve_device
     from urnet_core.models.confidence import ConfidenceModel
 
     text = as_features(label_vectors, name="label_vectors").astype(np.float32)

@@ -14,53 +14,11 @@ whose loss gathers two log-probabilities per instance and never builds a ``(B, C
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from urnet_core._validation import as_labels, check_fraction, check_positive_int
+from urnet_core.utils.validation import as_labels, check_fraction, check_positive_int
 from urnet_core.reweight.cluster_weight import DEFAULT_CHUNK_ROWS, _as_predictions, predicted_classes
-
-
-@dataclass(frozen=True)
-class LabelPairs:
-    """Eq. 10's targets in compact form: the predicted class per instance and ``beta``.
-
-    Row ``i`` stands for ``beta * onehot(labels[i]) + (1 - beta) * onehot(predicted[i])``;
-    ``O(n)`` memory instead of ``O(n * C)``. Build it with :func:`label_pairs`.
-    """
-
-    predicted: np.ndarray
-    beta: float
-
-    def __post_init__(self) -> None:
-        check_fraction(self.beta, "beta")
-        pred = np.asarray(self.predicted)
-        if pred.ndim != 1 or not np.issubdtype(pred.dtype, np.integer):
-            raise ValueError(f"LabelPairs.predicted must be a 1-D integer array, got {pred.dtype} {pred.shape}")
-
-    def expand(self, labels: np.ndarray, num_classes: int) -> np.ndarray:
-        """The dense ``(n, C)`` targets (small data only)."""
-        return expand_label_targets(labels, self.predicted, num_classes, beta=self.beta)
-
-
-def save_label_pairs(path, pairs: LabelPairs):
-    """Write :class:`LabelPairs` atomically as ``.npz`` (``predicted``, ``beta``)."""
-    from urnet_core.io import atomic_path
-
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, predicted=np.asarray(pairs.predicted, dtype=np.int64), beta=np.float64(pairs.beta))
-    return path
-
-
-def load_label_pairs(path) -> LabelPairs:
-    """Read :class:`LabelPairs` written by :func:`save_label_pairs` (clear error when it is not one)."""
-    with np.load(path, allow_pickle=False) as z:
-        if set(z.files) != {"predicted", "beta"}:
-            raise ValueError(f"{path}: not a compact targets file (expected arrays 'predicted' and 'beta', "
-                             f"found {sorted(z.files)})")
-        return LabelPairs(z["predicted"].astype(np.int64), float(z["beta"]))
+from urnet_core.training.targets import LabelPairs, expand_label_targets, load_label_pairs, save_label_pairs
 
 
 def label_pairs(labels: np.ndarray, predictions: np.ndarray, num_classes: int, *, beta: float = 0.8,
@@ -90,22 +48,6 @@ def label_target_pairs(
     num_classes = check_positive_int(num_classes, "num_classes")
     labels = as_labels(labels, num_classes=num_classes)
     return predicted_classes(predictions, num_classes, labels.shape[0], chunk_rows=chunk_rows)
-
-
-def expand_label_targets(labels: np.ndarray, predicted: np.ndarray, num_classes: int, *, beta: float = 0.8) -> np.ndarray:
-    """Dense soft targets ``(len(labels), C)`` float32 of eq. 10 for a batch of instances.
-
-    Identical to the matching rows of :func:`label_targets`.
-    """
-    labels = np.asarray(labels, dtype=np.int64)
-    pred = np.asarray(predicted, dtype=np.int64)
-    rows = np.arange(labels.shape[0])
-    targets = np.zeros((labels.shape[0], num_classes), dtype=np.float32)
-    targets[rows, labels] = beta
-    targets[rows, pred] += 1.0 - beta
-    agree = pred == labels
-    targets[rows[agree], labels[agree]] = 1.0  # exactly one-hot, no float32 rounding residue
-    return targets
 
 
 def label_targets(

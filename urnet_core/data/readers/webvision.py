@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from urnet_core._validation import check_option, check_positive_int
+from urnet_core.utils.validation import check_option, check_positive_int
 from urnet_core.data import table as T
 from urnet_core.data._text import iter_lines, parse_int, read_pairs, read_utf8
 from urnet_core.data.readers._common import IMG_EXTENSIONS, _finish, _labelled_rows

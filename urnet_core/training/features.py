@@ -3,7 +3,7 @@
 Cluster reweighting (section 4.2) clusters the baseline's features, the confidence model (4.3)
 maps them to a text space, and class/label reweighting (4.1, 4.5) use its predictions, so one
 pass over the training set produces both and caches them as ``.npy`` files keyed by
-:func:`~urnet_core.io.stable_hash` of the model weights, the dataset identity and the dtype.
+:func:`~urnet_core.utils.io.stable_hash` of the model weights, the dataset identity and the dtype.
 
 Under ``torchrun`` every rank extracts a contiguous shard of the rows and rank 0 gathers them,
 writes the cache and returns the arrays (see :func:`extract_features`).
@@ -20,11 +20,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from urnet_core import distributed as dist_util
-from urnet_core.guards import check_disk_space, planned_feature_bytes
-from urnet_core.io import load_npy, save_npy, stable_hash
+from urnet_core.training import distributed as dist_util
+from urnet_core.utils.guards import check_disk_space, planned_feature_bytes
+from urnet_core.utils.io import load_npy, save_npy, stable_hash
 from urnet_core.models.backbones import Backbone
-from urnet_core.train import _inference, resolve_device
+from urnet_core.training.loop import _inference, resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def extract_features(
 
     Raises
     ------
-    urnet_core.guards.InsufficientDiskSpaceError
+    urnet_core.utils.guards.InsufficientDiskSpaceError
         With ``cache_dir``, before any inference, when its disk cannot hold the cache.
 
     Returns

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ._validation import as_labels, check_positive_int, check_probabilities
+from urnet_core.utils.validation import as_labels, check_positive_int, check_probabilities
 
 
 def confident_learning_keep_mask(labels, pred_probs, *, filter_by: str = "prune_by_noise_rate") -> np.ndarray:

@@ -1,7 +1,7 @@
 """The URNet pipeline as cached stages: data -> baseline -> weights -> final training.
 
 Each function here is one stage of DESIGN.md section 4 and caches its artefacts with
-:func:`urnet_core.stages.run_stage`, so notebooks can call them in any order and a rerun skips
+:func:`urnet_core.study.stages.run_stage`, so notebooks can call them in any order and a rerun skips
 finished work. ``StudySettings`` holds everything a study run depends on.
 """
 
@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .io import file_hash, load_npy, read_json, save_npy, stable_hash, write_json
-from .stages import run_stage, stage_key
+from urnet_core.utils.io import file_hash, load_npy, read_json, save_npy, stable_hash, write_json
+from urnet_core.study.stages import run_stage, stage_key
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class StudySettings:
 # --------------------------------------------------------------------------- data
 @functools.lru_cache(maxsize=4)
 def _load_bundle_cached(manifest: str, manifest_digest: str, scale: str | None):
-    from .data.manifest import load_dataset, load_manifest
+    from urnet_core.data.manifest import load_dataset, load_manifest
 
     return load_dataset(load_manifest(manifest), scale=scale)
 
@@ -88,14 +88,14 @@ def data_key(bundle) -> str:
 def make_dataset(bundle, table: pd.DataFrame, *, train: bool, model: str = "small_cnn"):
     """Torch dataset over ``table`` with the bundle's images and ``model``'s default transforms
     (``train=True`` adds the augmentation)."""
-    from .data.datasets import default_transforms
+    from urnet_core.data.datasets import default_transforms
 
     transform = default_transforms(model, train=train, in_channels=bundle.in_channels, image_size=bundle.image_size)
     return bundle.dataset(table, transform)
 
 
 def train_config(settings: StudySettings, seed: int, **overrides: Any):
-    from .train import TrainConfig
+    from urnet_core.training.loop import TrainConfig
 
     return TrainConfig(model=settings.model, epochs=settings.epochs, batch_size=settings.batch_size,
                        lr=settings.lr, weight_decay=settings.weight_decay, seed=seed,
@@ -107,7 +107,7 @@ def _train_and_save(bundle, settings: StudySettings, folder: Path, table: pd.Dat
     """Train on ``table``, evaluate on the bundle's test split, save metrics/probs/model."""
     import torch
 
-    from .train import evaluate, train
+    from urnet_core.training.loop import evaluate, train
 
     result = train(make_dataset(bundle, table, train=True, model=settings.model), num_classes=bundle.num_classes, config=config,
                    in_channels=bundle.in_channels, sample_weights=sample_weights, soft_targets=soft_targets,
@@ -117,7 +117,7 @@ def _train_and_save(bundle, settings: StudySettings, folder: Path, table: pd.Dat
     metrics, test_probs = evaluate(result.model, test_ds, num_classes=bundle.num_classes,
                                    batch_size=512, device="cpu")
     save_npy(folder / "test_probs.npy", np.asarray(test_probs, dtype=np.float32))
-    from .io import atomic_path
+    from urnet_core.utils.io import atomic_path
 
     with atomic_path(folder / "model.pt") as tmp:
         torch.save(result.model.state_dict(), tmp)
@@ -138,8 +138,8 @@ def baseline(settings: StudySettings, seed: int, *, force: bool = False) -> Path
     key = stage_key("baseline", data_key(bundle), config, settings.weights_path)
 
     def compute(folder: Path) -> dict:
-        from .features import extract_features
-        from .models.backbones import build_model
+        from urnet_core.training.features import extract_features
+        from urnet_core.models.backbones import build_model
         import torch
 
         summary = _train_and_save(bundle, settings, folder, bundle.train, config)
@@ -163,7 +163,7 @@ def load_metrics(folder: Path) -> dict:
 # --------------------------------------------------------------------------- weights
 def label_vectors(settings: StudySettings, bundle) -> np.ndarray:
     """fastText vectors of the class names (a real ``.bin`` when given, else the shipped corpus)."""
-    from .text import label_vectors as _label_vectors
+    from urnet_core.reweight.text import label_vectors as _label_vectors
 
     return _label_vectors(bundle.class_names, model_path=settings.text_model_path,
                           cache_dir=Path(settings.run_dir) / "text")
@@ -178,8 +178,8 @@ def weight_components(settings: StudySettings, seed: int, *, force: bool = False
     ``instance.npy`` (wI), ``label_targets.npy`` (n, C soft targets, eq. 10).
     Rungs of the ablation combine these with :func:`urnet_core.reweight.compose.combine_components`.
     """
-    from .reweight.class_weight import class_weights
-    from .reweight.compose import URNetConfig, compose_weights
+    from urnet_core.reweight.class_weight import class_weights
+    from urnet_core.reweight.compose import URNetConfig, compose_weights
 
     bundle = load_bundle(settings)
     base = baseline(settings, seed)

@@ -57,7 +57,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from urnet_core.io import atomic_path, read_json, stable_hash, write_json, write_text
+from urnet_core.utils.io import atomic_path, read_json, stable_hash, write_json, write_text
 
 logger = logging.getLogger(__name__)
 
@@ -349,7 +349,7 @@ GPU_ITEMS = ("torch_cuda", "cuml")
 
 
 def _backend_and_device(name: str) -> tuple[str, str | None]:
-    """Bench item name -> (:func:`~urnet_core.kmeans.batched_kmeans` backend, torch device)."""
+    """Bench item name -> (:func:`~urnet_core.reweight.kmeans.batched_kmeans` backend, torch device)."""
     if name == "torch_cuda":
         return "torch", "cuda"
     return name, ("cpu" if name == "torch" else None)
@@ -358,7 +358,7 @@ def _backend_and_device(name: str) -> tuple[str, str | None]:
 def available_backends() -> list[str]:
     """k-means backends to compare here: sklearn, faiss (if installed), torch (CPU), and with a CUDA
     GPU torch_cuda (the batched torch backend on the GPU) and cuml (when RAPIDS is installed)."""
-    from urnet_core import kmeans as km
+    from urnet_core.reweight import kmeans as km
 
     names = ["sklearn"]
     if km.HAS_FAISS:
@@ -373,7 +373,7 @@ def available_backends() -> list[str]:
 
 def _warm_up_backends(backends: Iterable[str], d: int) -> None:
     """One tiny solve per backend, so imports and thread pools are not timed."""
-    from urnet_core.kmeans import batched_kmeans
+    from urnet_core.reweight.kmeans import batched_kmeans
 
     x = np.random.default_rng(0).standard_normal((200, d)).astype(np.float32)
     for name in backends:
@@ -396,7 +396,7 @@ def kmeans_section(data: SyntheticData, *, backends: Sequence[str], max_problems
     """
     from tqdm.auto import tqdm
 
-    from urnet_core.kmeans import batched_kmeans
+    from urnet_core.reweight.kmeans import batched_kmeans
     from urnet_core.reweight.cluster_weight import _read_rows
 
     if "sklearn" not in backends:
@@ -543,7 +543,7 @@ def pipeline_in_subprocess(data: SyntheticData, *, instance_epochs: int, backend
         result_path = Path(tmp) / "result.json"
         request["result"] = str(result_path)
         proc = subprocess.run(
-            [sys.executable, "-m", "urnet_core.bench", "--child", json.dumps(request)],
+            [sys.executable, "-m", "urnet_core.benchmarks.suite", "--child", json.dumps(request)],
             capture_output=True, text=True, timeout=timeout,
         )
         if proc.returncode != 0 or not result_path.exists():
@@ -553,7 +553,7 @@ def pipeline_in_subprocess(data: SyntheticData, *, instance_epochs: int, backend
 
 
 def _child_main(request_json: str) -> int:
-    """Entry point of the pipeline subprocess (``python -m urnet_core.bench --child JSON``)."""
+    """Entry point of the pipeline subprocess (``python -m urnet_core.benchmarks.suite --child JSON``)."""
     req = json.loads(request_json)
     size = Size(**req["size"])
     root = Path(req["root"])
@@ -624,7 +624,7 @@ def projection(results: Sequence[tuple[Size, dict[str, Any]]], *, n_to: int = PR
 
 # --------------------------------------------------------------------------- section 3: training step
 class _TensorDataset:
-    """In-memory ``(image, label, index)`` items, so :func:`urnet_core.train.train` times compute, not decoding."""
+    """In-memory ``(image, label, index)`` items, so :func:`urnet_core.training.loop.train` times compute, not decoding."""
 
     def __init__(self, images: "torch.Tensor", labels: np.ndarray) -> None:  # noqa: F821
         self.images = images
@@ -647,15 +647,15 @@ def train_step_section(*, num_classes: int = 5000, batch_size: int = 128, steps:
 
     Two measurements:
 
-    - ``step``: the body of :func:`urnet_core.train.train`'s loop, with the project's model,
+    - ``step``: the body of :func:`urnet_core.training.loop.train`'s loop, with the project's model,
       optimiser, loss and :class:`~urnet_core.models.bag.BagAttentionBranch`; URNet looks up
       the batch's weights and its eq. 10 targets in compact form
       (:class:`~urnet_core.reweight.label_weight.LabelPairs`, loss
-      :func:`~urnet_core.losses.weighted_label_pair_cross_entropy`, as ``train`` does), plain
+      :func:`~urnet_core.training.losses.weighted_label_pair_cross_entropy`, as ``train`` does), plain
       CE is ``F.cross_entropy``. The variants alternate step by step (same input batch: ``batch_size``
       rounded down to whole bags of 3, as ``train`` forms URNet batches), ``warmup`` steps
       untimed, the median of ``steps`` timed steps.
-    - ``train()`` (with ``train_loop``): :func:`urnet_core.train.train` itself for ``epochs`` epochs on in-memory
+    - ``train()`` (with ``train_loop``): :func:`urnet_core.training.loop.train` itself for ``epochs`` epochs on in-memory
       images (baseline: no weights/targets; URNet: weights, compact soft targets, bag branch);
       seconds per instance from each epoch's record, median over epochs.
 
@@ -667,11 +667,11 @@ def train_step_section(*, num_classes: int = 5000, batch_size: int = 128, steps:
     import torch
     import torch.nn.functional as F
 
-    from urnet_core.losses import weighted_label_pair_cross_entropy
+    from urnet_core.training.losses import weighted_label_pair_cross_entropy
     from urnet_core.models.backbones import build_model
     from urnet_core.models.bag import BagAttentionBranch
     from urnet_core.reweight.label_weight import LabelPairs
-    from urnet_core.train import TrainConfig, _make_optimizer, train
+    from urnet_core.training.loop import TrainConfig, _make_optimizer, train
 
     bag_size = 3
     b = (batch_size // bag_size) * bag_size
@@ -760,7 +760,7 @@ def train_step_section(*, num_classes: int = 5000, batch_size: int = 128, steps:
          TrainConfig(model=model_name, epochs=epochs, batch_size=batch_size, device=device, seed=seed, amp=cuda,
                      bag_branch=True, bag_size=bag_size)),
     )
-    train_logger = logging.getLogger("urnet_core.train")
+    train_logger = logging.getLogger("urnet_core.training.loop")
     old_level = train_logger.level
     train_logger.setLevel(logging.WARNING)  # no per-epoch lines in the benchmark output
     try:
@@ -847,7 +847,7 @@ def machine_info() -> dict[str, Any]:
     import sklearn
     import torch
 
-    from urnet_core import kmeans as km
+    from urnet_core.reweight import kmeans as km
 
     cpu = platform.processor() or "unknown"
     try:

@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 from sklearn.metrics import f1_score
 
-from urnet_core._validation import as_labels, check_positive_int, check_probabilities
+from urnet_core.utils.validation import as_labels, check_positive_int, check_probabilities
 
 ECE_BINS = 15
 

@@ -2,7 +2,7 @@
 
 Pure functions from arrays (and the instances table) to numbers: dicts of scalars or pandas
 DataFrames, one row per class / group / instance. The study's notebooks call these and
-:mod:`urnet_core.plots` draws them; no measurement lives only in a notebook.
+:mod:`urnet_core.study.plots` draws them; no measurement lives only in a notebook.
 
 Notation: ``n`` instances, ``C`` classes, ``D`` feature dimension. ``pred_probs`` are the
 baseline's predicted probabilities (n, C); ``features`` its penultimate features (n, D).
@@ -29,7 +29,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ._validation import as_features, as_labels, check_option, check_positive_int, check_probabilities
+from urnet_core.utils.validation import as_features, as_labels, check_option, check_positive_int, check_probabilities
 
 #: Order of the benchmark's noise types in every table and figure.
 NOISE_TYPE_ORDER = ("clean", "asym", "sym", "open", "ambiguous")
@@ -60,7 +60,7 @@ def size_groups(counts: Sequence[int], groups: Sequence[str] = SIZE_GROUPS) -> n
     """Name of the size group of every class (largest third "head", then "medium", "tail").
 
     Classes are sorted by count (largest first, ties by class id) and cut with
-    ``np.array_split``, the same split as :func:`urnet_core.metrics.accuracy_by_class_size`.
+    ``np.array_split``, the same split as :func:`urnet_core.training.metrics.accuracy_by_class_size`.
 
     Returns
     -------
@@ -169,7 +169,7 @@ def class_weight_table(labels: Any, num_classes: int, *, alpha: float = 0.5,
         the total training weight each class gets: ``share_plain`` (no weighting, = count / n),
         ``share_balanced``, ``share_literal``.
     """
-    from .reweight.class_weight import class_weights
+    from urnet_core.reweight.class_weight import class_weights
 
     num_classes = check_positive_int(num_classes, "num_classes")
     labels = as_labels(labels, num_classes=num_classes)
@@ -539,7 +539,7 @@ def cluster_problems(labels: Any, confusion: Any, *, top_k: int = 4) -> list[np.
     The same problems :func:`urnet_core.reweight.cluster_weight.cluster_weights` solves, for
     timing the k-means backends on this data.
     """
-    from .reweight.cluster_weight import most_confused
+    from urnet_core.reweight.cluster_weight import most_confused
 
     m = np.asarray(confusion)
     if m.ndim != 2 or m.shape[0] != m.shape[1]:
@@ -553,7 +553,7 @@ def cluster_problems(labels: Any, confusion: Any, *, top_k: int = 4) -> list[np.
 
 def available_kmeans_backends() -> list[str]:
     """Concrete k-means backends usable on this machine (cuML only with CUDA)."""
-    from .kmeans import BACKENDS, resolve_backend
+    from urnet_core.reweight.kmeans import BACKENDS, resolve_backend
 
     out = []
     for name in BACKENDS:
@@ -570,7 +570,7 @@ def available_kmeans_backends() -> list[str]:
 def time_kmeans_backends(features: Any, problems: Sequence[np.ndarray], n_clusters: int = 5, *,
                          backends: Sequence[str] | None = None, repeats: int = 3, seed: int = 0,
                          n_jobs: int | None = None, timer: Callable[[], float] = time.perf_counter) -> pd.DataFrame:
-    """Wall-clock time of :func:`urnet_core.kmeans.batched_kmeans` per backend on ``problems``.
+    """Wall-clock time of :func:`urnet_core.reweight.kmeans.batched_kmeans` per backend on ``problems``.
 
     Each backend runs once untimed (warm-up: imports, CUDA context), then ``repeats`` timed
     runs; the table reports the median and the minimum, and the mean inertia (to check the
@@ -581,7 +581,7 @@ def time_kmeans_backends(features: Any, problems: Sequence[np.ndarray], n_cluste
     DataFrame: ``backend``, ``seconds`` (median), ``min_seconds``, ``problems``, ``rows``
     (total rows over problems), ``mean_inertia``.
     """
-    from .kmeans import batched_kmeans
+    from urnet_core.reweight.kmeans import batched_kmeans
 
     x = as_features(features)
     repeats = check_positive_int(repeats, "repeats")
@@ -749,7 +749,7 @@ def bag_branch_from_checkpoint(path: Any) -> Any:
 
     import torch
 
-    from .models.bag import BagAttentionBranch
+    from urnet_core.models.bag import BagAttentionBranch
 
     path = Path(path)
     if not path.is_file():

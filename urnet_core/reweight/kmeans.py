@@ -44,7 +44,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from urnet_core._validation import as_features, check_option, check_positive_int
+from urnet_core.utils.validation import as_features, check_option, check_positive_int
 
 logger = logging.getLogger(__name__)
 

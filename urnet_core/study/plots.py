@@ -1,6 +1,6 @@
 """Figures of the study: one function per figure, each returning a matplotlib ``Figure``.
 
-The functions draw what :mod:`urnet_core.analysis` and :mod:`urnet_core.ablation` compute;
+The functions draw what :mod:`urnet_core.study.analysis` and :mod:`urnet_core.study.ablation` compute;
 they never compute study numbers themselves. They use the object-oriented matplotlib API
 (no ``pyplot`` state besides creating the figure), so they work the same under papermill,
 in Jupyter (figures display inline as the cell's value) and headless (``Agg``).
@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .analysis import NOISE_TYPE_ORDER, SIZE_GROUPS, size_groups
+from urnet_core.study.analysis import NOISE_TYPE_ORDER, SIZE_GROUPS, size_groups
 
 #: Colours of the noise types and size groups, shared by every figure.
 NOISE_COLORS = {"clean": "#4c72b0", "asym": "#dd8452", "sym": "#c44e52", "open": "#8172b3",
@@ -189,7 +189,7 @@ def class_size_chart(counts: Sequence[int], class_names: Sequence[str] | None = 
 def class_weight_chart(weights: pd.DataFrame) -> Figure:
     """Class weights of both schemes vs class size, and each class's share of the training mass.
 
-    ``weights``: :func:`urnet_core.analysis.class_weight_table`.
+    ``weights``: :func:`urnet_core.study.analysis.class_weight_table`.
     """
     fig, axes = _subplots(1, 2, 10, 3.6)
     ax1, ax2 = axes[0]
@@ -483,7 +483,7 @@ def per_class_accuracy_chart(per_class: pd.DataFrame) -> Figure:
 def ablation_chart(summary: pd.DataFrame, *, metric: str = "top1", title: str | None = None) -> Figure:
     """Horizontal bars of ``metric`` (in %) per method with 95% CI error bars, coloured by group.
 
-    ``summary``: :func:`urnet_core.ablation.summary_table` (``<metric>_mean/_low/_high``).
+    ``summary``: :func:`urnet_core.study.ablation.summary_table` (``<metric>_mean/_low/_high``).
     """
     for col in (f"{metric}_mean", f"{metric}_low", f"{metric}_high", "method", "group"):
         if col not in summary.columns:
@@ -519,7 +519,7 @@ def ablation_chart(summary: pd.DataFrame, *, metric: str = "top1", title: str | 
 def accuracy_by_size_chart(by_size: pd.DataFrame, *, methods: Sequence[str] | None = None) -> Figure:
     """Grouped bars: mean per-class accuracy on head / medium / tail classes per method, with CIs.
 
-    ``by_size``: :func:`urnet_core.ablation.accuracy_by_class_size`.
+    ``by_size``: :func:`urnet_core.study.ablation.accuracy_by_class_size`.
     """
     df = by_size if methods is None else by_size[by_size["method"].isin(methods)]
     names = list(dict.fromkeys(df["method"]))

@@ -1,7 +1,7 @@
 """Several processes (``torchrun``): process group set-up, sharding and small collectives.
 
-Training (:func:`urnet_core.train.train`) and feature extraction
-(:func:`urnet_core.features.extract_features`) run unchanged in one process. Started by
+Training (:func:`urnet_core.training.loop.train`) and feature extraction
+(:func:`urnet_core.training.features.extract_features`) run unchanged in one process. Started by
 ``torchrun --nproc_per_node N`` (which sets ``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``,
 ``MASTER_ADDR`` and ``MASTER_PORT``), they call :func:`init_from_env`, which initialises the
 default process group (NCCL for a CUDA device, gloo on CPU) unless the caller already did, and

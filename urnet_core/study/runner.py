@@ -1,7 +1,7 @@
 """Run the study: execute the notebooks in order with papermill, render HTML, write the index.
 
 Heavy work is cached by the pipeline stages under the run directory, so a rerun re-executes
-a notebook cheaply; a notebook whose source, parameters and code version (:func:`~urnet_core.stages.code_version`)
+a notebook cheaply; a notebook whose source, parameters and code version (:func:`~urnet_core.study.stages.code_version`)
 are unchanged since its last successful run is skipped altogether (``force=True`` redoes everything).
 """
 
@@ -15,13 +15,13 @@ from typing import Any
 
 import pandas as pd
 
-from .io import file_hash, read_json, stable_hash, write_json
-from .pipeline import StudySettings
-from .stages import code_version
+from urnet_core.utils.io import file_hash, read_json, stable_hash, write_json
+from urnet_core.study.pipeline import StudySettings
+from urnet_core.study.stages import code_version
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 
 #: Smoke scale: tiny digits benchmark, short training, two seeds - minutes on a laptop.
@@ -60,7 +60,7 @@ def run_study(settings: StudySettings, *, reports_dir: str | Path = "reports", n
     """
     import papermill as pm
 
-    from .report import render_notebook_html, write_index
+    from urnet_core.study.report import render_notebook_html, write_index
 
     start = time.time()
     reports = Path(reports_dir)

@@ -8,13 +8,13 @@
 
 ``--weights`` is an (n,) ``.npy`` of per-instance weights and ``--targets`` an (n, C) ``.npy`` of
 soft targets (or the compact ``targets.npz`` of ``urnet weights`` at scale), both in
-training-table row order (eq. 10); without them the run is the plain cross-entropy baseline. ``--config`` is a JSON object of :class:`~urnet_core.train.TrainConfig`
+training-table row order (eq. 10); without them the run is the plain cross-entropy baseline. ``--config`` is a JSON object of :class:`~urnet_core.training.loop.TrainConfig`
 fields; ``--epochs``/``--model``/``--seed`` override it. The run directory receives
 ``checkpoint.pt`` and ``metrics.json`` after every epoch (a rerun resumes), then
 ``test_probs.npy`` and ``final_metrics.json``.
 
 Under ``torchrun --nproc_per_node N -m urnet_core.cli train ...`` the N processes train one model
-with DistributedDataParallel (``batch_size`` is the global batch; see :mod:`urnet_core.train`)
+with DistributedDataParallel (``batch_size`` is the global batch; see :mod:`urnet_core.training.loop`)
 and share the test evaluation; rank 0 alone writes the run directory and prints.
 """
 
@@ -25,7 +25,7 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from urnet_core.io import load_npy, read_json, save_npy, write_json
+from urnet_core.utils.io import load_npy, read_json, save_npy, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _config(args: argparse.Namespace):
-    from urnet_core.train import TrainConfig
+    from urnet_core.training.loop import TrainConfig
 
     values = {}
     if args.config:
@@ -62,17 +62,17 @@ def _config(args: argparse.Namespace):
 
 
 def train_command(args: argparse.Namespace) -> int:
-    from urnet_core import distributed as dist_util
+    from urnet_core.training import distributed as dist_util
 
     # Under torchrun the process group started for this command ends with it.
     return dist_util.run_command(_train, args)
 
 
 def _train(args: argparse.Namespace) -> int:
-    from urnet_core import distributed as dist_util
+    from urnet_core.training import distributed as dist_util
     from urnet_core.data.datasets import default_transforms
     from urnet_core.data.manifest import load_dataset
-    from urnet_core.train import evaluate, train
+    from urnet_core.training.loop import evaluate, train
 
     config = _config(args)
     bundle = load_dataset(args.manifest, scale=args.scale)
@@ -83,7 +83,7 @@ def _train(args: argparse.Namespace) -> int:
     targets = None
     if args.targets:
         if str(args.targets).endswith(".npz"):  # compact eq. 10 targets (LabelPairs), written at scale
-            from urnet_core.reweight.label_weight import load_label_pairs
+            from urnet_core.training.targets import load_label_pairs
 
             targets = load_label_pairs(args.targets)
         else:

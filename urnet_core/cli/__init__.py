@@ -1,6 +1,6 @@
 """The ``urnet`` command line.
 
-Sub-commands live in ``urnet_core.commands.<name>``; each module defines
+Sub-commands live in ``urnet_core.cli.<name>``; each module defines
 ``register(subparsers)`` which adds its parser and sets ``func`` to a callable taking the
 parsed arguments and returning an exit code.
 """
@@ -22,9 +22,9 @@ def get_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
-            module = importlib.import_module(f"urnet_core.commands.{name}")
+            module = importlib.import_module(f"urnet_core.cli.{name}")
         except ModuleNotFoundError as exc:
-            if exc.name == f"urnet_core.commands.{name}":
+            if exc.name == f"urnet_core.cli.{name}":
                 continue  # command not built in this version
             raise
         module.register(subparsers)

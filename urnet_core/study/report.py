@@ -17,7 +17,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from .io import write_text
+from urnet_core.utils.io import write_text
 
 PACKAGES = ("urnet_core", "torch", "torchvision", "numpy", "pandas", "scikit-learn", "faiss-cpu", "fasttext",
             "cleanlab", "papermill", "cuml-cu12", "cupy-cuda12x")

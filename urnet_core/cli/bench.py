@@ -11,7 +11,7 @@ Prints one table (all rows measured in this run) and the targets of the "Scale" 
 PASS/FAIL. With ``--out`` also writes the markdown report (machine, what was run, table,
 targets) and the log-log scaling figure (default ``<out folder>/figures/benchmark_scaling.png``),
 both atomically. Synthetic data are cached in ``--cache-dir`` (keyed by a hash of their
-parameters). See :mod:`urnet_core.bench` for what each section measures.
+parameters). See :mod:`urnet_core.benchmarks.suite` for what each section measures.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def bench_command(args: argparse.Namespace) -> int:
-    from urnet_core import bench as B
+    from urnet_core.benchmarks import suite as B
 
     t_start = time.perf_counter()
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its CPU-feature probing is noise here

@@ -8,7 +8,7 @@ The same :func:`train` trains
   observed label), i.e. plain cross entropy;
 - **URNet**: ``sample_weights`` = the product of class, cluster and instance weights and
   ``soft_targets`` = the label-weighted targets, giving eq. 10's loss
-  ``(1/B) sum_i w_i * sum_j -t_ij log p_ij`` (see :mod:`urnet_core.losses` for why the sum is
+  ``(1/B) sum_i w_i * sum_j -t_ij log p_ij`` (see :mod:`urnet_core.training.losses` for why the sum is
   divided by B and not by the weight sum), plus, with ``config.bag_branch``, the cross entropy of
   the bag attention branch (section 4.4) times ``config.bag_loss_weight``;
 - the **GCE** peer baseline with ``config.loss="gce"``.
@@ -25,7 +25,7 @@ but ``eval_every``), model or data hash (weights, targets, labels, init weights)
 current call is **refused with a ValueError** rather than silently mixed or overwritten; pass
 ``resume=False`` (or a new ``run_dir``) to start over.
 
-Several processes: under ``torchrun --nproc_per_node N`` (see :mod:`urnet_core.distributed`) the
+Several processes: under ``torchrun --nproc_per_node N`` (see :mod:`urnet_core.training.distributed`) the
 model and bag branch are wrapped in DistributedDataParallel with synchronised batch norm.
 ``config.batch_size`` stays the *global* batch: every epoch's batches are exactly the
 single-process ones, and each rank trains on a contiguous part of every batch (cut between bags
@@ -58,15 +58,15 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torch.utils.data._utils.collate import default_collate
 from tqdm.auto import tqdm
 
-from urnet_core import distributed as dist_util
-from urnet_core._validation import as_labels, check_fraction, check_option, check_positive_int
-from urnet_core.devices import resolve_device
-from urnet_core.io import atomic_path, file_hash, stable_hash, write_json
-from urnet_core.losses import generalized_cross_entropy, weighted_label_pair_cross_entropy, weighted_soft_cross_entropy
-from urnet_core.metrics import classification_metrics
+from urnet_core.training import distributed as dist_util
+from urnet_core.utils.validation import as_labels, check_fraction, check_option, check_positive_int
+from urnet_core.utils.devices import resolve_device
+from urnet_core.utils.io import atomic_path, file_hash, stable_hash, write_json
+from urnet_core.training.losses import generalized_cross_entropy, weighted_label_pair_cross_entropy, weighted_soft_cross_entropy
+from urnet_core.training.metrics import classification_metrics
 from urnet_core.models.backbones import MODEL_NAMES, Backbone, build_model
 from urnet_core.models.bag import BagAttentionBranch, BagBatchSampler
-from urnet_core.reweight.label_weight import LabelPairs
+from urnet_core.training.targets import LabelPairs
 
 logger = logging.getLogger(__name__)
 
@@ -410,7 +410,7 @@ def train(
     soft_targets : array (n, C) or LabelPairs, optional
         Soft targets (section 4.5); one-hot of the observed labels when omitted. Dense rows, or
         eq. 10's two-hot targets in compact form
-        (:class:`~urnet_core.reweight.label_weight.LabelPairs`: ``O(n)`` memory, the form to use
+        (:class:`~urnet_core.training.targets.LabelPairs`: ``O(n)`` memory, the form to use
         at WebVision scale; same loss up to float rounding). Not used with ``loss='gce'``,
         which takes hard labels.
     eval_dataset : Dataset, optional

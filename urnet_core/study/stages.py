@@ -1,7 +1,7 @@
 """Cached pipeline stages.
 
 A stage writes its artefacts into ``<run_dir>/<stage>/<key>/`` where ``key`` is the
-:func:`~urnet_core.io.stable_hash` of everything the stage depends on (data, parameters,
+:func:`~urnet_core.utils.io.stable_hash` of everything the stage depends on (data, parameters,
 upstream keys, code version: the package version and a hash of the source files that compute
 artefacts, see :func:`code_version`). The folder is complete only once its ``stage.json`` marker
 exists; the marker is written last and atomically, so a stage killed half-way is simply
@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import urnet_core
 
-from .io import file_hash, read_json, stable_hash, write_json
+from urnet_core.utils.io import file_hash, read_json, stable_hash, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -30,29 +30,41 @@ def package_version() -> str:
     return urnet_core.__version__
 
 
-#: Package files that only present, launch or benchmark: editing them keeps cached artefacts valid.
-PRESENTATION_FILES = frozenset({"analysis.py", "bench.py", "cli.py", "plots.py", "report.py", "stats.py", "study.py"})
+#: Package paths that only present, launch or benchmark: editing them keeps cached stage
+#: artefacts valid (the study's notebook skip key still follows them, see :func:`source_digest`).
+PRESENTATION_PATHS = ("cli/", "benchmarks/", "study/analysis.py", "study/plots.py", "study/report.py",
+                      "study/runner.py", "study/stats.py")
+
+
+def package_files() -> list[Path]:
+    """Every source and resource file of the package, sorted."""
+    root = Path(urnet_core.__file__).resolve().parent
+    return sorted(p for p in root.rglob("*")
+                  if p.is_file() and p.suffix in (".py", ".txt", ".yaml") and "__pycache__" not in p.parts)
 
 
 def computing_files() -> list[Path]:
-    """The package's source and resource files that :func:`code_version` hashes, sorted."""
+    """The package files that compute stage artefacts (all but :data:`PRESENTATION_PATHS`)."""
     root = Path(urnet_core.__file__).resolve().parent
-    return sorted(
-        p for p in root.rglob("*")
-        if p.is_file() and p.suffix in (".py", ".txt", ".yaml") and "__pycache__" not in p.parts
-        and p.relative_to(root).parts[0] != "commands" and p.name not in PRESENTATION_FILES
-    )
+    return [p for p in package_files()
+            if not p.relative_to(root).as_posix().startswith(PRESENTATION_PATHS)]
 
 
-@functools.lru_cache(maxsize=1)
+@functools.lru_cache(maxsize=2)
+def source_digest(scope: str = "compute") -> str:
+    """Hash of the package's files: ``'compute'`` (:func:`computing_files`) or ``'all'``."""
+    root = Path(urnet_core.__file__).resolve().parent
+    files = computing_files() if scope == "compute" else package_files()
+    return stable_hash([(p.relative_to(root).as_posix(), file_hash(p)) for p in files])
+
+
 def _source_digest() -> str:
-    root = Path(urnet_core.__file__).resolve().parent
-    return stable_hash([(p.relative_to(root).as_posix(), file_hash(p)) for p in computing_files()])
+    return source_digest("compute")
 
 
 def code_version() -> str:
     """Version of the code that computes artefacts: ``__version__`` plus a hash of the package's
-    source and resource files (all but :data:`PRESENTATION_FILES` and the CLI commands).
+    source and resource files (all but :data:`PRESENTATION_PATHS`).
 
     Any edit to training, data, reweighting or pipeline code changes every stage key, so a
     cached artefact is never reused by different code (conservative: it also recomputes stages
@@ -85,7 +97,7 @@ def run_stage(
 ) -> tuple[Path, dict]:
     """Run ``compute(folder)`` unless the stage ``key`` is already complete.
 
-    ``compute`` writes its artefacts into ``folder`` (atomically, via :mod:`urnet_core.io`)
+    ``compute`` writes its artefacts into ``folder`` (atomically, via :mod:`urnet_core.utils.io`)
     and returns a JSON-able summary, stored in the marker and returned on later calls.
     Returns ``(folder, summary)``.
     """

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from urnet_core._validation import check_positive_int
+from urnet_core.utils.validation import check_positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def planned_feature_bytes(n: int, feature_dim: int, num_classes: int, dtype: Any
                           predictions: str = "probs") -> int:
     """Bytes of a feature cache: features (n, feature_dim) of ``dtype`` plus float32
     probabilities (n, num_classes), or int64 class ids (n,) with ``predictions='classes'``, as
-    :func:`urnet_core.features.extract_features` writes them (``.npy`` headers are negligible
+    :func:`urnet_core.training.features.extract_features` writes them (``.npy`` headers are negligible
     and covered by the margin)."""
     n = check_positive_int(n, "n", minimum=0)
     feature_dim = check_positive_int(feature_dim, "feature_dim")

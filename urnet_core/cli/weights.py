@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from urnet_core.io import atomic_path, file_hash, load_npy, read_json, save_npy, write_json
+from urnet_core.utils.io import atomic_path, file_hash, load_npy, read_json, save_npy, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def weights_command(args: argparse.Namespace) -> int:
         if args.label_vectors:
             vectors = np.asarray(load_npy(args.label_vectors))
         else:
-            from urnet_core.text import label_vectors
+            from urnet_core.reweight.text import label_vectors
 
             names = table.groupby("label")["class_name"].first().reindex(range(num_classes))
             if names.isna().any():

@@ -25,8 +25,8 @@ def register(subparsers) -> None:
 def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..pipeline import StudySettings
-    from ..study import REPO_ROOT, SMOKE, run_study
+    from urnet_core.study.pipeline import StudySettings
+    from urnet_core.study.runner import REPO_ROOT, SMOKE, run_study
 
     settings = StudySettings(manifest=str(REPO_ROOT / "data_manifests" / "fashion_mnist_web.yaml"),
                              run_dir="runs/smoke" if args.smoke else "runs/default")

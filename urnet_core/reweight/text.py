@@ -36,8 +36,8 @@ from typing import Sequence
 
 import numpy as np
 
-from urnet_core._validation import check_positive_int
-from urnet_core.io import atomic_path, stable_hash
+from urnet_core.utils.validation import check_positive_int
+from urnet_core.utils.io import atomic_path, stable_hash
 
 logger = logging.getLogger(__name__)
 

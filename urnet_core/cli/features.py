@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from urnet_core.io import atomic_path, file_hash, read_json, save_npy, stable_hash, write_json
+from urnet_core.utils.io import atomic_path, file_hash, read_json, save_npy, stable_hash, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -46,18 +46,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def features_command(args: argparse.Namespace) -> int:
-    from urnet_core import distributed as dist_util
+    from urnet_core.training import distributed as dist_util
 
     # Under torchrun the process group started for this command ends with it.
     return dist_util.run_command(_features, args)
 
 
 def _features(args: argparse.Namespace) -> int:
-    from urnet_core import distributed as dist_util
+    from urnet_core.training import distributed as dist_util
     from urnet_core.data.datasets import default_transforms
     from urnet_core.data.manifest import load_dataset
-    from urnet_core.features import dataset_fingerprint, extract_features
-    from urnet_core.train import load_checkpoint_model, resolve_device
+    from urnet_core.training.features import dataset_fingerprint, extract_features
+    from urnet_core.training.loop import load_checkpoint_model, resolve_device
 
     device = resolve_device(args.device)
     sharded = dist_util.init_from_env(device)  # under torchrun: every rank takes a shard of the rows

@@ -3,7 +3,7 @@
 Every method trains the same backbone for the same epochs on the same benchmark draw and is
 tested on the same untouched test split; only the weights, targets, loss or training subset
 differ. Rows are summarised as means with 95% Student-t intervals over seeds
-(:mod:`urnet_core.stats`), consecutive ladder rungs as paired differences, and every method as
+(:mod:`urnet_core.study.stats`), consecutive ladder rungs as paired differences, and every method as
 the fraction of the baseline -> oracle gap it closes.
 """
 
@@ -19,10 +19,10 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from .io import load_npy, read_json
-from .pipeline import StudySettings, baseline, load_bundle, train_config, weight_components, _train_and_save
-from .stages import run_stage, stage_key
-from .stats import gap_closed, mean_ci, paired_difference
+from urnet_core.utils.io import load_npy, read_json
+from urnet_core.study.pipeline import StudySettings, baseline, load_bundle, train_config, weight_components, _train_and_save
+from urnet_core.study.stages import run_stage, stage_key
+from urnet_core.study.stats import gap_closed, mean_ci, paired_difference
 
 logger = logging.getLogger(__name__)
 
@@ -107,18 +107,18 @@ def _subset_mask(spec: MethodSpec, settings: StudySettings, seed: int, table: pd
             raise ValueError("the oracle needs ground truth (a noise_type column); this dataset has none")
         return (table["noise_type"] == "clean").to_numpy()
     if spec.subset == "cleanlab":
-        from .peers import confident_learning_keep_mask
+        from urnet_core.peers.filters import confident_learning_keep_mask
 
         probs = load_npy(baseline(settings, seed) / "train_probs.npy", mmap=False)
         return confident_learning_keep_mask(table["label"].to_numpy(), probs)
     if spec.subset == "flickr_top_k":
-        from .peers import top_k_source_mask
+        from urnet_core.peers.filters import top_k_source_mask
 
         return top_k_source_mask(table, source="flickr", k=flickr_top_k)
     raise ValueError(f"unknown subset {spec.subset!r}")
 
 
-#: Strategy name of a MethodSpec -> file written by :func:`urnet_core.pipeline.weight_components`.
+#: Strategy name of a MethodSpec -> file written by :func:`urnet_core.study.pipeline.weight_components`.
 _COMPONENT_FILES = {"class": "class_balanced", "class_literal": "class_literal", "cluster": "cluster",
                     "cluster_own_class": "cluster_own_class", "instance": "instance"}
 
@@ -126,8 +126,8 @@ _COMPONENT_FILES = {"class": "class_balanced", "class_literal": "class_literal",
 def method_weights(spec: MethodSpec, settings: StudySettings, seed: int, table: pd.DataFrame,
                    num_classes: int, keep: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Per-instance weights (mean 1 over the kept rows) and soft targets of ``spec`` (None = plain)."""
-    from .reweight.class_weight import effective_number_weights
-    from .reweight.compose import combine_components
+    from urnet_core.reweight.class_weight import effective_number_weights
+    from urnet_core.reweight.compose import combine_components
 
     weights = targets = None
     if spec.strategies:
@@ -311,7 +311,7 @@ def accuracy_by_class_size(results: pd.DataFrame, class_counts: np.ndarray) -> p
 
 def seed_ensemble_metrics(results: pd.DataFrame, method: str, test_labels: np.ndarray, num_classes: int) -> dict:
     """Metrics of the average of ``method``'s test probabilities over seeds (the ensembling trick)."""
-    from .metrics import classification_metrics
+    from urnet_core.training.metrics import classification_metrics
 
     probs = [load_npy(Path(f) / "test_probs.npy", mmap=False) for f in results.loc[results["method"] == method, "folder"]]
     return classification_metrics(test_labels, np.mean(probs, axis=0), num_classes=num_classes)
