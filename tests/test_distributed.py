@@ -279,7 +279,7 @@ def test_torchrun_cli_train_and_features(tmp_path):
     _finish(_torchrun("-m", "urnet_core.cli", *argv, log=features_log), features_log)
     assert train_log.read_text().count("trained small_cnn for 1 epochs") == 1  # rank 0 alone prints
     probs = np.load(run / "test_probs.npy")
-    final = json.loads((run / "final_metrics.json").read_text())
+    final = json.loads((run / "test_metrics.json").read_text())
     assert final["n"] == probs.shape[0] and np.allclose(probs.sum(1), 1, atol=1e-4)
 
     # The sharded evaluation and feature extraction hold every row, in order: one process agrees.

@@ -176,7 +176,8 @@ torch.set_num_threads(1)
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s: %(message)s")
 import urnet_core.training.loop as T
 from urnet_core.study.ablation import default_methods, run_method
-from urnet_core.study.pipeline import StudySettings, baseline, weight_components
+from urnet_core.config import StudyConfig
+from urnet_core.study.pipeline import baseline, weight_components
 
 run_dir, delay = sys.argv[1], float(sys.argv[2])
 _train = T.train
@@ -190,8 +191,9 @@ def slow_train(*args, **kwargs):
 
 
 T.train = slow_train
-settings = StudySettings(manifest={manifest!r}, scale="smoke", run_dir=run_dir, seeds=(0,), epochs=3,
-                         batch_size=32, top_r=10, n_jobs=1, text_model_path={text_model!r})
+settings = StudyConfig.from_dict({{"data": {{"manifest": {manifest!r}, "scale": "smoke", "text_model_path": {text_model!r}}},
+                                  "training": {{"epochs": 3, "batch_size": 32}}, "urnet": {{"top_r": 10}},
+                                  "run": {{"run_dir": run_dir, "seeds": [0], "n_jobs": 1}}}})
 spec = [m for m in default_methods() if m.name == "+cluster"][0]
 folders = {{"baseline": baseline(settings, 0), "weights": weight_components(settings, 0),
             "method": run_method(settings, spec, 0)}}
@@ -222,11 +224,11 @@ def _artefacts(folder: Path) -> dict[str, np.ndarray | dict]:
     out: dict = {}
     for path in sorted(folder.glob("*.npy")):
         out[path.name] = np.load(path)
-    for name in ("metrics.json",):
+    for name in ("test_metrics.json",):
         if (folder / name).exists():
             out[name] = read_json(folder / name)
-    if (folder / "model.pt").exists():
-        out["model.pt"] = torch.load(folder / "model.pt", weights_only=True)
+    if (folder / "checkpoint.pt").exists():
+        out["checkpoint.pt"] = torch.load(folder / "checkpoint.pt", weights_only=True)["model"]
     return out
 
 
@@ -235,7 +237,7 @@ def _assert_same(a: dict, b: dict) -> None:
     for k in a:
         if isinstance(a[k], np.ndarray):
             assert np.array_equal(a[k], b[k]), k
-        elif k == "model.pt":
+        elif k == "checkpoint.pt":
             assert _state_equal(a[k], b[k])
         else:
             assert a[k] == b[k], k
@@ -419,13 +421,15 @@ def test_feature_cache_half_entry_or_temp_file_is_a_miss(tmp_path):
 def test_stage_keys_change_with_manifest_parameters_and_version(tmp_path, monkeypatch):
     """The baseline stage key, through the real pipeline: same inputs -> same folder (not
     recomputed); new manifest content, a new parameter or a new package version -> new folder."""
-    from urnet_core.study.pipeline import StudySettings, baseline
+    from urnet_core.config import StudyConfig
+    from urnet_core.study.pipeline import baseline
 
     manifest = tmp_path / "digits.yaml"
     text = DIGITS_MANIFEST.read_text()
     manifest.write_text(text)
-    settings = StudySettings(manifest=str(manifest), scale="smoke", run_dir=str(tmp_path / "run"), epochs=1,
-                             batch_size=64)
+    settings = StudyConfig.from_dict({"data": {"manifest": str(manifest), "scale": "smoke"},
+                                      "training": {"epochs": 1, "batch_size": 64},
+                                      "run": {"run_dir": str(tmp_path / "run")}})
     first = baseline(settings, 0)
     marker_mtime = (first / MARKER).stat().st_mtime_ns
     assert baseline(settings, 0) == first and (first / MARKER).stat().st_mtime_ns == marker_mtime
@@ -433,7 +437,7 @@ def test_stage_keys_change_with_manifest_parameters_and_version(tmp_path, monkey
     # Same content at another path: same data, same key.
     copy = tmp_path / "elsewhere.yaml"
     copy.write_text(text)
-    assert baseline(settings.with_overrides(manifest=str(copy)), 0) == first
+    assert baseline(settings.with_overrides({"data.manifest": str(copy)}), 0) == first
 
     # Manifest content edited in place (benchmark seed 0 -> 1): new data, new key.
     assert "  seed: 0\n" in text
@@ -442,7 +446,7 @@ def test_stage_keys_change_with_manifest_parameters_and_version(tmp_path, monkey
     assert changed_data != first
     manifest.write_text(text)
 
-    changed_param = baseline(settings.with_overrides(lr=0.01), 0)
+    changed_param = baseline(settings.with_overrides({"training.lr": 0.01}), 0)
     changed_seed = baseline(settings, 1)
     monkeypatch.setattr(urnet_core, "__version__", urnet_core.__version__ + ".post1")
     changed_version = baseline(settings, 0)

@@ -128,7 +128,7 @@ def test_train_and_features_commands(tmp_path, capsys):
     common = ["--manifest", str(manifest), "--scale", "smoke"]
     assert main(["train", *common, "--run-dir", str(run), "--epochs", "2", "--config", str(config), "--no-progress"]) == 0
     assert len(read_json(run / "metrics.json")["history"]) == 2
-    final = read_json(run / "final_metrics.json")
+    final = read_json(run / "test_metrics.json")
     probs = load_npy(run / "test_probs.npy")
     assert final["n"] == probs.shape[0] and np.allclose(probs.sum(1), 1, atol=1e-4)
     out = tmp_path / "feats"

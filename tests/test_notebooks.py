@@ -7,7 +7,6 @@ tables hold figures and numbers.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import re
@@ -19,8 +18,7 @@ import pandas as pd
 import pytest
 
 from urnet_core.study.ablation import LADDER, default_methods
-from urnet_core.study.pipeline import StudySettings
-from urnet_core.study.runner import NOTEBOOKS_DIR, SMOKE, list_notebooks, run_study
+from urnet_core.study.runner import NOTEBOOKS_DIR, list_notebooks, run_study, smoke_config
 
 pytestmark = pytest.mark.timeout(2400)
 
@@ -31,10 +29,10 @@ PARAMETER_LINE = re.compile(r"^(\w+) = (.+?)  # \S.*$")
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     base = tmp_path_factory.mktemp("study")
-    settings = StudySettings(**{**SMOKE, "run_dir": str(base / "runs")})
+    settings = smoke_config().with_overrides({"run.run_dir": str(base / "runs")})
     index = run_study(settings, reports_dir=base / "reports")
     return {"settings": settings, "reports": base / "reports", "index": index,
-            "ablation": Path(settings.run_dir) / "ablation"}
+            "ablation": Path(settings.run.run_dir) / "ablation"}
 
 
 # --------------------------------------------------------------------------- source (no execution)
@@ -55,11 +53,11 @@ def test_parameters_cell_matches_study_settings(name):
         match = PARAMETER_LINE.match(line)
         assert match, f"{name}: parameter line is not `name = literal  # help`: {line!r}"
         values[match.group(1)] = eval(match.group(2), {})  # plain literals only
-    defaults = dataclasses.asdict(StudySettings())
-    defaults["seeds"] = list(defaults["seeds"])
-    assert values == defaults
+    # One variable per config section, empty by default: the defaults live in StudyConfig.
+    assert values == {"config": None, "data": {}, "training": {}, "urnet": {}, "run": {}}
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
-    assert "StudySettings.from_parameters(globals())" in code
+    assert "setup(globals())" in code
+    assert nb.metadata["kernelspec"]["name"] == "urnet"
     # Thin notebooks: no function or class definitions (logic lives in urnet_core).
     assert not re.search(r"^\s*(def|class) ", code, flags=re.M)
 
@@ -133,16 +131,17 @@ def test_ablation_tables_written(study):
     expected = [m.name for m in default_methods()]
     assert summary["method"].tolist() == expected
     assert np.isfinite(summary["top1_mean"]).all() and summary["top1_mean"].between(0, 1).all()
-    assert (summary["seeds"] == len(SMOKE["seeds"])).all()
+    assert (summary["seeds"] == len(study["settings"].run.seeds)).all()
     results = pd.read_csv(folder / "results.csv")
-    assert len(results) == len(expected) * len(SMOKE["seeds"])
+    assert len(results) == len(expected) * len(study["settings"].run.seeds)
     per_class = json.loads(results["per_class_accuracy"].iloc[0])
     assert len(per_class) == 8  # digits 0-7 (8 and 9 are the open set)
     ladder = pd.read_csv(folder / "ladder_differences.csv")
     assert len(ladder) == len(LADDER) - 1 and np.isfinite(ladder["diff_pp"]).all()
     gap = pd.read_csv(folder / "gap_closed.csv")
     assert set(gap["method"]) == set(expected)
-    assert re.fullmatch(r"[0-9a-f]{8,}", (folder / "data_hash.txt").read_text().strip())
+    data = json.loads((folder / "data.json").read_text())
+    assert re.fullmatch(r"[0-9a-f]{8,}", data["data_hash"]) and data["ground_truth"] is True
 
 
 def test_index_holds_the_summary_with_numbers(study):

@@ -38,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:  # third-party INFO chatter (faiss's loader, papermill's cell log): -v shows it
+        for name in ("faiss", "faiss.loader", "papermill", "traitlets"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -1,44 +1,78 @@
-"""``urnet study``: run every notebook with papermill and write the HTML reports."""
+"""``urnet study``: run every notebook with papermill and write the HTML reports.
+
+The study is described by one config (:class:`urnet_core.config.StudyConfig`): defaults, then
+``--config study.yaml``, then ``--smoke``, then the shortcut flags, then each ``--set
+SECTION.KEY=VALUE`` in order. Relative paths resolve against the current folder.
+"""
 
 from __future__ import annotations
 
 import argparse
 
+#: Shortcut flag -> dotted config key.
+SHORTCUTS = {"manifest": "data.manifest", "scale": "data.scale", "text_model": "data.text_model_path",
+             "init_weights": "data.init_weights", "run_dir": "run.run_dir", "seeds": "run.seeds",
+             "n_jobs": "run.n_jobs", "model": "training.model", "epochs": "training.epochs",
+             "batch_size": "training.batch_size", "lr": "training.lr", "kmeans_backend": "urnet.kmeans_backend"}
+
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("study", help="run the notebooks in order and write reports/",
-                              description="Execute notebooks/NN_*.ipynb with papermill, render HTML into the "
-                                          "reports folder and write its index.html. Finished stages are cached.")
+    p = subparsers.add_parser(
+        "study", help="run the notebooks in order and write reports/",
+        description="Execute notebooks/NN_*.ipynb with papermill, render HTML into the reports folder and write "
+                    "its index.html. Finished stages are cached under the run folder; unchanged notebooks are "
+                    "skipped. Example: urnet study --config study.yaml --set urnet.alpha=0.7 --seeds 0 1 2")
+    p.add_argument("--config", help="study config (YAML or JSON) with sections data, training, urnet, run")
+    p.add_argument("--set", dest="assignments", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one config value (repeatable), e.g. --set urnet.alpha=0.7 --set training.epochs=5")
     p.add_argument("--smoke", action="store_true", help="tiny digits benchmark, 3 epochs, 2 seeds (minutes)")
-    p.add_argument("--manifest", help="dataset manifest YAML (default: the Fashion-MNIST web-noise benchmark)")
-    p.add_argument("--run-dir", help="where stage caches go (default runs/default, runs/smoke with --smoke)")
+    p.add_argument("--manifest", help="dataset manifest YAML (data.manifest; default: the Fashion-MNIST benchmark)")
+    p.add_argument("--scale", choices=["smoke"], help="shrink the data to the manifest's smoke subset (data.scale)")
+    p.add_argument("--run-dir", help="where stage caches go (run.run_dir; default runs/default, runs/smoke with --smoke)")
     p.add_argument("--reports", help="where HTML goes (default reports/, reports/smoke with --smoke)")
-    p.add_argument("--seeds", type=int, nargs="+", help="seeds of every ablation row")
-    p.add_argument("--epochs", type=int, help="training epochs of every model")
-    p.add_argument("--kmeans-backend", choices=["auto", "cuml", "faiss", "torch", "sklearn"])
-    p.add_argument("--n-jobs", type=int, help="trainings run in parallel (processes)")
+    p.add_argument("--seeds", type=int, nargs="+", help="seeds of every ablation row (run.seeds)")
+    p.add_argument("--n-jobs", type=int, help="trainings run in parallel, processes (run.n_jobs)")
+    p.add_argument("--model", help="backbone of every model (training.model): small_cnn, resnet18, resnet50, ...")
+    p.add_argument("--epochs", type=int, help="training epochs of every model (training.epochs)")
+    p.add_argument("--batch-size", type=int, help="training batch size (training.batch_size)")
+    p.add_argument("--lr", type=float, help="peak learning rate (training.lr)")
+    p.add_argument("--init-weights", help="local torchvision state dict initialising every backbone (data.init_weights)")
+    p.add_argument("--text-model", help="fastText .bin for the class-name vectors (data.text_model_path)")
+    p.add_argument("--kmeans-backend", choices=["auto", "cuml", "cuml_dask", "faiss", "torch", "sklearn"],
+                   help="k-means backend of cluster reweighting (urnet.kmeans_backend)")
     p.add_argument("--only", nargs="+", help="run only notebooks whose name starts with these (e.g. 00 01)")
     p.add_argument("--force", action="store_true", help="re-execute notebooks even when unchanged")
     p.set_defaults(func=_run)
 
 
-def _run(args: argparse.Namespace) -> int:
+def build_config(args: argparse.Namespace):
+    """The study config the flags describe (absolute paths), validated before any work."""
     from pathlib import Path
 
-    from urnet_core.study.pipeline import StudySettings
-    from urnet_core.study.runner import REPO_ROOT, SMOKE, run_study
+    from urnet_core.config import StudyConfig, load_study_config
+    from urnet_core.study.runner import SMOKE
 
-    settings = StudySettings(manifest=str(REPO_ROOT / "data_manifests" / "fashion_mnist_web.yaml"),
-                             run_dir="runs/smoke" if args.smoke else "runs/default")
+    study = load_study_config(args.config) if args.config else StudyConfig()
+    base = Path(args.config).resolve().parent if args.config else Path.cwd()
+    study = study.resolve_paths(base)
     if args.smoke:
-        settings = settings.with_overrides(**SMOKE)
-    settings = settings.with_overrides(manifest=args.manifest, run_dir=args.run_dir, epochs=args.epochs,
-                                       seeds=tuple(args.seeds) if args.seeds else None,
-                                       kmeans_backend=args.kmeans_backend, n_jobs=args.n_jobs)
-    # Absolute paths: notebooks execute with the repository root as working directory.
-    settings = settings.with_overrides(manifest=str(Path(settings.manifest).resolve()),
-                                       run_dir=str(Path(settings.run_dir).resolve()))
+        study = StudyConfig.from_dict(SMOKE, source="--smoke", base=study)
+        from urnet_core.config import REPO_ROOT
+
+        study = study.resolve_paths(REPO_ROOT)
+        if not args.run_dir:
+            study = study.with_overrides({"run.run_dir": str(Path("runs/smoke").resolve())})
+    shortcuts = {key: getattr(args, flag) for flag, key in SHORTCUTS.items() if getattr(args, flag) is not None}
+    study = study.with_overrides(shortcuts, source="command line")
+    study = study.with_overrides(args.assignments, source="--set")
+    return study.resolve_paths(Path.cwd())
+
+
+def _run(args: argparse.Namespace) -> int:
+    from urnet_core.study.runner import run_study
+
+    study = build_config(args)
     reports = args.reports or ("reports/smoke" if args.smoke else "reports")
-    index = run_study(settings, reports_dir=reports, force=args.force, only=args.only)
+    index = run_study(study, reports_dir=reports, force=args.force, only=args.only)
     print(f"report: {index}")
     return 0

@@ -10,8 +10,9 @@
 soft targets (or the compact ``targets.npz`` of ``urnet weights`` at scale), both in
 training-table row order (eq. 10); without them the run is the plain cross-entropy baseline. ``--config`` is a JSON object of :class:`~urnet_core.training.loop.TrainConfig`
 fields; ``--epochs``/``--model``/``--seed`` override it. The run directory receives
-``checkpoint.pt`` and ``metrics.json`` after every epoch (a rerun resumes), then
-``test_probs.npy`` and ``final_metrics.json``.
+``checkpoint.pt`` and ``metrics.json`` (the per-epoch history) after every epoch (a rerun
+resumes), then ``test_probs.npy`` and ``test_metrics.json``: the same run folder as every model
+of ``urnet study`` (:func:`urnet_core.study.pipeline.fit_and_evaluate` writes both).
 
 Under ``torchrun --nproc_per_node N -m urnet_core.cli train ...`` the N processes train one model
 with DistributedDataParallel (``batch_size`` is the global batch; see :mod:`urnet_core.training.loop`)
@@ -70,15 +71,11 @@ def train_command(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from urnet_core.training import distributed as dist_util
-    from urnet_core.data.datasets import default_transforms
     from urnet_core.data.manifest import load_dataset
-    from urnet_core.training.loop import evaluate, train
+    from urnet_core.study.pipeline import fit_and_evaluate
 
     config = _config(args)
     bundle = load_dataset(args.manifest, scale=args.scale)
-    size = dict(in_channels=bundle.in_channels, image_size=bundle.image_size)
-    train_ds = bundle.dataset(bundle.train, default_transforms(config.model, True, **size))
-    test_ds = bundle.dataset(bundle.test, default_transforms(config.model, False, **size))
     weights = load_npy(args.weights, mmap=False) if args.weights else None
     targets = None
     if args.targets:
@@ -88,31 +85,14 @@ def _train(args: argparse.Namespace) -> int:
             targets = load_label_pairs(args.targets)
         else:
             targets = load_npy(args.targets, mmap=False)
-    result = train(
-        train_ds,
-        num_classes=bundle.num_classes,
-        config=config,
-        in_channels=bundle.in_channels,
-        sample_weights=weights,
-        soft_targets=targets,
-        eval_dataset=None,
-        run_dir=args.run_dir,
-        resume=not args.no_resume,
-        weights_path=args.init_weights,
-        progress=not args.no_progress,
-    )
-    metrics, probs = evaluate(
-        result.model, test_ds, num_classes=bundle.num_classes, batch_size=max(config.batch_size, 256),
-        device=next(result.model.parameters()).device, progress=not args.no_progress and dist_util.is_main(),
-        distributed=True,
-    )
+    metrics, _ = fit_and_evaluate(bundle, bundle.train, config, args.run_dir, sample_weights=weights,
+                                  soft_targets=targets, init_weights=args.init_weights, resume=not args.no_resume,
+                                  progress=not args.no_progress, distributed=True)
     if not dist_util.is_main():
         return 0
     run_dir = Path(args.run_dir)
-    save_npy(run_dir / "test_probs.npy", probs)
-    write_json(run_dir / "final_metrics.json", {**metrics, "train_loss": result.final_metrics.get("train_loss")})
     print(
-        f"trained {config.model} for {config.epochs} epochs on {len(train_ds)} images: "
+        f"trained {config.model} for {config.epochs} epochs on {len(bundle.train)} images: "
         f"test top1 {metrics['top1']:.4f}, top5 {metrics['top5']:.4f} -> {run_dir}"
     )
     return 0

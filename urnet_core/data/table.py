@@ -17,7 +17,8 @@ Required columns (see :data:`REQUIRED_COLUMNS`):
 Optional ground truth (see :data:`OPTIONAL_COLUMNS`):
 
 - ``true_label`` (int64): the true class, -1 for open-set images or when unknown.
-- ``noise_type`` (str): one of :data:`NOISE_TYPES`.
+- ``noise_type`` (str): one of :data:`NOISE_TYPES`; derived from ``true_label`` when only that is
+  given (:func:`derive_noise_type`).
 - ``second_label`` (int64): the other class of a blended ambiguous image, -1 otherwise.
 """
 
@@ -58,7 +59,19 @@ OPTIONAL_COLUMNS: dict[str, str] = {
     SECOND_LABEL: "int64",
 }
 SPLITS = ("train", "val", "test")
-NOISE_TYPES = ("clean", "asym", "sym", "open", "ambiguous")
+NOISE_TYPES = ("clean", "asym", "sym", "flip", "open", "ambiguous")
+
+
+def derive_noise_type(label: np.ndarray, true_label: np.ndarray) -> np.ndarray:
+    """``noise_type`` from a ``true_label`` column (CIFAR-N style, or a hand-audited subset).
+
+    ``'clean'`` where the true label equals the observed one, ``'open'`` where it is -1 (the
+    image belongs to no class of the label set), otherwise ``'flip'`` (a wrong in-set label;
+    the benchmark's finer ``asym``/``sym`` split is not knowable from the truth alone).
+    """
+    label = np.asarray(label, dtype=np.int64)
+    true_label = np.asarray(true_label, dtype=np.int64)
+    return np.where(true_label == label, "clean", np.where(true_label == -1, "open", "flip")).astype(object)
 
 
 def make_table(
@@ -213,6 +226,8 @@ def validate_table(table: Any, *, num_classes: int, source_name: str = "table") 
         unknown = sorted(set(map(str, out[NOISE_TYPE].unique())) - set(NOISE_TYPES))
         if unknown:
             raise ValueError(f"{source_name}: unknown noise_type value(s) {unknown}; expected {list(NOISE_TYPES)}")
+    if TRUE_LABEL in out.columns and NOISE_TYPE not in out.columns:
+        out[NOISE_TYPE] = derive_noise_type(out[LABEL].to_numpy(), out[TRUE_LABEL].to_numpy())
     file_rows = out[PATH].notna().to_numpy()
     if file_rows.any():
         dup = out.loc[file_rows].duplicated(subset=[SPLIT, PATH], keep="first")

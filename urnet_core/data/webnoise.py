@@ -51,7 +51,7 @@ DEFAULT_SOURCES: dict[str, dict[str, float]] = {
     "google": {"share": 0.7, "noise_scale": 0.6},
     "flickr": {"share": 0.3, "noise_scale": 1.9},
 }
-NOISY_TYPES = ("asym", "sym", "open")
+NOISY_TYPES = ("asym", "sym", "flip", "open")
 #: Blend weight of the labelled class's image is drawn uniformly from this range.
 BLEND_ALPHA = (0.4, 0.6)
 

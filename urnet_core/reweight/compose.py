@@ -27,6 +27,7 @@ from urnet_core.utils.validation import (
     check_positive_int,
 )
 from urnet_core.reweight.kmeans import BACKENDS
+from urnet_core.utils.typecheck import check_dataclass_types
 from urnet_core.reweight.class_weight import CLASS_SCHEMES, class_weights, effective_number_weights
 from urnet_core.reweight.cluster_weight import COUNT_MODES, cluster_weights, confusion_matrix, predicted_classes
 from urnet_core.reweight.instance_weight import instance_weights
@@ -77,6 +78,7 @@ class URNetConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
+        check_dataclass_types(self)  # "false" or "0.5" from a config file are errors, not truthy strings
         check_fraction(self.alpha, "alpha")
         check_option(self.class_scheme, "class_scheme", CLASS_SCHEMES + ("effective_number",))
         check_fraction(self.cb_beta, "cb_beta")

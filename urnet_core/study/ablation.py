@@ -14,13 +14,17 @@ import logging
 import multiprocessing as mp
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
 
 from urnet_core.utils.io import load_npy, read_json
-from urnet_core.study.pipeline import StudySettings, baseline, load_bundle, train_config, weight_components, _train_and_save
+from urnet_core.config import StudyConfig
+from urnet_core.study.pipeline import (
+    baseline, fit_and_evaluate, has_ground_truth, load_bundle, load_component, load_label_targets, load_test_metrics,
+    subset_targets, weight_components,
+)
 from urnet_core.study.stages import run_stage, stage_key
 from urnet_core.study.stats import gap_closed, mean_ci, paired_difference
 
@@ -58,8 +62,12 @@ class MethodSpec:
 LADDER = ("baseline", "+class", "+cluster", "+instance", "+bag", "+label")
 
 
-def default_methods(*, include_tricks: bool = True) -> list[MethodSpec]:
-    """The study's rows: ladder, each strategy alone, the literal class weight, peers, oracles, tricks."""
+def default_methods(*, include_tricks: bool = True, ground_truth: bool = True) -> list[MethodSpec]:
+    """The study's rows: ladder, each strategy alone, the literal class weight, peers, oracles, tricks.
+
+    Without ``ground_truth`` (real web data: no ``noise_type``/``true_label``) the oracle rows,
+    which train on the truly clean rows only, are left out.
+    """
     rungs = [
         MethodSpec("baseline", "ladder"),
         MethodSpec("+class", "ladder", ("class",)),
@@ -93,11 +101,11 @@ def default_methods(*, include_tricks: bool = True) -> list[MethodSpec]:
         MethodSpec("+label, own-class cluster count", "variant", own + ("label",), bag=True),
     ]
     tricks = [MethodSpec("URNet + top-K Flickr", "trick", rungs[-1].strategies, bag=True, subset="flickr_top_k")]
-    return rungs + alone + peers + oracles + variants + (tricks if include_tricks else [])
+    return rungs + alone + peers + (oracles if ground_truth else []) + variants + (tricks if include_tricks else [])
 
 
 # --------------------------------------------------------------------------- one method
-def _subset_mask(spec: MethodSpec, settings: StudySettings, seed: int, table: pd.DataFrame,
+def _subset_mask(spec: MethodSpec, study: StudyConfig, seed: int, table: pd.DataFrame,
                  flickr_top_k: int) -> np.ndarray:
     n = len(table)
     if spec.subset is None:
@@ -109,7 +117,7 @@ def _subset_mask(spec: MethodSpec, settings: StudySettings, seed: int, table: pd
     if spec.subset == "cleanlab":
         from urnet_core.peers.filters import confident_learning_keep_mask
 
-        probs = load_npy(baseline(settings, seed) / "train_probs.npy", mmap=False)
+        probs = load_npy(baseline(study, seed) / "train_probs.npy", mmap=False)
         return confident_learning_keep_mask(table["label"].to_numpy(), probs)
     if spec.subset == "flickr_top_k":
         from urnet_core.peers.filters import top_k_source_mask
@@ -118,12 +126,7 @@ def _subset_mask(spec: MethodSpec, settings: StudySettings, seed: int, table: pd
     raise ValueError(f"unknown subset {spec.subset!r}")
 
 
-#: Strategy name of a MethodSpec -> file written by :func:`urnet_core.study.pipeline.weight_components`.
-_COMPONENT_FILES = {"class": "class_balanced", "class_literal": "class_literal", "cluster": "cluster",
-                    "cluster_own_class": "cluster_own_class", "instance": "instance"}
-
-
-def method_weights(spec: MethodSpec, settings: StudySettings, seed: int, table: pd.DataFrame,
+def method_weights(spec: MethodSpec, study: StudyConfig, seed: int, table: pd.DataFrame,
                    num_classes: int, keep: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Per-instance weights (mean 1 over the kept rows) and soft targets of ``spec`` (None = plain)."""
     from urnet_core.reweight.class_weight import effective_number_weights
@@ -131,17 +134,16 @@ def method_weights(spec: MethodSpec, settings: StudySettings, seed: int, table: 
 
     weights = targets = None
     if spec.strategies:
-        folder = weight_components(settings, seed)
-        comps = {s: load_npy(folder / f"{_COMPONENT_FILES[s]}.npy", mmap=False) for s in spec.strategies if s != "label"}
+        folder = weight_components(study, seed)
+        comps = {s: load_component(folder, s) for s in spec.strategies if s != "label"}
         if comps:
             weights = combine_components(comps)
         if "label" in spec.strategies:
-            targets = load_npy(folder / "label_targets.npy", mmap=False)
+            targets = load_label_targets(folder)
     labels = table["label"].to_numpy()[keep]
     if weights is not None:
         weights = weights[keep]
-    if targets is not None:
-        targets = targets[keep]
+    targets = subset_targets(targets, keep)
     if spec.class_balanced:
         cb = effective_number_weights(labels, num_classes)[labels]
         weights = cb if weights is None else weights * cb
@@ -150,31 +152,41 @@ def method_weights(spec: MethodSpec, settings: StudySettings, seed: int, table: 
     return weights, targets
 
 
-def run_method(settings: StudySettings, spec: MethodSpec, seed: int, *, force: bool = False,
+def run_method(study: StudyConfig, spec: MethodSpec, seed: int, *, force: bool = False,
                flickr_top_k: int = 15) -> Path:
-    """Train ``spec`` for ``seed`` (cached) and return its folder (``metrics.json``, ``test_probs.npy``)."""
+    """Train ``spec`` for ``seed`` (cached) and return its run folder (``test_metrics.json``, ``test_probs.npy``)."""
     if spec.name == "baseline":
-        return baseline(settings, seed, force=force)
-    bundle = load_bundle(settings)
+        return baseline(study, seed, force=force)
+    bundle = load_bundle(study)
     table = bundle.train
-    config = train_config(settings, seed, loss=spec.loss, bag_branch=spec.bag)
-    base_key = read_json(baseline(settings, seed) / "stage.json")["key"]
-    key = stage_key("method", base_key, spec, config, flickr_top_k, settings.top_r, settings.kmeans_backend,
-                    settings.text_model_path)
+    config = study.train_config(seed, loss=spec.loss, bag_branch=spec.bag)
+    base_key = read_json(baseline(study, seed) / "stage.json")["key"]
+    # The weights stage's key covers study.urnet, the backend used and the text model.
+    weights_key = weight_components(study, seed).name if spec.strategies else None
+    key = stage_key("method", base_key, weights_key, spec, config, flickr_top_k)
 
     def compute(folder: Path) -> dict:
-        keep = _subset_mask(spec, settings, seed, table, flickr_top_k)
+        keep = _subset_mask(spec, study, seed, table, flickr_top_k)
         if keep.sum() == 0:
             raise ValueError(f"{spec.name}: the training subset is empty")
-        weights, targets = method_weights(spec, settings, seed, table, bundle.num_classes, keep)
+        weights, targets = method_weights(spec, study, seed, table, bundle.num_classes, keep)
         sub = table.loc[keep].reset_index(drop=True)
-        summary = _train_and_save(bundle, settings, folder, sub, config, sample_weights=weights, soft_targets=targets)
-        summary["kept_fraction"] = float(keep.mean())
-        return summary
+        metrics, _ = fit_and_evaluate(bundle, sub, config, folder, sample_weights=weights, soft_targets=targets,
+                                      init_weights=study.data.init_weights)
+        return {"metrics": {k: v for k, v in metrics.items() if not isinstance(v, (list, dict))},
+                "n_train": int(len(sub)), "kept_fraction": float(keep.mean())}
 
-    folder, _ = run_stage(settings.run_dir, "method", key, compute, force=force,
+    folder, _ = run_stage(study.run.run_dir, "method", key, compute, force=force,
                           description={"method": spec.name, "seed": seed})
     return folder
+
+
+def study_methods(study: StudyConfig) -> list[MethodSpec]:
+    """The rows this study's data allows: no oracle without ground truth, no top-K Flickr trick
+    without a ranked ``flickr`` source."""
+    table = load_bundle(study).train
+    flickr = "source" in table and (table["source"] == "flickr").any() and table["rank"].notna().any()
+    return default_methods(include_tricks=bool(flickr), ground_truth=has_ground_truth(table))
 
 
 # --------------------------------------------------------------------------- many runs
@@ -186,12 +198,12 @@ def _init_worker() -> None:
     logging.basicConfig(level=logging.WARNING)
 
 
-def _job(kind: str, settings: StudySettings, seed: int, spec: MethodSpec | None) -> str:
+def _job(kind: str, study: StudyConfig, seed: int, spec: MethodSpec | None) -> str:
     if kind == "baseline":
-        return str(baseline(settings, seed))
+        return str(baseline(study, seed))
     if kind == "weights":
-        return str(weight_components(settings, seed))
-    return str(run_method(settings, spec, seed))
+        return str(weight_components(study, seed))
+    return str(run_method(study, spec, seed))
 
 
 def _run_jobs(jobs: list[tuple], n_jobs: int, desc: str) -> list[str]:
@@ -208,24 +220,26 @@ def _run_jobs(jobs: list[tuple], n_jobs: int, desc: str) -> list[str]:
     return results  # type: ignore[return-value]
 
 
-def run_ablation(settings: StudySettings, methods: Iterable[MethodSpec] | None = None, *,
+def run_ablation(study: StudyConfig, methods: Iterable[MethodSpec] | None = None, *,
                  n_jobs: int | None = None) -> pd.DataFrame:
     """Run every method for every seed (cached) and return one row per (method, seed).
 
     Columns: method, group, seed, the metrics of :data:`METRICS`, ``per_class_accuracy``
     (list) and ``folder``.
     """
-    methods = list(methods) if methods is not None else default_methods()
-    n_jobs = settings.n_jobs if n_jobs is None else n_jobs
-    seeds = list(settings.seeds)
-    _run_jobs([("baseline", settings, s, None) for s in seeds], n_jobs, "baselines")
+    if methods is None:
+        methods = study_methods(study)
+    methods = list(methods)
+    n_jobs = study.run.n_jobs if n_jobs is None else n_jobs
+    seeds = list(study.run.seeds)
+    _run_jobs([("baseline", study, s, None) for s in seeds], n_jobs, "baselines")
     if any(m.strategies for m in methods):
-        _run_jobs([("weights", settings, s, None) for s in seeds], n_jobs, "weights")
-    jobs = [("method", settings, s, m) for m in methods for s in seeds]
+        _run_jobs([("weights", study, s, None) for s in seeds], n_jobs, "weights")
+    jobs = [("method", study, s, m) for m in methods for s in seeds]
     folders = _run_jobs(jobs, n_jobs, "ablation")
     rows = []
     for (_, _, seed, spec), folder in zip(jobs, folders):
-        metrics = read_json(Path(folder) / "metrics.json")
+        metrics = load_test_metrics(folder)
         row = {"method": spec.name, "group": spec.group, "seed": seed, "folder": folder}
         row.update({m: float(metrics[m]) for m in METRICS})
         row["per_class_accuracy"] = metrics["per_class_accuracy"]
@@ -315,3 +329,64 @@ def seed_ensemble_metrics(results: pd.DataFrame, method: str, test_labels: np.nd
 
     probs = [load_npy(Path(f) / "test_probs.npy", mmap=False) for f in results.loc[results["method"] == method, "folder"]]
     return classification_metrics(test_labels, np.mean(probs, axis=0), num_classes=num_classes)
+
+
+# --------------------------------------------------------------------------- tables for the report
+TABLE_FILES = ("results.csv", "summary.csv", "ladder_differences.csv", "gap_closed.csv", "data.json")
+
+
+def write_tables(study: StudyConfig, results: pd.DataFrame) -> Path:
+    """Write the ablation's tables into ``<run_dir>/ablation/`` as one complete set.
+
+    Files: :data:`TABLE_FILES` (per-run results, the summary, the ladder's paired differences,
+    gap closed, and a description of the data with its hash). They are written into a
+    temporary folder and renamed into place together, so the report never reads a mix of two
+    runs. Returns the folder.
+    """
+    import json
+    import os
+    import shutil
+    import tempfile
+
+    from urnet_core.study.pipeline import data_key, describe
+
+    bundle = load_bundle(study)
+    out = Path(study.run.run_dir) / "ablation"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".ablation-", dir=out.parent))
+    try:
+        results.assign(per_class_accuracy=results["per_class_accuracy"].map(json.dumps)).to_csv(
+            tmp / "results.csv", index=False)
+        summary_table(results).to_csv(tmp / "summary.csv", index=False)
+        ladder_differences(results).to_csv(tmp / "ladder_differences.csv", index=False)
+        gap_closed_table(results).to_csv(tmp / "gap_closed.csv", index=False)
+        info = {**describe(study, bundle), "data_hash": data_key(bundle)}
+        (tmp / "data.json").write_text(json.dumps(info, indent=1, default=str))
+        old = out.with_name(f".ablation-old-{os.getpid()}")
+        if out.exists():
+            os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def read_tables(run_dir: str | Path) -> dict[str, Any] | None:
+    """The tables :func:`write_tables` wrote (None when the set is absent or incomplete)."""
+    import json
+
+    folder = Path(run_dir) / "ablation"
+    if not all((folder / name).is_file() for name in TABLE_FILES):
+        return None
+    tables: dict[str, Any] = {}
+    for name in TABLE_FILES:
+        stem = name.rsplit(".", 1)[0]
+        if name.endswith(".json"):
+            tables[stem] = json.loads((folder / name).read_text())
+        else:
+            try:
+                tables[stem] = pd.read_csv(folder / name)
+            except pd.errors.EmptyDataError:
+                tables[stem] = pd.DataFrame()
+    return tables

@@ -32,9 +32,9 @@ import pandas as pd
 from urnet_core.utils.validation import as_features, as_labels, check_option, check_positive_int, check_probabilities
 
 #: Order of the benchmark's noise types in every table and figure.
-NOISE_TYPE_ORDER = ("clean", "asym", "sym", "open", "ambiguous")
+NOISE_TYPE_ORDER = ("clean", "asym", "sym", "flip", "open", "ambiguous")
 #: Noise types whose observed label is wrong (ambiguous images keep one of their two true classes).
-WRONG_LABEL_TYPES = ("asym", "sym", "open")
+WRONG_LABEL_TYPES = ("asym", "sym", "flip", "open")
 SIZE_GROUPS = ("head", "medium", "tail")
 
 
@@ -494,8 +494,9 @@ def label_change_summary(labels: Any, targets: Any, table: pd.DataFrame | None =
     Parameters
     ----------
     labels : array of int, shape (n,)
-    targets : array, shape (n, C)
-        Soft targets (a row differs from one-hot of its label where the baseline disagrees).
+    targets : array, shape (n, C), or LabelPairs
+        Soft targets (a row differs from one-hot of its label where the baseline disagrees), or
+        their compact form (:class:`~urnet_core.training.targets.LabelPairs`, any size).
     table : instances table, optional
         With ground truth, the changed share among noisy and clean instances and how often the
         mixed-in class is the true one.
@@ -507,16 +508,27 @@ def label_change_summary(labels: Any, targets: Any, table: pd.DataFrame | None =
     ``changed_share_clean``, ``changed_noisy_share`` (precision: share of changed that are
     noisy) and ``mixed_is_true_share`` (share of changed whose mixed-in class is the true label).
     """
-    t = as_features(targets, name="targets").astype(np.float64, copy=False)
-    labels = as_labels(labels, num_classes=t.shape[1])
-    n = labels.shape[0]
-    if t.shape[0] != n:
-        raise ValueError(f"targets has {t.shape[0]} rows but labels has {n}")
-    on_label = t[np.arange(n), labels]
-    changed = on_label < 1.0 - 1e-6
-    rest = t.copy()
-    rest[np.arange(n), labels] = -np.inf
-    mixed = np.where(changed, rest.argmax(1), -1)
+    from urnet_core.training.targets import LabelPairs
+
+    if isinstance(targets, LabelPairs):
+        labels = np.asarray(labels, dtype=np.int64)
+        predicted = np.asarray(targets.predicted, dtype=np.int64)
+        n = labels.shape[0]
+        if predicted.shape[0] != n:
+            raise ValueError(f"targets has {predicted.shape[0]} rows but labels has {n}")
+        changed = (predicted != labels) & (targets.beta < 1.0)
+        mixed = np.where(changed, predicted, -1)
+    else:
+        t = as_features(targets, name="targets").astype(np.float64, copy=False)
+        labels = as_labels(labels, num_classes=t.shape[1])
+        n = labels.shape[0]
+        if t.shape[0] != n:
+            raise ValueError(f"targets has {t.shape[0]} rows but labels has {n}")
+        on_label = t[np.arange(n), labels]
+        changed = on_label < 1.0 - 1e-6
+        rest = t.copy()
+        rest[np.arange(n), labels] = -np.inf
+        mixed = np.where(changed, rest.argmax(1), -1)
     out: dict[str, Any] = {"n": int(n), "changed": int(changed.sum()),
                            "changed_share": float(changed.mean()) if n else float("nan"), "mixed_class": mixed}
     if table is not None and ("noise_type" in table.columns or "true_label" in table.columns):
@@ -793,17 +805,22 @@ def soft_target_examples(labels: Any, targets: Any, table: pd.DataFrame | None =
     ``target_label`` and ``target_mixed`` (their target mass), and ``true_label``/``noise_type``
     when the table has them. Class columns hold names when ``class_names`` is given.
     """
+    from urnet_core.training.targets import LabelPairs
+
     summary = label_change_summary(labels, targets)
-    t = np.asarray(targets)
     labels = np.asarray(labels, dtype=np.int64)
     changed = np.flatnonzero(summary["mixed_class"] >= 0)
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(changed, size=min(check_positive_int(n, "n"), changed.size), replace=False))
     mixed = summary["mixed_class"][rows]
     name = (lambda c: (class_names[c] if c >= 0 else "open-set") if class_names is not None else int(c))
+    if isinstance(targets, LabelPairs):
+        on_label, on_mixed = np.full(rows.size, targets.beta), np.full(rows.size, 1.0 - targets.beta)
+    else:
+        t = np.asarray(targets)
+        on_label, on_mixed = t[rows, labels[rows]].astype(float), t[rows, mixed].astype(float)
     df = pd.DataFrame({"row": rows, "label": [name(int(c)) for c in labels[rows]],
-                       "mixed": [name(int(c)) for c in mixed],
-                       "target_label": t[rows, labels[rows]].astype(float), "target_mixed": t[rows, mixed].astype(float)})
+                       "mixed": [name(int(c)) for c in mixed], "target_label": on_label, "target_mixed": on_mixed})
     if table is not None:
         if "true_label" in table.columns:
             df["true_label"] = [name(int(c)) for c in table["true_label"].to_numpy()[rows]]

@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from urnet_core.study.analysis import NOISE_TYPE_ORDER, SIZE_GROUPS, size_groups
 
 #: Colours of the noise types and size groups, shared by every figure.
-NOISE_COLORS = {"clean": "#4c72b0", "asym": "#dd8452", "sym": "#c44e52", "open": "#8172b3",
+NOISE_COLORS = {"clean": "#4c72b0", "asym": "#dd8452", "sym": "#c44e52", "flip": "#c44e52", "open": "#8172b3",
                 "ambiguous": "#55a868", "noisy": "#c44e52"}
 GROUP_COLORS = {"ladder": "#4c72b0", "alone": "#55a868", "peer": "#dd8452", "oracle": "#8c8c8c",
                 "variant": "#64b5cd", "trick": "#8172b3"}
@@ -341,7 +341,7 @@ def ambiguity_histogram(margin: np.ndarray, noise_type: Sequence[str] | None = N
 # --------------------------------------------------------------------------- weights
 def _noise_groups(noise_type: np.ndarray) -> list[tuple[str, np.ndarray]]:
     kinds = np.asarray(noise_type).astype(str)
-    groups = [("clean", kinds == "clean"), ("noisy (asym/sym)", np.isin(kinds, ("asym", "sym"))),
+    groups = [("clean", kinds == "clean"), ("noisy (asym/sym)", np.isin(kinds, ("asym", "sym", "flip"))),
               ("open-set", kinds == "open"), ("ambiguous", kinds == "ambiguous")]
     return [(n, m) for n, m in groups if m.any()]
 

@@ -36,13 +36,16 @@ def environment() -> dict[str, Any]:
 
 
 def git_revision(cwd: str | Path | None = None) -> str:
-    """``git describe``-style revision of ``cwd`` (``"unknown"`` outside a checkout); ``+dirty`` when modified."""
+    """``git describe``-style revision of ``cwd`` (``"unknown"`` outside a checkout); flagged when the tree has uncommitted changes."""
     try:
+        from urnet_core.config import REPO_ROOT
+
+        cwd = cwd or REPO_ROOT
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=cwd, capture_output=True, text=True,
                              timeout=10, check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
                                capture_output=True, text=True, timeout=10).stdout.strip()
-        return rev + ("+dirty" if dirty else "")
+        return rev + (" (with uncommitted changes)" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
@@ -66,16 +69,38 @@ def _table_html(df: pd.DataFrame) -> str:
     return df.to_html(index=False, escape=True, border=0, na_rep="")
 
 
-def write_index(reports_dir: str | Path, *, notebooks: Iterable[tuple[str, str, str]],
-                summary: pd.DataFrame | None, gap: pd.DataFrame | None, parameters: dict[str, Any],
-                data_hash: str | None = None, elapsed_s: float | None = None) -> Path:
+def relative_to_repo(value: Any) -> Any:
+    """``value`` with absolute paths under the repository (or the home folder) made relative, so
+    a committed report never records the machine that made it."""
+    from urnet_core.config import REPO_ROOT
+
+    if isinstance(value, dict):
+        return {k: relative_to_repo(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(relative_to_repo(v) for v in value)
+    if isinstance(value, str) and value.startswith("/"):
+        path = Path(value)
+        for base, prefix in ((REPO_ROOT, ""), (Path.home(), "~/")):
+            try:
+                return prefix + path.relative_to(base).as_posix()
+            except ValueError:
+                continue
+        return f"<outside the repository>/{path.name}"
+    return value
+
+
+def write_index(reports_dir: str | Path, *, notebooks: Iterable[tuple[str, str | None, str]],
+                tables: dict[str, Any] | None, parameters: dict[str, Any], elapsed_s: float | None = None) -> Path:
     """Write ``reports_dir/index.html``.
 
-    ``notebooks``: (title, html file name relative to ``reports_dir``, status) triples.
-    ``summary``/``gap``: the ablation's summary and gap-closed tables (or None when the
-    ablation did not run).
+    ``notebooks``: (title, html file name relative to ``reports_dir`` or None, status) triples.
+    ``tables``: :func:`urnet_core.study.ablation.read_tables` (None when the ablation did not run).
     """
     env = environment()
+    parameters = relative_to_repo(parameters)
+    summary = tables.get("summary") if tables else None
+    gap = tables.get("gap_closed") if tables else None
+    data = tables.get("data", {}) if tables else {}
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>URNet study report</title>"
              f"<style>{_CSS}</style></head><body>", "<h1>URNet study report</h1>",
              f"<p>Generated {html.escape(_dt.datetime.now().isoformat(timespec='seconds'))}"
@@ -88,6 +113,10 @@ def write_index(reports_dir: str | Path, *, notebooks: Iterable[tuple[str, str, 
         parts.append(_table_html(summary[cols]))
     else:
         parts.append("<p>The ablation has not run yet.</p>")
+    if data and not data.get("ground_truth", True):
+        parts.append("<p>This data has no ground truth (no <code>noise_type</code> or <code>true_label</code> "
+                     "column), so the oracle rows, the gap closed and every score against the truth are left "
+                     "out.</p>")
     if gap is not None and len(gap):
         g = gap.copy()
         for c in ("gap_closed", "low", "high"):
@@ -95,13 +124,16 @@ def write_index(reports_dir: str | Path, *, notebooks: Iterable[tuple[str, str, 
         parts.append("<h3>Fraction of the baseline → oracle gap closed (top-1)</h3>" + _table_html(g))
     parts.append("<h2>Notebooks</h2><ul>")
     for title, href, status in notebooks:
-        parts.append(f"<li><a href='{html.escape(href)}'>{html.escape(title)}</a> — {html.escape(status)}</li>")
+        link = f"<a href='{html.escape(href)}'>{html.escape(title)}</a>" if href else html.escape(title)
+        parts.append(f"<li>{link} — {html.escape(status)}</li>")
     parts.append("</ul><h2>Environment and parameters</h2>")
     rows = {"git revision": env["git_revision"], "python": env["python"], "platform": env["platform"]}
     rows.update({k: v for k, v in env["packages"].items()})
-    if data_hash:
-        rows["data hash"] = data_hash
-    rows.update({f"parameter {k}": v for k, v in parameters.items()})
+    if data.get("data_hash"):
+        rows["data hash"] = data["data_hash"]
+    for section, values in parameters.items():
+        rows.update({f"{section}.{k}": v for k, v in values.items()} if isinstance(values, dict)
+                    else {section: values})
     parts.append(_table_html(pd.DataFrame({"what": list(rows), "value": [str(v) for v in rows.values()]})))
     parts.append("</body></html>")
     return write_text(Path(reports_dir) / "index.html", "\n".join(parts))

@@ -1,39 +1,42 @@
 """Run the study: execute the notebooks in order with papermill, render HTML, write the index.
 
 Heavy work is cached by the pipeline stages under the run directory, so a rerun re-executes
-a notebook cheaply; a notebook whose source, parameters and code version (:func:`~urnet_core.study.stages.code_version`)
-are unchanged since its last successful run is skipped altogether (``force=True`` redoes everything).
+a notebook cheaply; a notebook is skipped altogether when its key is unchanged since its last
+successful run: the notebook file, the study config, the manifest's content and every source
+file of the package (:func:`notebook_key`). ``force=True`` redoes everything.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
+from urnet_core.config import REPO_ROOT, StudyConfig
+from urnet_core.study.stages import package_version, source_digest
 from urnet_core.utils.io import file_hash, read_json, stable_hash, write_json
-from urnet_core.study.pipeline import StudySettings
-from urnet_core.study.stages import code_version
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 
 #: Smoke scale: tiny digits benchmark, short training, two seeds - minutes on a laptop.
-SMOKE = dict(manifest=str(REPO_ROOT / "data_manifests" / "digits_web.yaml"), scale="smoke", epochs=3,
-             seeds=(0, 1), n_jobs=1, top_r=10)
+SMOKE = {"data": {"manifest": "data_manifests/digits_web.yaml", "scale": "smoke"},
+         "training": {"epochs": 3}, "urnet": {"top_r": 10}, "run": {"seeds": [0, 1], "n_jobs": 1}}
 
 
-def notebook_parameters(settings: StudySettings) -> dict[str, Any]:
-    """The notebooks' ``parameters`` cell values for ``settings`` (JSON-able)."""
-    params = dataclasses.asdict(settings)
-    params["seeds"] = list(settings.seeds)
-    return params
+def smoke_config(base: StudyConfig | None = None) -> StudyConfig:
+    """The smoke-scale study (paths relative to the repository)."""
+    return StudyConfig.from_dict(SMOKE, source="smoke settings", base=base).resolve_paths(REPO_ROOT)
+
+
+def notebook_key(notebook: str | Path, study: StudyConfig) -> str:
+    """What a rendered notebook depends on: its file, the config, the manifest's content and
+    every package source file (presentation code included)."""
+    manifest = Path(study.data.manifest)
+    manifest_digest = file_hash(manifest) if manifest.is_file() else None
+    return stable_hash(file_hash(notebook), study.to_dict(), manifest_digest, package_version(), source_digest("all"))
 
 
 def kernel_name() -> str:
@@ -50,16 +53,29 @@ def list_notebooks(notebooks_dir: str | Path = NOTEBOOKS_DIR) -> list[Path]:
     return found
 
 
-def run_study(settings: StudySettings, *, reports_dir: str | Path = "reports", notebooks_dir: str | Path = NOTEBOOKS_DIR,
+def select_notebooks(notebooks: list[Path], only: list[str] | None) -> list[Path]:
+    """The notebooks whose name starts with an entry of ``only`` (all when None); an entry that
+    matches none is an error naming the valid prefixes."""
+    if not only:
+        return notebooks
+    unmatched = [o for o in only if not any(nb.stem.startswith(o) for nb in notebooks)]
+    if unmatched:
+        raise ValueError(f"--only {unmatched} matches no notebook; notebooks are {[nb.stem for nb in notebooks]}")
+    return [nb for nb in notebooks if any(nb.stem.startswith(o) for o in only)]
+
+
+def run_study(study: StudyConfig, *, reports_dir: str | Path = "reports", notebooks_dir: str | Path = NOTEBOOKS_DIR,
               force: bool = False, only: list[str] | None = None, execution_timeout: int = 3600) -> Path:
     """Execute every notebook (or those whose name starts with an entry of ``only``), render HTML
     into ``reports_dir`` and write ``reports_dir/index.html``. Returns the index path.
 
-    A notebook that fails stops the study with an error naming it; its partly executed copy
-    is kept next to the reports (``_executed/``) for inspection.
+    ``study`` must hold absolute paths (:meth:`StudyConfig.resolve_paths`). A notebook that
+    fails stops the study with an error naming it; its partly executed copy is kept next to
+    the reports (``_executed/``) for inspection.
     """
     import papermill as pm
 
+    from urnet_core.study.ablation import read_tables
     from urnet_core.study.report import render_notebook_html, write_index
 
     start = time.time()
@@ -68,16 +84,19 @@ def run_study(settings: StudySettings, *, reports_dir: str | Path = "reports", n
     executed_dir.mkdir(parents=True, exist_ok=True)
     state_path = reports / "study_state.json"
     state = read_json(state_path) if state_path.is_file() and not force else {}
-    params = notebook_parameters(settings)
+    params = study.notebook_parameters()
     kernel = kernel_name()
+    notebooks = list_notebooks(notebooks_dir)
+    selected = set(select_notebooks(notebooks, only))
     entries = []
-    for nb in list_notebooks(notebooks_dir):
+    for nb in notebooks:
         name = nb.stem
         html_name = f"{name}.html"
-        if only and not any(name.startswith(o) for o in only):
-            entries.append((name, html_name, "not run in this invocation"))
+        if nb not in selected:
+            status = "not run in this invocation" if (reports / html_name).is_file() else "not run yet"
+            entries.append((name, html_name if (reports / html_name).is_file() else None, status))
             continue
-        key = stable_hash(file_hash(nb), params, code_version())
+        key = notebook_key(nb, study)
         if state.get(name, {}).get("key") == key and (reports / html_name).is_file():
             logger.info("%s: unchanged, skipped", name)
             entries.append((name, html_name, f"cached ({state[name]['seconds']:.0f} s when run)"))
@@ -86,7 +105,7 @@ def run_study(settings: StudySettings, *, reports_dir: str | Path = "reports", n
         t0 = time.time()
         out_nb = executed_dir / f"{name}.ipynb"
         try:
-            pm.execute_notebook(str(nb), str(out_nb), parameters=params, kernel_name=kernel, cwd=str(REPO_ROOT),
+            pm.execute_notebook(str(nb), str(out_nb), parameters=params, kernel_name=kernel, cwd=str(nb.parent),
                                 execution_timeout=execution_timeout, progress_bar=False, log_output=False)
         except pm.PapermillExecutionError as exc:
             raise RuntimeError(f"notebook {nb.name} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}; "
@@ -96,17 +115,8 @@ def run_study(settings: StudySettings, *, reports_dir: str | Path = "reports", n
         state[name] = {"key": key, "seconds": seconds}
         write_json(state_path, state)
         entries.append((name, html_name, f"executed in {seconds:.0f} s"))
-    summary = gap = None
-    ablation_dir = Path(settings.run_dir) / "ablation"
-    if (ablation_dir / "summary.csv").is_file():
-        summary = pd.read_csv(ablation_dir / "summary.csv")
-    if (ablation_dir / "gap_closed.csv").is_file():
-        gap = pd.read_csv(ablation_dir / "gap_closed.csv")
-    data_hash = None
-    if (ablation_dir / "data_hash.txt").is_file():
-        data_hash = (ablation_dir / "data_hash.txt").read_text().strip()
+    tables = read_tables(study.run.run_dir)
     total = time.time() - start
-    index = write_index(reports, notebooks=entries, summary=summary, gap=gap, parameters=params,
-                        data_hash=data_hash, elapsed_s=total)
+    index = write_index(reports, notebooks=entries, tables=tables, parameters=params, elapsed_s=total)
     logger.info("study done in %.1f min: %s", total / 60, index)
     return index

@@ -61,6 +61,7 @@ from tqdm.auto import tqdm
 from urnet_core.training import distributed as dist_util
 from urnet_core.utils.validation import as_labels, check_fraction, check_option, check_positive_int
 from urnet_core.utils.devices import resolve_device
+from urnet_core.utils.typecheck import check_dataclass_types
 from urnet_core.utils.io import atomic_path, file_hash, stable_hash, write_json
 from urnet_core.training.losses import generalized_cross_entropy, weighted_label_pair_cross_entropy, weighted_soft_cross_entropy
 from urnet_core.training.metrics import classification_metrics
@@ -137,6 +138,7 @@ class TrainConfig:
     eval_every: int = 1
 
     def __post_init__(self) -> None:
+        check_dataclass_types(self)  # "false" from a config file is an error, not a truthy string
         check_option(self.model, "model", MODEL_NAMES)
         check_positive_int(self.epochs, "epochs")
         check_positive_int(self.batch_size, "batch_size")
