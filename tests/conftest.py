@@ -113,3 +113,82 @@ def synthetic_images():
     labels = np.repeat(np.arange(6), 400)
     images = np.clip(rng.normal(40.0 * labels[:, None, None], 10.0, (labels.size, 8, 8)), 0, 255).astype(np.uint8)
     return images, labels
+
+
+# --------------------------------------------------------------------------- study-sized trees
+def make_webvision1_tree(root: Path, *, classes: int = 4, google: int = 16, flickr: int = 8, val: int = 6,
+                         size: tuple[int, int] = (16, 16)) -> Path:
+    """A WebVision 1.0 tree in the real layout, large enough to run the study at smoke scale.
+
+    ``info/`` holds the synsets, both training file lists, ``val_filelist.txt`` with bare file
+    names (images under ``val_images_256/``) and the 1-based ``queries_synsets_map.txt``
+    (query q0001 -> class 1, i.e. label 0); ``meta/google/qNNNN.json`` the search ranks. No
+    ground truth, as in the real dataset. Images of class c are noise around a class colour.
+    """
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    words = ["tench, Tinca tinca", "goldfish, Carassius auratus", "great white shark", "tiger shark",
+             "hammerhead shark", "electric ray"]
+    _write_lines(root / "info" / "synsets.txt", [f"n0{1440764 + c:08d}"[:9] + f" {words[c % len(words)]}"
+                                                  for c in range(classes)])
+    _write_lines(root / "info" / "queries_synsets_map.txt", [f"{c + 1} {c + 1}" for c in range(classes)])
+    colours = rng.integers(0, 256, (classes, 3))
+
+    def image(path: Path, c: int) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        base = colours[c] if rng.random() > 0.2 else colours[rng.integers(classes)]  # some web noise
+        arr = np.clip(base + rng.normal(0, 40, (size[1], size[0], 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(arr).save(path, format="JPEG")
+
+    for source, per_class in (("google", google), ("flickr", flickr)):
+        lines = []
+        for c in range(classes):
+            query = f"q{c + 1:04d}"
+            records = []
+            for k in range(per_class):
+                rel = f"{source}/{query}/{source[0]}{c}_{k:03d}.jpg"
+                image(root / rel, c)
+                lines.append(f"{rel} {c}")
+                records.append({"id": f"{source[0]}{c}_{k:03d}", "rank": k + 1})
+            if source == "google":
+                (root / "meta" / source).mkdir(parents=True, exist_ok=True)
+                (root / "meta" / source / f"{query}.json").write_text(json.dumps(records))
+        _write_lines(root / "info" / f"train_filelist_{source}.txt", lines)
+    lines = []
+    for c in range(classes):
+        for k in range(val):
+            name = f"ILSVRC2012_val_{c * val + k + 1:08d}.JPEG"
+            image(root / "val_images_256" / name, c)
+            lines.append(f"{name} {c}")
+    _write_lines(root / "info" / "val_filelist.txt", lines)
+    return root
+
+
+def make_csv_crawl(root: Path, *, classes: int = 4, per_class: int = 24, test: int = 6,
+                   size: tuple[int, int] = (16, 16)) -> Path:
+    """A crawl as a CSV manifest with a hand-audited ``true_label`` column (CIFAR-N style):
+    about 25% of the training rows carry a wrong label, a few are open-set (true label -1)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    colours = rng.integers(0, 256, (classes, 3))
+    rows = ["path,label,source,rank,split,true_label,class_name"]
+    names = [f"item{c}" for c in range(classes)]
+    for split, count in (("train", per_class), ("test", test)):
+        for c in range(classes):
+            for k in range(count):
+                truth = c
+                label = c
+                if split == "train" and rng.random() < 0.25:
+                    label = int((c + 1 + rng.integers(classes - 1)) % classes)
+                    truth = -1 if rng.random() < 0.2 else c
+                rel = f"images/{split}/{c}_{k:03d}.png"
+                (root / rel).parent.mkdir(parents=True, exist_ok=True)
+                base = colours[c] if truth >= 0 else rng.integers(0, 256, 3)
+                arr = np.clip(base + rng.normal(0, 40, (size[1], size[0], 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(arr).save(root / rel)
+                source = "google" if k % 2 == 0 else "flickr"
+                rows.append(f"{rel},{label},{source},{k},{split},{truth},{names[label]}")
+    _write_lines(root / "crawl.csv", rows)
+    return root

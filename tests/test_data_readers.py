@@ -130,7 +130,8 @@ def test_clothing1m(clothing1m_root):
     assert table.split.value_counts().to_dict() == {"train": 6, "val": 2, "test": 2}
     train = table[table.split == "train"].set_index("path")
     assert train.loc["images/0/00/0.jpg", "label"] == 0 and train.loc["images/0/00/0.jpg", "true_label"] == 1
-    assert train.loc["images/0/03/3.jpg", "true_label"] == -1
+    assert train.loc["images/0/03/3.jpg", "true_label"] == -2  # unknown: outside the clean subset
+    assert "noise_type" not in table  # a partial truth makes no noise type
     assert set(table.source[table.split != "train"]) == {"clean"}
 
 
@@ -392,7 +393,7 @@ def test_cifar_python_folder_and_cifar_n_manifest(tmp_path):
     train = bundle.train
     assert train.label.tolist() == noisy.tolist() and train.true_label.tolist() == clean.tolist()
     assert bundle.num_classes == 10 and bundle.in_channels == 3
-    assert set(train.noise_type) == {"clean", "asym"} and (train.noise_type == "asym").sum() == 7
+    assert set(train.noise_type) == {"clean", "flip"} and (train.noise_type == "flip").sum() == 7
 
 
 def test_cifar_python_folder_errors(tmp_path):

@@ -250,7 +250,7 @@ def test_stages_killed_mid_run_skip_finished_and_match_uninterrupted(tmp_path, t
     ref = _spawn(script, ref_dir, 0.0, log=tmp_path / "ref.log")
     cut = _spawn(script, cut_dir, 0.5, log=tmp_path / "cut.log")
     # Kill once the method stage's training has a checkpoint: baseline and weights are done.
-    _kill_when(cut, lambda: any(cut_dir.glob(f"method/*/train/{CHECKPOINT_NAME}")), tmp_path / "cut.log")
+    _kill_when(cut, lambda: any(cut_dir.glob(f"method/*/{CHECKPOINT_NAME}")), tmp_path / "cut.log")
     done = {stage: sorted(cut_dir.glob(f"{stage}/*/{MARKER}")) for stage in ("baseline", "weights", "method")}
     assert len(done["baseline"]) == 1 and len(done["weights"]) == 1 and done["method"] == []
     mtimes = {p: p.stat().st_mtime_ns for p in done["baseline"] + done["weights"]}

@@ -383,9 +383,9 @@ def _load_arrays(manifest: Manifest, smoke: bool) -> DatasetBundle:
     else:
         if data.train_true_labels is None:  # the labels are the truth
             true_y, noise = train_y, "clean"
-        else:  # human label noise (CIFAR-N) is closed-set and class-dependent: recorded as "asym"
+        else:  # human label noise (CIFAR-N) is closed-set: a "flip", as derived from any true_label
             true_y = data.train_true_labels
-            noise = np.where(true_y == train_y, "clean", "asym")
+            noise = T.derive_noise_type(train_y, true_y)
         train = T.make_table(
             labels=train_y, class_names=names, source=data.train_source, true_label=true_y, noise_type=noise,
             second_label=np.full(len(train_y), -1),

@@ -16,7 +16,8 @@ Required columns (see :data:`REQUIRED_COLUMNS`):
 
 Optional ground truth (see :data:`OPTIONAL_COLUMNS`):
 
-- ``true_label`` (int64): the true class, -1 for open-set images or when unknown.
+- ``true_label`` (int64): the true class, -1 for open-set images, -2 where the truth is unknown
+  (e.g. Clothing1M rows outside its clean subset).
 - ``noise_type`` (str): one of :data:`NOISE_TYPES`; derived from ``true_label`` when only that is
   given (:func:`derive_noise_type`).
 - ``second_label`` (int64): the other class of a blended ambiguous image, -1 otherwise.
@@ -59,6 +60,8 @@ OPTIONAL_COLUMNS: dict[str, str] = {
     SECOND_LABEL: "int64",
 }
 SPLITS = ("train", "val", "test")
+#: ``true_label`` of a row whose truth is not known (-1 is an open-set image: known to be in no class).
+UNKNOWN_TRUTH = -2
 NOISE_TYPES = ("clean", "asym", "sym", "flip", "open", "ambiguous")
 
 
@@ -211,10 +214,11 @@ def validate_table(table: Any, *, num_classes: int, source_name: str = "table") 
     for column in (TRUE_LABEL, SECOND_LABEL):
         if column in out.columns:
             values = out[column].to_numpy()
-            bad = np.flatnonzero((values < -1) | (values >= num_classes))
+            low = UNKNOWN_TRUTH if column == TRUE_LABEL else -1
+            bad = np.flatnonzero((values < low) | (values >= num_classes))
             if bad.size:
                 raise ValueError(
-                    f"{source_name}: column {column!r} must lie in [-1, {num_classes}); row {int(bad[0])} "
+                    f"{source_name}: column {column!r} must lie in [{low}, {num_classes}); row {int(bad[0])} "
                     f"holds {int(values[bad[0]])}"
                 )
     unknown_splits = sorted(set(out[SPLIT].dropna().unique()) - set(SPLITS)) + (
@@ -226,7 +230,9 @@ def validate_table(table: Any, *, num_classes: int, source_name: str = "table") 
         unknown = sorted(set(map(str, out[NOISE_TYPE].unique())) - set(NOISE_TYPES))
         if unknown:
             raise ValueError(f"{source_name}: unknown noise_type value(s) {unknown}; expected {list(NOISE_TYPES)}")
-    if TRUE_LABEL in out.columns and NOISE_TYPE not in out.columns:
+    if TRUE_LABEL in out.columns and NOISE_TYPE not in out.columns and not (out[TRUE_LABEL] == UNKNOWN_TRUTH).any():
+        # Only a complete truth makes a noise type: a partial one (Clothing1M) would call every
+        # unknown row noisy.
         out[NOISE_TYPE] = derive_noise_type(out[LABEL].to_numpy(), out[TRUE_LABEL].to_numpy())
     file_rows = out[PATH].notna().to_numpy()
     if file_rows.any():

@@ -174,7 +174,7 @@ def weight_components(study: StudyConfig, seed: int, *, force: bool = False) -> 
     :func:`load_label_targets`). The summary records the k-means backend actually used.
     """
     from urnet_core.reweight.class_weight import class_weights
-    from urnet_core.reweight.compose import compose_weights
+    from urnet_core.reweight.compose import compose_weights, use_compact_targets
     from urnet_core.reweight.kmeans import resolve_backend
     from urnet_core.training.targets import LabelPairs, save_label_pairs
 
@@ -184,7 +184,8 @@ def weight_components(study: StudyConfig, seed: int, *, force: bool = False) -> 
     own_class_cfg = dataclasses.replace(cfg, class_reweight=False, instance_reweight=False, label_reweight=False,
                                         cluster_count="class")
     backend = resolve_backend(cfg.kmeans_backend, batched=True)
-    key = stage_key("weights", read_json(base / "stage.json")["key"], cfg, backend, study.data.text_model_path)
+    compact = use_compact_targets(len(bundle.train), bundle.num_classes)
+    key = stage_key("weights", read_json(base / "stage.json")["key"], cfg, backend, compact, study.data.text_model_path)
 
     def compute(folder: Path) -> dict:
         table = bundle.train

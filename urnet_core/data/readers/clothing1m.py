@@ -26,7 +26,7 @@ def read_clothing1m(root: str | os.PathLike, *, include_clean_train: bool = Fals
         clean_train_key_list.txt   <path>          optional, with ``include_clean_train``
 
     Train rows carry the noisy label, source ``"noisy"``, and ``true_label`` = the clean
-    label where one is known (-1 otherwise). Val/test rows carry the clean label, source
+    label where one is known (``-2``, :data:`~urnet_core.data.table.UNKNOWN_TRUTH`, otherwise). Val/test rows carry the clean label, source
     ``"clean"``. A key without a label raises ValueError naming the key file and line.
     """
     root = Path(root)
@@ -52,7 +52,7 @@ def read_clothing1m(root: str | os.PathLike, *, include_clean_train: bool = Fals
         frame = pd.DataFrame({T.PATH: keys, T.LABEL: [labels[k] for k in keys]})
         frame[T.SOURCE] = source
         frame[T.SPLIT] = split
-        frame[T.TRUE_LABEL] = [clean.get(k, -1) for k in keys]
+        frame[T.TRUE_LABEL] = [clean.get(k, T.UNKNOWN_TRUTH) for k in keys]
         frames.append(frame)
     return _finish(frames, class_names, source_name=str(root)), class_names
 
