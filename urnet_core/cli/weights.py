@@ -92,9 +92,12 @@ def load_config(path: str | Path):
 
     try:
         # Types first: "false" would pass as truthy and "0.5" fail deep inside arithmetic.
+        # (an unvalidated instance holding the file's values over the defaults, checked field by field)
         config = URNetConfig.__new__(URNetConfig)
-        for name, value in {**{f.name: f.default for f in dataclasses.fields(URNetConfig)}, **data}.items():
-            object.__setattr__(config, name, value)
+        for f in dataclasses.fields(URNetConfig):
+            default = f.default_factory() if f.default is dataclasses.MISSING and \
+                f.default_factory is not dataclasses.MISSING else f.default
+            object.__setattr__(config, f.name, data.get(f.name, default))
         check_dataclass_types(config)
         return URNetConfig(**data)
     except (TypeError, ValueError) as exc:
