@@ -50,13 +50,16 @@ def _write_lines(path: Path, lines: list[str], newline: str = "\n") -> None:
 def webvision_root(tmp_path: Path) -> Path:
     """A 3-class WebVision tree: google + flickr lists, val, synsets, queries map, google meta.
 
-    Class c has google query q000{c+1} with 4 images and flickr query q000{c+1} with 2.
+    Class c (0-based label) has google query q000{c+1} with 4 images and flickr query
+    q000{c+1} with 2; queries_synsets_map.txt maps query c+1 to class id c+1 (1-based, as the
+    published file does). Val images are bare names under val_images_256/.
     The google meta json ranks images in *reverse* file order, so meta rank != file order.
     """
     root = tmp_path / "webvision"
     synsets = ["n01440764 tench, Tinca tinca", "n01443537 goldfish, Carassius auratus", "n01484850 great white shark"]
     _write_lines(root / "info" / "synsets.txt", synsets)
-    _write_lines(root / "info" / "queries_synsets_map.txt", [f"{c + 1} {c}" for c in range(3)])
+    # As published: query q0001 is line "1 1" (1-based query ids and 1-based class ids).
+    _write_lines(root / "info" / "queries_synsets_map.txt", [f"{c + 1} {c + 1}" for c in range(3)])
     for source, per_class in (("google", 4), ("flickr", 2)):
         lines = []
         for c in range(3):

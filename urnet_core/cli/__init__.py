@@ -46,12 +46,35 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, TypeError, KeyError) as exc:
+    except FileNotFoundError as exc:
+        # A missing input is bad input: one clear line (-v/--verbose shows the traceback).
+        if args.verbose:
+            raise
+        print(f"urnet {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        # The environment failed (disk full, no permission, I/O error): one line saying how to go on.
+        if args.verbose:
+            raise
+        print(f"urnet {args.command}: error: {exc}; {RESUME_HINT} (-v for the traceback)",
+              file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        if args.verbose:
+            raise
+        print(f"urnet {args.command}: interrupted; {RESUME_HINT}", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, KeyError) as exc:
         # Bad input is reported as one clear line, not a trace from deep inside.
         if args.verbose:
             raise
         print(f"urnet {args.command}: error: {exc}", file=sys.stderr)
         return 1
+
+
+#: What an interrupted or failed command tells the user (every command keeps finished work).
+RESUME_HINT = ("rerun the same command to resume (finished work is kept; unfinished output is "
+               "discarded, never left half-written)")
 
 
 if __name__ == "__main__":

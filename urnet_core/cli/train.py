@@ -3,12 +3,13 @@
 ::
 
     urnet train --manifest M.yaml --run-dir DIR [--config cfg.json] [--epochs N] [--model NAME]
-                [--weights W.npy] [--targets T.npy] [--init-weights PATH] [--scale smoke]
+                [--weights W.npy] [--targets WEIGHTS_DIR|T.npy|T.npz] [--init-weights PATH] [--scale smoke]
                 [--no-resume] [--no-progress]
 
-``--weights`` is an (n,) ``.npy`` of per-instance weights and ``--targets`` an (n, C) ``.npy`` of
-soft targets (or the compact ``targets.npz`` of ``urnet weights`` at scale), both in
-training-table row order (eq. 10); without them the run is the plain cross-entropy baseline. ``--config`` is a JSON object of :class:`~urnet_core.training.loop.TrainConfig`
+``--weights`` is an (n,) ``.npy`` of per-instance weights and ``--targets`` the soft targets (eq. 10),
+both in training-table row order: a ``urnet weights`` output folder (it reads whichever targets
+file the folder's ``weights.json`` index names: ``targets.npy`` below 67M values, the compact
+``targets.npz`` above), or either file's path; without them the run is the plain cross-entropy baseline. ``--config`` is a JSON object of :class:`~urnet_core.training.loop.TrainConfig`
 fields; ``--epochs``/``--model``/``--seed`` override it. The run directory receives
 ``checkpoint.pt`` and ``metrics.json`` (the per-epoch history) after every epoch (a rerun
 resumes), then ``test_probs.npy`` and ``test_metrics.json``: the same run folder as every model
@@ -40,8 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", help="override config model (small_cnn, resnet18, resnet50, resnext101_32x8d)")
     parser.add_argument("--seed", type=int, help="override config seed")
     parser.add_argument("--weights", help="(n,) .npy of per-instance weights, training-table order")
-    parser.add_argument("--targets", help="(n, C) .npy of soft targets, or the compact .npz that `urnet weights` "
-                                          "writes at scale (predicted class + beta); training-table order")
+    parser.add_argument("--targets", help="soft targets, training-table order: the `urnet weights` output folder "
+                                          "(its weights.json names the targets file), or a (n, C) targets.npy, or the "
+                                          "compact targets.npz (predicted class + beta) it writes at scale")
     parser.add_argument("--init-weights", help="local state_dict to initialise the backbone (never downloaded)")
     parser.add_argument("--scale", choices=["smoke"], default=None, help="shrink the data (see manifest docs)")
     parser.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
@@ -79,12 +81,15 @@ def _train(args: argparse.Namespace) -> int:
     weights = load_npy(args.weights, mmap=False) if args.weights else None
     targets = None
     if args.targets:
-        if str(args.targets).endswith(".npz"):  # compact eq. 10 targets (LabelPairs), written at scale
+        from urnet_core.cli.weights import resolve_targets
+
+        targets_path = resolve_targets(args.targets)  # a `urnet weights` folder names its targets file
+        if targets_path.suffix == ".npz":  # compact eq. 10 targets (LabelPairs), written at scale
             from urnet_core.training.targets import load_label_pairs
 
-            targets = load_label_pairs(args.targets)
+            targets = load_label_pairs(targets_path)
         else:
-            targets = load_npy(args.targets, mmap=False)
+            targets = load_npy(targets_path, mmap=False)
     metrics, _ = fit_and_evaluate(bundle, bundle.train, config, args.run_dir, sample_weights=weights,
                                   soft_targets=targets, init_weights=args.init_weights, resume=not args.no_resume,
                                   progress=not args.no_progress, distributed=True)

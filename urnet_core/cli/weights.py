@@ -7,9 +7,27 @@
                   [--split train|all] [--label-vectors V.npy] [--seed 0]
 
 Rows of ``--features``/``--probs`` follow the rows of the table's ``--split`` (default
-``train``; ``all`` = every row). Writes ``weights.npy`` (n,) float32, ``targets.npy`` (n, C)
-float32 (one-hot labels when label reweighting is off), ``components.npz`` and
-``weights.json`` (config, input hashes, per-component statistics), all atomically.
+``train``; ``all`` = every row). The output folder ``DIR`` receives:
+
+* ``weights.npy`` (n,) float32 per-instance weights;
+* the soft targets (one-hot labels when label reweighting is off), in one of two formats by
+  size: ``targets.npy`` (n, C) float32 while n x C stays below
+  :data:`~urnet_core.reweight.compose.DENSE_TARGET_LIMIT` (67M values), else the compact
+  ``targets.npz`` (predicted class + beta, eq. 10). Pass the folder itself to
+  ``urnet train --targets DIR``: it reads whichever file ``weights.json`` names (a path to
+  either file works too);
+* ``components.npz`` (per-component weights);
+* ``weights.json``, the index: config, input hashes, per-component statistics,
+  ``targets_file``, the set's ``key`` and every file with its size.
+
+The four files are one artefact set (:func:`urnet_core.utils.artefacts.artefact_set`): they are
+written into a temporary folder next to ``DIR`` and renamed into place as a whole, so an
+interrupted run (a kill, a full disk) leaves the previous complete set, never new weights
+beside old targets. ``DIR`` is therefore replaced as a whole and must not hold other files.
+Write access and free space are checked before the computation starts.
+
+Config values are type-checked strictly (:mod:`urnet_core.utils.typecheck`): ``"false"`` is
+not a bool and ``"0.5"`` not a number; errors name the file and the key.
 """
 
 from __future__ import annotations
@@ -21,7 +39,12 @@ from pathlib import Path
 
 import numpy as np
 
-from urnet_core.utils.io import atomic_path, file_hash, load_npy, read_json, save_npy, write_json
+from urnet_core.utils.io import file_hash, load_npy, read_json, save_npy, stable_hash
+
+#: The index of a weights output folder.
+INDEX_NAME = "weights.json"
+#: The files an output folder may hold (the set replaces the folder as a whole).
+OUTPUT_FILES = ("weights.npy", "targets.npy", "targets.npz", "components.npz", INDEX_NAME)
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +62,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--split", default="train", help="table split the arrays cover ('all' for every row)")
     parser.add_argument("--num-classes", type=int, help="default: columns of --probs, else max label + 1")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--out", required=True,
+                        help="output folder of its own, replaced as a whole: weights.npy, targets.npy or (at scale) "
+                             "targets.npz, components.npz, weights.json; pass it to `urnet train --targets`")
     parser.set_defaults(func=weights_command)
 
 
@@ -63,10 +88,37 @@ def load_config(path: str | Path):
     unknown = sorted(set(data) - known)
     if unknown:
         raise ValueError(f"{path}: unknown URNetConfig field(s) {unknown}; valid: {sorted(known)}")
+    from urnet_core.utils.typecheck import check_dataclass_types
+
     try:
+        # Types first: "false" would pass as truthy and "0.5" fail deep inside arithmetic.
+        # (an unvalidated instance holding the file's values over the defaults, checked field by field)
+        config = URNetConfig.__new__(URNetConfig)
+        for f in dataclasses.fields(URNetConfig):
+            default = f.default_factory() if f.default is dataclasses.MISSING and \
+                f.default_factory is not dataclasses.MISSING else f.default
+            object.__setattr__(config, f.name, data.get(f.name, default))
+        check_dataclass_types(config)
         return URNetConfig(**data)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{path}: {exc}") from None
+
+
+def resolve_targets(path: str | Path) -> Path:
+    """The targets file behind ``urnet train --targets``: a ``targets.npy``/``targets.npz`` path,
+    or a ``urnet weights`` output folder, whose complete index names the file."""
+    from urnet_core.utils.artefacts import read_index
+
+    path = Path(path)
+    if not path.is_dir():
+        if not path.exists():
+            raise FileNotFoundError(f"--targets {path}: not found")
+        return path
+    index = read_index(path, index_name=INDEX_NAME)
+    if index is None or not index.get("targets_file"):
+        raise ValueError(f"--targets {path}: not a complete `urnet weights` output (no valid {INDEX_NAME} naming "
+                         "its files); rerun `urnet weights` or pass the targets file itself")
+    return path / index["targets_file"]
 
 
 def _read_table(path: str | Path):
@@ -81,6 +133,7 @@ def _read_table(path: str | Path):
 def weights_command(args: argparse.Namespace) -> int:
     from urnet_core.reweight.compose import URNetConfig, compose_weights, use_compact_targets
     from urnet_core.reweight.label_weight import LabelPairs, label_targets, save_label_pairs
+    from urnet_core.utils.artefacts import artefact_set
 
     if args.config:
         config = load_config(args.config)
@@ -100,8 +153,13 @@ def weights_command(args: argparse.Namespace) -> int:
     for name, arr in (("--features", features), ("--probs", probs)):
         if arr is not None and arr.shape[0] != len(labels):
             raise ValueError(f"{name} has {arr.shape[0]} rows but the table's {args.split!r} rows are {len(labels)}")
+    if args.num_classes is not None and probs is not None and probs.ndim == 2 and probs.shape[1] != args.num_classes:
+        raise ValueError(f"--probs {args.probs}: {probs.shape[1]} columns but --num-classes is {args.num_classes}")
     num_classes = args.num_classes or (probs.shape[1] if probs is not None and probs.ndim == 2
                                        else int(labels.max()) + 1)
+    out = Path(args.out)
+    compact = use_compact_targets(len(labels), num_classes)
+    _preflight(out, len(labels), num_classes, compact)
     vectors = None
     if config.instance_reweight:
         if args.label_vectors:
@@ -123,35 +181,51 @@ def weights_command(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     targets = ws.soft_targets
-    compact = use_compact_targets(len(labels), num_classes)
     if targets is None:  # one-hot of the labels, so `urnet train --targets` always has a file
         targets = LabelPairs(labels, 1.0) if compact else label_targets(labels, labels, num_classes, beta=1.0)
-    out = Path(args.out)
-    save_npy(out / "weights.npy", ws.sample_weights)
-    if isinstance(targets, LabelPairs):  # n x C would not fit: the compact form (urnet train reads both)
-        targets_path = save_label_pairs(out / "targets.npz", targets)
-    else:
-        targets_path = save_npy(out / "targets.npy", targets)
-    with atomic_path(out / "components.npz") as tmp:
-        np.savez(tmp, **ws.components)
+    targets_name = "targets.npz" if isinstance(targets, LabelPairs) else "targets.npy"
 
     def stats(w: np.ndarray) -> dict:
         return {"mean": float(w.mean()), "std": float(w.std()), "min": float(w.min()), "max": float(w.max())}
 
+    inputs = {k: file_hash(v) for k, v in
+              (("table", args.table), ("features", args.features), ("probs", args.probs),
+               ("label_vectors", args.label_vectors)) if v}  # fmt: skip
     summary = {
         "config": dataclasses.asdict(config),
         "n": int(len(labels)),
         "num_classes": int(num_classes),
         "split": args.split,
         "seed": args.seed,
-        "inputs": {k: file_hash(v) for k, v in
-                   (("table", args.table), ("features", args.features), ("probs", args.probs),
-                    ("label_vectors", args.label_vectors)) if v},  # fmt: skip
+        "inputs": inputs,
         "sample_weights": stats(ws.sample_weights),
         "components": {k: stats(v) for k, v in ws.components.items()},
         "soft_targets": ws.soft_targets is not None,
-        "targets_file": Path(targets_path).name,
+        "targets_file": targets_name,
     }
-    write_json(out / "weights.json", summary)
-    print(f"wrote {out / 'weights.npy'} ({len(labels)} rows) and {targets_path}")
+    key = stable_hash("weights-v2", summary["config"], inputs, args.split, args.seed, int(num_classes))
+    # One artefact set: built next to --out and renamed into place whole (never new weights beside old targets).
+    with artefact_set(out, key=key, meta=summary, index_name=INDEX_NAME) as tmp:
+        save_npy(tmp / "weights.npy", ws.sample_weights)
+        if isinstance(targets, LabelPairs):  # n x C would not fit: the compact form (urnet train reads both)
+            save_label_pairs(tmp / targets_name, targets)
+        else:
+            save_npy(tmp / targets_name, targets)
+        with open(tmp / "components.npz", "wb") as fh:
+            np.savez(fh, **ws.components)
+    print(f"wrote {out / 'weights.npy'} ({len(labels)} rows) and {out / targets_name}; "
+          f"`urnet train --weights {out / 'weights.npy'} --targets {out}` reads them")
     return 0
+
+
+def _preflight(out: Path, n: int, num_classes: int, compact: bool) -> None:
+    """Fail before the computation, not after it: the folder must be writable, ours to replace,
+    and its disk must hold the new set beside the old one."""
+    from urnet_core.utils.artefacts import check_replaceable, check_writable
+    from urnet_core.utils.guards import check_disk_space
+
+    check_writable(out.parent if not out.exists() else out)
+    check_writable(out.absolute().parent)  # the new set is built next to it and renamed in
+    check_replaceable(out, OUTPUT_FILES, index_name=INDEX_NAME)
+    targets_bytes = n * 8 if compact else n * num_classes * 4
+    check_disk_space(out.absolute().parent, n * 4 * 5 + targets_bytes, what="weights")

@@ -19,7 +19,9 @@ Top-level keys (:data:`MANIFEST_KEYS`): ``name`` and ``reader`` are required; ``
 ``options`` (reader keyword arguments), ``class_names``, ``description``,
 ``image_size`` and ``in_channels`` (for file-based data; defaults 224 and 3),
 ``splits`` (``{test: test|val}``: which split is the evaluation table), ``benchmark`` and
-``smoke`` are optional. Unknown or missing keys raise a ValueError naming the file, the
+``smoke`` are optional, as is ``allow_outside_root`` (bool, default false): file-based readers
+reject file lists and manifests that name files outside the dataset root (``..``, absolute
+paths elsewhere, symlinks resolving outside) unless it is true. Unknown or missing keys raise a ValueError naming the file, the
 key and its line.
 
 **Smoke scale** (``load_dataset(..., scale="smoke")``) shrinks a dataset for fast runs:
@@ -53,7 +55,7 @@ logger = logging.getLogger(__name__)
 
 MANIFEST_KEYS = (
     "name", "reader", "root", "options", "class_names", "description",
-    "image_size", "in_channels", "splits", "benchmark", "smoke",
+    "image_size", "in_channels", "splits", "benchmark", "smoke", "allow_outside_root",
 )  # fmt: skip
 REQUIRED_KEYS = ("name", "reader")
 READERS = ("fashion_mnist", "digits", "webvision", "mini_webvision", "clothing1m", "cifar_n", "csv", "imagefolder")
@@ -84,6 +86,7 @@ class Manifest:
     benchmark: dict[str, Any] | None = None
     smoke: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    allow_outside_root: bool = False
 
 
 @dataclass
@@ -191,9 +194,10 @@ def load_manifest(path: str | os.PathLike) -> Manifest:
     for key in REQUIRED_KEYS:
         if key not in data:
             raise ValueError(f"{path}: missing required key {key!r}")
-    for key, kind in (("name", str), ("reader", str), ("description", str), ("root", str), ("image_size", int), ("in_channels", int)):
+    for key, kind in (("name", str), ("reader", str), ("description", str), ("root", str), ("image_size", int),
+                      ("in_channels", int), ("allow_outside_root", bool)):
         value = data.get(key)
-        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+        if value is not None and (not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool)):
             raise ValueError(f"{where(key)}: {key!r} must be a {kind.__name__}, got {value!r}")
     if data["reader"] not in READERS:
         raise ValueError(f"{where('reader')}: reader {data['reader']!r} is not valid; choose one of {list(READERS)}")
@@ -229,6 +233,7 @@ def load_manifest(path: str | os.PathLike) -> Manifest:
         class_names=names, description=data.get("description") or "", image_size=data.get("image_size"),
         in_channels=data.get("in_channels"), splits=sections.get("splits", {}), benchmark=sections.get("benchmark"),
         smoke={**DEFAULT_SMOKE, **sections.get("smoke", {})}, path=path,
+        allow_outside_root=bool(data.get("allow_outside_root") or False),
     )  # fmt: skip
 
 
@@ -409,18 +414,20 @@ def _load_arrays(manifest: Manifest, smoke: bool) -> DatasetBundle:
 def _load_files(manifest: Manifest, smoke: bool) -> DatasetBundle:
     root = _need_root(manifest)
     reader = manifest.reader
+    outside = {"allow_outside_root": manifest.allow_outside_root}  # files outside root: explicit opt-in
     if reader == "webvision":
-        table, names = _call(R.read_webvision, manifest, root)
+        table, names = _call(R.read_webvision, manifest, root, **outside)
     elif reader == "mini_webvision":
-        table, names = _call(R.read_mini_webvision, manifest, root)
+        table, names = _call(R.read_mini_webvision, manifest, root, **outside)
     elif reader == "clothing1m":
-        table, names = _call(R.read_clothing1m, manifest, root)
+        table, names = _call(R.read_clothing1m, manifest, root, **outside)
     elif reader == "imagefolder":
-        table, names = _call(R.read_imagefolder, manifest, root)
+        table, names = _call(R.read_imagefolder, manifest, root, **outside)
     else:  # csv
         opts = dict(manifest.options)
         csv_path = Path(opts.pop("path", "manifest.csv"))
-        table, names = R.read_csv_manifest(root / csv_path, root=root, class_names=manifest.class_names, **opts)
+        table, names = R.read_csv_manifest(root / csv_path, root=root, class_names=manifest.class_names,
+                                           **outside, **opts)
     if manifest.class_names is not None and reader != "csv":
         if len(manifest.class_names) != len(names):
             raise ValueError(f"{manifest.path}: class_names has {len(manifest.class_names)} names, data has {len(names)}")

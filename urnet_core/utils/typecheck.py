@@ -1,60 +1,113 @@
-"""Strict type checks of configuration dataclasses (a bool is a bool, a number a number)."""
+"""Strict type checks of dataclass fields against their annotations.
+
+Config files are user input: YAML ``"false"`` is the string ``'false'`` (truthy), JSON
+``"0.5"`` a string that fails deep inside arithmetic. :func:`check_dataclass_types` checks
+every field of a dataclass instance against its annotation before it is used:
+
+* ``bool``: only ``True``/``False`` (not 0/1, not ``"false"``);
+* ``int``: an int, not a bool; ``float``: an int or a float, not a bool;
+* ``str``: a str; ``None`` / ``X | None`` / ``Optional[X]`` / ``Union[...]``: any member;
+* ``tuple[X, ...]`` / ``tuple[X, Y]`` / ``list[X]``: the container (a list is accepted for a
+  tuple: YAML and JSON have no tuples) and each item;
+* ``Literal[...]``: one of the values (ValueError otherwise);
+* ``Any``, dicts and other annotations: not checked.
+
+Errors read ``field 'beta' must be a number, got str '0.5'``.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import types
 import typing
-from typing import Any
+from typing import Any, Literal, Union
+
+_NAMES = {bool: "a bool (true/false)", int: "an integer", float: "a number", str: "a string", type(None): "null"}
 
 
-def check_dataclass_types(instance: Any, *, prefix: str = "") -> None:
-    """Check every field of a dataclass ``instance`` against its annotation.
+def _describe(tp: Any) -> str:
+    if tp in _NAMES:
+        return _NAMES[tp]
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(tp))
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (tuple, list):
+        return f"a list of {_describe(typing.get_args(tp)[0])}" if typing.get_args(tp) else "a list"
+    return getattr(tp, "__name__", str(tp))
 
-    A bool must be a bool, an int an int (not a bool), a float an int or float (not a bool), a
-    str a str; ``X | None`` admits None; ``tuple[int, ...]`` a tuple of ints. Raises
-    ``TypeError`` naming the field, the value and its type.
+
+def _matches(value: Any, tp: Any) -> bool:
+    if tp is Any or tp is typing.Any:
+        return True
+    if tp is type(None) or tp is None:
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        return any(_matches(value, a) for a in args)
+    if origin is Literal:
+        return any(value == a and type(value) is type(a) for a in args)
+    if origin in (tuple, list):
+        if not isinstance(value, (tuple, list)):
+            return False
+        if not args:
+            return True
+        if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
+            return len(value) == len(args) and all(_matches(v, a) for v, a in zip(value, args))
+        return all(_matches(v, args[0]) for v in value)
+    if origin is not None or not isinstance(tp, type):
+        return True  # dicts, callables, ...: not checked here
+    return isinstance(value, tp)
+
+
+def check_value(name: str, value: Any, tp: Any) -> None:
+    """Raise TypeError (ValueError for a Literal) unless ``value`` fits annotation ``tp``."""
+    if _matches(value, tp):
+        return
+    got = f"{type(value).__name__} {value!r}"
+    origin = typing.get_origin(tp)
+    literal_only = origin is Literal or (
+        origin in (Union, types.UnionType)
+        and all(typing.get_origin(a) is Literal or a is type(None) for a in typing.get_args(tp))
+    )
+    exc = ValueError if literal_only and isinstance(value, (str, int, float)) else TypeError
+    raise exc(f"field {name!r} must be {_describe(tp)}, got {got}")
+
+
+def check_dataclass_types(instance: Any) -> None:
+    """Check every field of the dataclass ``instance`` against its type annotation.
+
+    Raises
+    ------
+    TypeError
+        A field holds a value of another type, e.g. ``field 'beta' must be a number, got
+        str '0.5'``.
+    ValueError
+        A ``Literal`` field holds a value outside its choices.
     """
+    if not dataclasses.is_dataclass(instance) or isinstance(instance, type):
+        raise TypeError(f"expected a dataclass instance, got {type(instance).__name__}")
     hints = typing.get_type_hints(type(instance))
     for f in dataclasses.fields(instance):
-        value = getattr(instance, f.name)
-        if not matches_type(value, hints[f.name]):
-            raise TypeError(f"{prefix}{f.name} must be {describe_type(hints[f.name])}, got "
-                            f"{type(value).__name__} {value!r}")
+        if f.name in hints:
+            check_value(f.name, getattr(instance, f.name), hints[f.name])
 
 
-def matches_type(value: Any, hint: Any) -> bool:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(matches_type(value, arg) for arg in typing.get_args(hint))
-    if hint is type(None):
-        return value is None
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is str:
-        return isinstance(value, str)
-    if origin is tuple:
-        args = typing.get_args(hint)
-        if not isinstance(value, tuple):
-            return False
-        if len(args) == 2 and args[1] is Ellipsis:
-            return all(matches_type(v, args[0]) for v in value)
-        return len(args) == len(value) and all(matches_type(v, a) for v, a in zip(value, args))
-    return True  # annotations this checker does not know are left to the dataclass itself
+def matches_type(value: Any, tp: Any) -> bool:
+    """Whether ``value`` fits the annotation ``tp`` (the rules of the module docstring)."""
+    return _matches(value, tp)
 
 
-def describe_type(hint: Any) -> str:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(describe_type(a) for a in typing.get_args(hint))
-    names = {bool: "a bool (true/false)", int: "an integer", float: "a number", str: "a string",
-             type(None): "null"}
-    if hint in names:
-        return names[hint]
-    if origin is tuple:
-        return f"a list of {describe_type(typing.get_args(hint)[0]).replace('an ', '').replace('a ', '')}s"
-    return str(hint)
+def describe_type(tp: Any) -> str:
+    """The annotation ``tp`` in words, for error messages (``'a number'``, ``'a bool (true/false)'``)."""
+    return _describe(tp)

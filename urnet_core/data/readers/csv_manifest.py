@@ -12,14 +12,18 @@ import pandas as pd
 
 from urnet_core.data import table as T
 from urnet_core.data._text import iter_lines, parse_int
-from urnet_core.data.readers._common import _finish
+from urnet_core.data.readers._common import RootGuard, _finish
 
 
 CSV_COLUMNS = ("path", "label", "source", "rank", "split", "true_label", "class_name")
 
 
 def read_csv_manifest(
-    path: str | os.PathLike, *, root: str | os.PathLike | None = None, class_names: Sequence[str] | None = None
+    path: str | os.PathLike,
+    *,
+    root: str | os.PathLike | None = None,
+    class_names: Sequence[str] | None = None,
+    allow_outside_root: bool = False,
 ) -> tuple[pd.DataFrame, list[str]]:
     """Read a plain CSV manifest.
 
@@ -32,8 +36,12 @@ def read_csv_manifest(
     per label, checked consistent; classes never seen are named ``class_<i>``); else
     ``class_<i>`` for ``i < max(label) + 1``.
 
-    ``root``: when given, absolute paths are made relative to it (an absolute path outside
-    ``root`` raises). Errors name the file and line.
+    ``root``: when given, every path must name a file inside it: absolute paths inside are
+    made relative, while a ``..`` that climbs out, an absolute path elsewhere or a symlink
+    resolving outside raises (see :class:`~urnet_core.data.readers._common.RootGuard`),
+    unless ``allow_outside_root`` (manifest key ``allow_outside_root: true``). Without
+    ``root`` the paths are relative to an unknown base and are not checked. Errors name
+    the file and line.
     """
     path = Path(path)
     lines = iter_lines(path)
@@ -51,7 +59,7 @@ def read_csv_manifest(
         raise ValueError(f"{path}, line {first[0]}: duplicate column names in header {header}")
     rows: dict[str, list] = {h: [] for h in header}
     numbers = []
-    root_path = Path(root).resolve() if root is not None else None
+    guard = RootGuard(root, allow_outside=allow_outside_root) if root is not None else None
     for number, text in lines:
         fields = next(csv.reader([text]))
         if len(fields) != len(header):
@@ -65,12 +73,8 @@ def read_csv_manifest(
         rec["label"] = label
         if not rec["path"]:
             raise ValueError(f"{path}, line {number}: empty path")
-        p = Path(rec["path"])
-        if p.is_absolute() and root_path is not None:
-            try:
-                rec["path"] = p.resolve().relative_to(root_path).as_posix()
-            except ValueError:
-                raise ValueError(f"{path}, line {number}: {p} is outside root {root_path}") from None
+        if guard is not None:
+            rec["path"] = guard.check(rec["path"], path, number)
         if "rank" in rec:
             try:
                 rec["rank"] = float(rec["rank"]) if rec["rank"] else np.nan

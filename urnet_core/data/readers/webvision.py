@@ -15,7 +15,7 @@ import pandas as pd
 from urnet_core.utils.validation import check_option, check_positive_int
 from urnet_core.data import table as T
 from urnet_core.data._text import iter_lines, parse_int, read_pairs, read_utf8
-from urnet_core.data.readers._common import IMG_EXTENSIONS, _finish, _labelled_rows
+from urnet_core.data.readers._common import IMG_EXTENSIONS, RootGuard, _finish, _labelled_rows
 
 logger = logging.getLogger(__name__)
 
@@ -37,14 +37,24 @@ def read_synsets(path: str | os.PathLike) -> list[str]:
 
 
 def read_queries_map(path: str | os.PathLike) -> dict[int, int]:
-    """Read ``info/queries_synsets_map.txt``: ``<query_id> <class_id>`` lines, 1-based query ids."""
+    """Read ``info/queries_synsets_map.txt``: ``<query_id> <class_id>`` lines, both 1-based.
+
+    In the published WebVision 1.0/2.0 files query ``q0001`` is line ``1 1``: query ids and
+    class ids count from 1 (the public loaders subtract 1), while the file lists' labels and
+    the synsets' line numbers count from 0. Returns ``{query_id: label}`` with 0-based labels
+    (``class_id - 1``). A file that holds a class id 0 is clearly 0-based already and is
+    taken as is (logged).
+    """
     out: dict[int, int] = {}
     for query, class_id, number in read_pairs(path, what="class id"):
         qid = parse_int(query, path, number, "query id")
         if qid in out:
             raise ValueError(f"{path}, line {number}: query id {qid} appears twice")
         out[qid] = class_id
-    return out
+    if out and min(out.values()) == 0:
+        logger.info("%s: holds class id 0, so it is read as 0-based (the published file is 1-based)", path)
+        return out
+    return {q: c - 1 for q, c in out.items()}
 
 
 #: JSON keys tried, in order, for an image's id and its search rank in WebVision metadata.
@@ -131,6 +141,7 @@ def read_webvision(
     num_classes: int | None = None,
     rank_from: str = "meta",
     include_val: bool = True,
+    allow_outside_root: bool = False,
 ) -> tuple[pd.DataFrame, list[str]]:
     """Read a WebVision 1.0 / 2.0 tree.
 
@@ -138,9 +149,11 @@ def read_webvision(
 
         info/train_filelist_google.txt   <relative_path> <label>   e.g. google/q0001/xxx.jpg 0
         info/train_filelist_flickr.txt   <relative_path> <label>
-        info/val_filelist.txt            <name> <label>            image at val_images_256/<name>
+        info/val_filelist.txt            <name> <label>            bare file name, e.g.
+                                                                   ILSVRC2012_val_00000001.JPEG 0,
+                                                                   image at val_images_256/<name>
         info/synsets.txt                 nXXXXXXXX words, words    (line i = class i)
-        info/queries_synsets_map.txt     <query_id> <class_id>     (1-based query ids; optional)
+        info/queries_synsets_map.txt     <query_id> <class_id>     (both 1-based: q0001 -> "1 1"; optional)
         meta/google/q0001.json           search metadata per query (optional, see below)
 
     Parameters
@@ -162,6 +175,10 @@ def read_webvision(
         ``"order"``: the position in the file list within (label, source).
     include_val : bool
         Add ``info/val_filelist.txt`` rows as split ``"val"`` (source ``"clean"``).
+    allow_outside_root : bool
+        File lists may name only files inside ``root`` (no ``..`` climbing out, no absolute
+        path elsewhere, no symlink resolving outside): a ValueError names the list and line.
+        ``True`` (manifest key ``allow_outside_root: true``) lifts this.
 
     Returns
     -------
@@ -170,6 +187,7 @@ def read_webvision(
     class_names : list of str
     """
     root = Path(root)
+    guard = RootGuard(root, allow_outside=allow_outside_root)
     check_option(version, "version", (1, 2))
     check_option(rank_from, "rank_from", ("meta", "order"))
     if isinstance(sources, str):
@@ -194,7 +212,7 @@ def read_webvision(
     frames = []
     for source in sources:
         filelist = info / f"train_filelist_{source}.txt"
-        rows = _labelled_rows(filelist, num_classes_total=total, unique_paths=True)
+        rows = _labelled_rows(filelist, num_classes_total=total, unique_paths=True, guard=guard)
         rows = [r for r in rows if r[1] < C]
         frame = pd.DataFrame({T.PATH: [r[0] for r in rows], T.LABEL: [r[1] for r in rows]})
         frame[T.SOURCE] = source
@@ -214,7 +232,9 @@ def read_webvision(
     if include_val:
         val_list = info / "val_filelist.txt"
         rows = [r for r in _labelled_rows(val_list, num_classes_total=total, unique_paths=True) if r[1] < C]
-        frame = pd.DataFrame({T.PATH: [f"val_images_256/{r[0]}" for r in rows], T.LABEL: [r[1] for r in rows]})
+        # Bare file names (``ILSVRC2012_val_00000001.JPEG 0``) under val_images_256/.
+        paths = [guard.check(f"val_images_256/{r[0]}", val_list, r[2]) for r in rows]
+        frame = pd.DataFrame({T.PATH: paths, T.LABEL: [r[1] for r in rows]})
         frame[T.SOURCE] = "clean"
         frame[T.SPLIT] = "val"
         frame[T.RANK] = np.nan
@@ -235,7 +255,7 @@ def _check_queries(frame: pd.DataFrame, queries: dict[int, int], filelist: Path)
 
 
 def read_mini_webvision(
-    root: str | os.PathLike, num_classes: int = 50, *, rank_from: str = "meta"
+    root: str | os.PathLike, num_classes: int = 50, *, rank_from: str = "meta", allow_outside_root: bool = False
 ) -> tuple[pd.DataFrame, list[str]]:
     """Read mini-WebVision: the first ``num_classes`` classes of the Google subset.
 
@@ -244,15 +264,17 @@ def read_mini_webvision(
     ``imagenet/val/<c>/`` folders exist (ILSVRC12 val re-organised by WebVision class
     index, as in DivideMix), their images are added as split ``"test"``.
     """
-    table, class_names = read_webvision(root, sources=("google",), num_classes=num_classes, rank_from=rank_from)
+    table, class_names = read_webvision(root, sources=("google",), num_classes=num_classes, rank_from=rank_from,
+                                        allow_outside_root=allow_outside_root)
     imagenet = Path(root) / "imagenet" / "val"
+    guard = RootGuard(root, allow_outside=allow_outside_root)
     if imagenet.is_dir():
         paths, labels = [], []
         for c in range(len(class_names)):
             folder = imagenet / str(c)
             if folder.is_dir():
                 files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMG_EXTENSIONS)
-                paths += [p.relative_to(root).as_posix() for p in files]
+                paths += [guard.check(p.relative_to(root).as_posix(), p, None) for p in files]
                 labels += [c] * len(files)
         if paths:
             test = T.make_table(labels=labels, class_names=class_names, paths=paths, split="test")
