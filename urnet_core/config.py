@@ -85,11 +85,28 @@ class RunConfig:
         One trained model per seed for every ablation row.
     n_jobs : int
         Trainings run in parallel (processes).
+    draw_per_seed : bool
+        For a generated benchmark (a manifest with a ``benchmark:`` section), seed ``s`` also
+        draws its own noisy training set (benchmark seed = the manifest's seed + ``s``), so the
+        intervals over seeds cover the draw as well as the initialisation. Real data has one
+        draw.
+    cross_fit_folds : int
+        K of the baseline's K-fold cross-fitting: each training row's predictions, features
+        and confidence come from a baseline that never trained on it (the cross-fitted rows of
+        the ablation, the cleanlab peer, the selection). 2 halves the training set per fold
+        model and costs one extra baseline per seed.
+    validation_fraction : float
+        Share of the training rows (stratified by label, seeded) held out as the noisy
+        validation split on which the recommended configuration is selected; the test split is
+        used for the final numbers only.
     """
 
     run_dir: str = "runs/default"
     seeds: tuple[int, ...] = (0, 1, 2)
     n_jobs: int = 2
+    draw_per_seed: bool = True
+    cross_fit_folds: int = 2
+    validation_fraction: float = 0.1
 
     def __post_init__(self) -> None:
         check_dataclass_types(self)
@@ -101,6 +118,10 @@ class RunConfig:
             raise ValueError(f"run.seeds has duplicates: {list(self.seeds)}")
         if self.n_jobs < 1:
             raise ValueError(f"run.n_jobs must be >= 1, got {self.n_jobs}")
+        if self.cross_fit_folds < 2:
+            raise ValueError(f"run.cross_fit_folds must be >= 2, got {self.cross_fit_folds}")
+        if not 0.0 < self.validation_fraction < 0.5:
+            raise ValueError(f"run.validation_fraction must lie in (0, 0.5), got {self.validation_fraction}")
 
 
 #: The study's training defaults (every model: baseline, ladder rungs, peers).

@@ -336,7 +336,8 @@ def _open_images(open_set: Any) -> np.ndarray | None:
     return R.read_fashion_mnist(None).test_images
 
 
-def load_dataset(manifest: Manifest | str | os.PathLike, *, scale: str | None = None) -> DatasetBundle:
+def load_dataset(manifest: Manifest | str | os.PathLike, *, scale: str | None = None,
+                 benchmark_seed: int | None = None) -> DatasetBundle:
     """Run a manifest's reader (and benchmark) and return a :class:`DatasetBundle`.
 
     Parameters
@@ -344,20 +345,24 @@ def load_dataset(manifest: Manifest | str | os.PathLike, *, scale: str | None = 
     manifest : Manifest or path
     scale : {None, "smoke"}
         ``"smoke"`` shrinks the data (module docstring).
+    benchmark_seed : int, optional
+        Draw the benchmark (``benchmark:`` section) with this seed instead of the manifest's
+        ``seed``: another instance of the same noisy training set (the test split is unchanged).
+        Ignored for manifests without a benchmark.
     """
     if not isinstance(manifest, Manifest):
         manifest = load_manifest(manifest)
     check_option(scale, "scale", (None, "smoke"))
     smoke = scale == "smoke"
     if manifest.reader in ARRAY_READERS:
-        bundle = _load_arrays(manifest, smoke)
+        bundle = _load_arrays(manifest, smoke, benchmark_seed)
     else:
         bundle = _load_files(manifest, smoke)
     bundle.manifest = manifest
     return bundle
 
 
-def _load_arrays(manifest: Manifest, smoke: bool) -> DatasetBundle:
+def _load_arrays(manifest: Manifest, smoke: bool, benchmark_seed: int | None = None) -> DatasetBundle:
     data = _read_arrays(manifest)
     names = list(manifest.class_names or data.class_names)
     train_x, train_y, test_x, test_y = data.train_images, data.train_labels, data.test_images, data.test_labels
@@ -366,6 +371,8 @@ def _load_arrays(manifest: Manifest, smoke: bool) -> DatasetBundle:
     open_images = None
     if bench is not None:
         bench_params, open_set = _resolve_benchmark(bench)
+        if benchmark_seed is not None:
+            bench_params["seed"] = int(benchmark_seed)
         if isinstance(open_set, dict):
             holdout = open_set.get("holdout_classes")
             if set(open_set) != {"holdout_classes"} or not isinstance(holdout, list) or not holdout:

@@ -245,3 +245,44 @@ def instance_weights(
     if return_model:
         return weights, {"model": model.cpu(), "mean": mean, "std": std, "positives": pos, "loss_history": history}
     return weights
+
+
+def combined_instance_weights(text_confidence: np.ndarray, out_of_sample_confidence: np.ndarray) -> np.ndarray:
+    """The instance weight of the study's recommended configuration: the paper's image-text
+    confidence (eq. 8-9) combined with an out-of-sample confidence of the observed label.
+
+    ``w_i = sqrt(wI_i * q_i)``, the geometric mean of ``wI_i`` (:func:`instance_weights`, the
+    cosine between the image's projection and its label's text vector, in [0, 1]) and
+    ``q_i = p_oof(y_i | x_i)``, the probability a baseline that never trained on instance ``i``
+    gives to its observed label (K-fold cross-fitting,
+    :func:`urnet_core.study.pipeline.cross_fit`).
+
+    Why: the text side sees *what* an image shows against its label's words, so it catches
+    open-set images, but it cannot tell look-alike classes apart (a shirt labelled T-shirt is
+    close to both words); a network that has not fitted instance ``i`` gives low probability
+    to a wrong label, look-alike flips included, but is unsure on ambiguous images. The
+    geometric mean is low when either signal is low (a product would be dominated by the
+    sharper of the two; the square root keeps the result on the [0, 1] scale of its inputs).
+    In-sample confidences would not do: a network that has fitted a wrong label is confident
+    in it.
+
+    Parameters
+    ----------
+    text_confidence : array of float, shape (n,)
+        ``wI`` of eq. 9, in [0, 1].
+    out_of_sample_confidence : array of float, shape (n,)
+        Out-of-sample probability of each observed label, in [0, 1].
+
+    Returns
+    -------
+    ndarray of float64, shape (n,), in [0, 1]
+    """
+    wi = np.asarray(text_confidence, dtype=np.float64)
+    q = np.asarray(out_of_sample_confidence, dtype=np.float64)
+    if wi.shape != q.shape or wi.ndim != 1:
+        raise ValueError(f"text_confidence {wi.shape} and out_of_sample_confidence {q.shape} must be equal 1-D shapes")
+    if not (np.isfinite(wi).all() and np.isfinite(q).all()):
+        raise ValueError("instance confidences contain NaN or inf")
+    if wi.min() < 0 or wi.max() > 1 or q.min() < 0 or q.max() > 1:
+        raise ValueError("instance confidences must lie in [0, 1]")
+    return np.sqrt(wi * q)

@@ -10,6 +10,7 @@ the fraction of the baseline -> oracle gap it closes.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
 import logging
 import multiprocessing as mp
 from dataclasses import dataclass
@@ -22,8 +23,8 @@ import pandas as pd
 from urnet_core.utils.io import load_npy, read_json
 from urnet_core.config import StudyConfig
 from urnet_core.study.pipeline import (
-    baseline, fit_and_evaluate, has_ground_truth, load_bundle, load_component, load_label_targets, load_test_metrics,
-    subset_targets, weight_components,
+    SIGNALS, baseline, fit_and_evaluate, has_ground_truth, load_bundle, load_component, load_label_targets,
+    load_test_metrics, subset_targets, weight_components,
 )
 from urnet_core.study.stages import run_stage, stage_key
 from urnet_core.study.stats import gap_closed, mean_ci, paired_difference
@@ -44,10 +45,14 @@ class MethodSpec:
     """One row of the ablation.
 
     ``strategies`` names the URNet components combined into the weights (subset of
-    {"class", "class_literal", "cluster", "cluster_own_class", "instance", "label"}); ``bag`` turns on the bag
-    branch; ``loss`` is "ce" or "gce"; ``class_balanced`` multiplies effective-number class
-    weights (Cui et al. 2019); ``subset`` restricts the training table ("clean_oracle",
-    "cleanlab", "flickr_top_k").
+    {"class", "class_literal", "cluster", "cluster_own_class", "instance", "instance_combined",
+    "label"}, files of :func:`~urnet_core.study.pipeline.weight_components`); ``signals`` says
+    whether they come from the in-sample baseline (the paper) or the cross-fitted one
+    (``"cross_fit"``); ``bag`` turns on the bag branch; ``loss`` is "ce" or "gce";
+    ``class_balanced`` multiplies effective-number class weights (Cui et al. 2019); ``subset``
+    restricts the training table ("clean_oracle", "cleanlab", "flickr_top_k"); ``trainer``
+    names a peer's own training procedure (:data:`PEER_TRAINERS`); ``selected`` marks the row
+    whose configuration :func:`select_configuration` picks on the noisy validation split.
     """
 
     name: str
@@ -57,13 +62,36 @@ class MethodSpec:
     loss: str = "ce"
     class_balanced: bool = False
     subset: str | None = None
+    signals: str = "in_sample"
+    trainer: str | None = None
+    selected: bool = False
 
 
 LADDER = ("baseline", "+class", "+cluster", "+instance", "+bag", "+label")
+CF = " (cross-fitted)"
+LADDER_CROSS_FIT = ("baseline", "+class") + tuple(r + CF for r in LADDER[2:])
+SELECTED = "URNet (selected on noisy validation)"
+#: Peer trainers: ``module:function`` taking the arguments of :func:`urnet_core.training.loop.train`.
+PEER_TRAINERS = {"elr": "urnet_core.peers.elr:train_elr", "coteaching": "urnet_core.peers.coteaching:train_coteaching",
+                 "dividemix": "urnet_core.peers.dividemix:train_dividemix"}
+#: Row groups and what they mean (the report's legend).
+GROUPS = {
+    "ladder": "the paper's ladder: each rung adds one URNet step to the one above, signals from the baseline "
+              "trained on all rows (in-sample)",
+    "ladder (cross-fitted)": "the same rungs with out-of-sample signals (K-fold cross-fitted baseline)",
+    "alone": "one URNet step on its own",
+    "new": "the study's instance weight: image-text confidence x out-of-sample label confidence",
+    "selected": "the URNet configuration chosen on the noisy validation split (never on test)",
+    "peer": "other methods for noisy labels, same backbone, epochs, seeds and data",
+    "oracle": "trained on the truly clean rows only: an upper reference that needs ground truth",
+    "variant": "alternative readings of a step", "trick": "the paper's data trick",
+}
 
 
-def default_methods(*, include_tricks: bool = True, ground_truth: bool = True) -> list[MethodSpec]:
-    """The study's rows: ladder, each strategy alone, the literal class weight, peers, oracles, tricks.
+def default_methods(*, include_tricks: bool = False, ground_truth: bool = True,
+                    include_variants: bool = False) -> list[MethodSpec]:
+    """The study's rows: both ladders, each strategy alone, the new instance weight, the
+    selected configuration, peers and oracles (variants and the top-K Flickr trick on request).
 
     Without ``ground_truth`` (real web data: no ``noise_type``/``true_label``) the oracle rows,
     which train on the truly clean rows only, are left out.
@@ -76,6 +104,8 @@ def default_methods(*, include_tricks: bool = True, ground_truth: bool = True) -
         MethodSpec("+bag", "ladder", ("class", "cluster", "instance"), bag=True),
         MethodSpec("+label", "ladder", ("class", "cluster", "instance", "label"), bag=True),
     ]
+    cross_fitted = [dataclasses.replace(r, name=r.name + CF, group="ladder (cross-fitted)", signals="cross_fit")
+                    for r in rungs[2:]]
     alone = [
         MethodSpec("class (literal eq. 3)", "alone", ("class_literal",)),
         MethodSpec("cluster only", "alone", ("cluster",)),
@@ -83,25 +113,45 @@ def default_methods(*, include_tricks: bool = True, ground_truth: bool = True) -
         MethodSpec("bag only", "alone", (), bag=True),
         MethodSpec("label only", "alone", ("label",)),
     ]
+    new = [MethodSpec("+instance, combined instance weight" + CF, "new", ("class", "cluster", "instance_combined"),
+                      signals="cross_fit")]
+    selected = [MethodSpec(SELECTED, "selected", selected=True)]
     peers = [
         MethodSpec("class-balanced loss (Cui 2019)", "peer", class_balanced=True),
-        MethodSpec("confident learning (cleanlab)", "peer", subset="cleanlab"),
+        MethodSpec("confident learning (cleanlab, out-of-sample)", "peer", subset="cleanlab", signals="cross_fit"),
         MethodSpec("generalized CE (Zhang 2018)", "peer", loss="gce"),
+        MethodSpec("ELR (Liu 2020)", "peer", trainer="elr"),
+        MethodSpec("co-teaching (Han 2018)", "peer", trainer="coteaching"),
+        MethodSpec("DivideMix (Li 2020)", "peer", trainer="dividemix"),
     ]
     oracles = [
         MethodSpec("oracle: clean only", "oracle", subset="clean_oracle"),
         MethodSpec("oracle: clean only, class-balanced", "oracle", subset="clean_oracle", class_balanced=True),
     ]
     # Our reading of eq. 7 that counts only the class's own instances in a group (see
-    # cluster_weight.py): the paper's reading up-weights mislabelled instances that sit in
-    # another class's large cluster, which hurts tail classes on noisy data.
+    # cluster_weight.py); the selection considers it with the paper's reading.
     own = ("class", "cluster_own_class", "instance")
     variants = [
         MethodSpec("+bag, own-class cluster count", "variant", own, bag=True),
         MethodSpec("+label, own-class cluster count", "variant", own + ("label",), bag=True),
     ]
     tricks = [MethodSpec("URNet + top-K Flickr", "trick", rungs[-1].strategies, bag=True, subset="flickr_top_k")]
-    return rungs + alone + peers + (oracles if ground_truth else []) + variants + (tricks if include_tricks else [])
+    return (rungs + cross_fitted + alone + new + selected + peers + (oracles if ground_truth else [])
+            + (variants if include_variants else []) + (tricks if include_tricks else []))
+
+
+def selection_candidates() -> list[MethodSpec]:
+    """What the noisy validation split chooses among (cross-fitted signals, bag branch on): the
+    cluster count (the paper's pooled count or the class's own), the instance weight (the
+    paper's image-text confidence or the combined one) and label reweighting on or off."""
+    out = []
+    for cluster, cluster_name in (("cluster", "pooled"), ("cluster_own_class", "own-class")):
+        for instance, instance_name in (("instance", "image-text"), ("instance_combined", "combined")):
+            for label in (False, True):
+                strategies = ("class", cluster, instance) + (("label",) if label else ())
+                name = f"cluster count {cluster_name}, instance {instance_name}, label {'on' if label else 'off'}"
+                out.append(MethodSpec(name, "candidate", strategies, bag=True, signals="cross_fit"))
+    return out
 
 
 # --------------------------------------------------------------------------- one method
@@ -116,9 +166,11 @@ def _subset_mask(spec: MethodSpec, study: StudyConfig, seed: int, table: pd.Data
         return (table["noise_type"] == "clean").to_numpy()
     if spec.subset == "cleanlab":
         from urnet_core.peers.filters import confident_learning_keep_mask
+        from urnet_core.study.pipeline import cross_fit
 
-        probs = load_npy(baseline(study, seed) / "train_probs.npy", mmap=False)
-        return confident_learning_keep_mask(table["label"].to_numpy(), probs)
+        source = (baseline(study, seed) / "train_probs.npy" if spec.signals == "in_sample"
+                  else cross_fit(study, seed) / "oof_probs.npy")
+        return confident_learning_keep_mask(table["label"].to_numpy(), load_npy(source, mmap=False))
     if spec.subset == "flickr_top_k":
         from urnet_core.peers.filters import top_k_source_mask
 
@@ -134,7 +186,7 @@ def method_weights(spec: MethodSpec, study: StudyConfig, seed: int, table: pd.Da
 
     weights = targets = None
     if spec.strategies:
-        folder = weight_components(study, seed)
+        folder = weight_components(study, seed, signals=spec.signals)
         comps = {s: load_component(folder, s) for s in spec.strategies if s != "label"}
         if comps:
             weights = combine_components(comps)
@@ -152,41 +204,92 @@ def method_weights(spec: MethodSpec, study: StudyConfig, seed: int, table: pd.Da
     return weights, targets
 
 
+def peer_trainer(name: str | None):
+    """The training function of a peer (:data:`PEER_TRAINERS`), or None for the plain trainer."""
+    import importlib
+
+    if name is None:
+        return None
+    if name not in PEER_TRAINERS:
+        raise ValueError(f"unknown peer trainer {name!r}; known: {sorted(PEER_TRAINERS)}")
+    module, function = PEER_TRAINERS[name].split(":")
+    return getattr(importlib.import_module(module), function)
+
+
 def run_method(study: StudyConfig, spec: MethodSpec, seed: int, *, force: bool = False,
-               flickr_top_k: int = 15) -> Path:
-    """Train ``spec`` for ``seed`` (cached) and return its run folder (``test_metrics.json``, ``test_probs.npy``)."""
-    if spec.name == "baseline":
+               flickr_top_k: int = 15, validation: bool = False) -> Path:
+    """Train ``spec`` for ``seed`` (cached) and return its run folder (``test_metrics.json``, ``test_probs.npy``).
+
+    With ``validation`` the run trains on the training rows minus the noisy validation split
+    (:func:`~urnet_core.study.pipeline.validation_mask`) and its metrics are scored on that
+    split's observed (noisy) labels, not on the test split: what selection may look at.
+    """
+    from urnet_core.study.pipeline import validation_mask
+
+    if spec.selected:
+        raise ValueError(f"{spec.name}: resolve the selected row with select_configuration() first")
+    if spec.name == "baseline" and not validation:
         return baseline(study, seed, force=force)
-    bundle = load_bundle(study)
+    bundle = load_bundle(study, seed)
     table = bundle.train
     config = study.train_config(seed, loss=spec.loss, bag_branch=spec.bag)
     base_key = read_json(baseline(study, seed) / "stage.json")["key"]
-    # The weights stage's key covers study.urnet, the backend used and the text model.
-    weights_key = weight_components(study, seed).name if spec.strategies else None
-    key = stage_key("method", base_key, weights_key, spec, config, flickr_top_k)
+    # The weights stage's key covers study.urnet, the signals, the backend used and the text model.
+    weights_key = weight_components(study, seed, signals=spec.signals).name if spec.strategies else None
+    fraction = study.run.validation_fraction if validation else None
+    key = stage_key("method", base_key, weights_key, dataclasses.replace(spec, name="", group=""), config,
+                    flickr_top_k, fraction)
 
     def compute(folder: Path) -> dict:
         keep = _subset_mask(spec, study, seed, table, flickr_top_k)
+        eval_table = None
+        if validation:
+            val = validation_mask(study, table["label"].to_numpy(), seed)
+            keep = keep & ~val
+            eval_table = table.loc[val].reset_index(drop=True)
         if keep.sum() == 0:
             raise ValueError(f"{spec.name}: the training subset is empty")
         weights, targets = method_weights(spec, study, seed, table, bundle.num_classes, keep)
         sub = table.loc[keep].reset_index(drop=True)
         metrics, _ = fit_and_evaluate(bundle, sub, config, folder, sample_weights=weights, soft_targets=targets,
-                                      init_weights=study.data.init_weights)
+                                      init_weights=study.data.init_weights, trainer=peer_trainer(spec.trainer),
+                                      eval_table=eval_table)
         return {"metrics": {k: v for k, v in metrics.items() if not isinstance(v, (list, dict))},
-                "n_train": int(len(sub)), "kept_fraction": float(keep.mean())}
+                "n_train": int(len(sub)), "kept_fraction": float(keep.mean()), "validation": validation}
 
-    folder, _ = run_stage(study.run.run_dir, "method", key, compute, force=force,
+    folder, _ = run_stage(study.run.run_dir, "validation" if validation else "method", key, compute, force=force,
                           description={"method": spec.name, "seed": seed})
     return folder
 
 
-def study_methods(study: StudyConfig) -> list[MethodSpec]:
-    """The rows this study's data allows: no oracle without ground truth, no top-K Flickr trick
-    without a ranked ``flickr`` source."""
-    table = load_bundle(study).train
-    flickr = "source" in table and (table["source"] == "flickr").any() and table["rank"].notna().any()
-    return default_methods(include_tricks=bool(flickr), ground_truth=has_ground_truth(table))
+#: Validation metric of the selection: balanced accuracy on the noisy labels (macro recall), so
+#: the long-tailed validation split does not favour the head classes the balanced test ignores.
+SELECTION_METRIC = "balanced_accuracy"
+
+
+def selection_table(study: StudyConfig, folders: list[str] | None = None) -> pd.DataFrame:
+    """Validation scores of every candidate (:func:`selection_candidates`) on the first seed."""
+    seed = study.run.seeds[0]
+    candidates = selection_candidates()
+    if folders is None:
+        folders = [str(run_method(study, spec, seed, validation=True)) for spec in candidates]
+    rows = []
+    for spec, folder in zip(candidates, folders):
+        metrics = load_test_metrics(folder)
+        rows.append({"candidate": spec.name, "strategies": "+".join(spec.strategies), "seed": seed,
+                     "val_top1": float(metrics["top1"]), "val_balanced_accuracy": float(metrics["balanced_accuracy"])})
+    table = pd.DataFrame(rows)
+    table["chosen"] = table[f"val_{SELECTION_METRIC}"] == table[f"val_{SELECTION_METRIC}"].max()
+    first = int(np.flatnonzero(table["chosen"].to_numpy())[0])  # ties: the first, i.e. the simplest
+    table["chosen"] = np.arange(len(table)) == first
+    return table
+
+
+def select_configuration(study: StudyConfig, table: pd.DataFrame | None = None) -> MethodSpec:
+    """The selected row: the candidate with the best noisy-validation score, named :data:`SELECTED`."""
+    table = selection_table(study) if table is None else table
+    chosen = selection_candidates()[int(np.flatnonzero(table["chosen"].to_numpy())[0])]
+    return dataclasses.replace(chosen, name=SELECTED, group="selected")
 
 
 # --------------------------------------------------------------------------- many runs
@@ -201,8 +304,10 @@ def _init_worker() -> None:
 def _job(kind: str, study: StudyConfig, seed: int, spec: MethodSpec | None) -> str:
     if kind == "baseline":
         return str(baseline(study, seed))
-    if kind == "weights":
-        return str(weight_components(study, seed))
+    if kind in SIGNALS:
+        return str(weight_components(study, seed, signals=kind))
+    if kind == "validation":
+        return str(run_method(study, spec, seed, validation=True))
     return str(run_method(study, spec, seed))
 
 
@@ -233,8 +338,14 @@ def run_ablation(study: StudyConfig, methods: Iterable[MethodSpec] | None = None
     n_jobs = study.run.n_jobs if n_jobs is None else n_jobs
     seeds = list(study.run.seeds)
     _run_jobs([("baseline", study, s, None) for s in seeds], n_jobs, "baselines")
-    if any(m.strategies for m in methods):
-        _run_jobs([("weights", study, s, None) for s in seeds], n_jobs, "weights")
+    selecting = any(m.selected for m in methods)
+    signals = {m.signals for m in methods if m.strategies or m.subset == "cleanlab"} | ({"cross_fit"} if selecting else set())
+    _run_jobs([(kind, study, s, None) for kind in sorted(signals) for s in seeds], n_jobs, "weights")
+    if selecting:
+        candidates = selection_candidates()
+        folders = _run_jobs([("validation", study, seeds[0], c) for c in candidates], n_jobs, "selection")
+        chosen = select_configuration(study, selection_table(study, folders))
+        methods = [chosen if m.selected else m for m in methods]
     jobs = [("method", study, s, m) for m in methods for s in seeds]
     folders = _run_jobs(jobs, n_jobs, "ablation")
     rows = []
@@ -332,7 +443,8 @@ def seed_ensemble_metrics(results: pd.DataFrame, method: str, test_labels: np.nd
 
 
 # --------------------------------------------------------------------------- tables for the report
-TABLE_FILES = ("results.csv", "summary.csv", "ladder_differences.csv", "gap_closed.csv", "data.json")
+TABLE_FILES = ("results.csv", "summary.csv", "ladder_differences.csv", "gap_closed.csv", "selection.csv",
+               "data.json")
 
 
 def write_tables(study: StudyConfig, results: pd.DataFrame) -> Path:
@@ -360,7 +472,11 @@ def write_tables(study: StudyConfig, results: pd.DataFrame) -> Path:
         summary_table(results).to_csv(tmp / "summary.csv", index=False)
         ladder_differences(results).to_csv(tmp / "ladder_differences.csv", index=False)
         gap_closed_table(results).to_csv(tmp / "gap_closed.csv", index=False)
-        info = {**describe(study, bundle), "data_hash": data_key(bundle)}
+        selection = selection_table(study) if (results["group"] == "selected").any() else pd.DataFrame()
+        selection.to_csv(tmp / "selection.csv", index=False)
+        info = {**describe(study, bundle), "data_hash": data_key(bundle),
+                "draw_per_seed": bundle.manifest.benchmark is not None and study.run.draw_per_seed,
+                "cross_fit_folds": study.run.cross_fit_folds, "validation_fraction": study.run.validation_fraction}
         (tmp / "data.json").write_text(json.dumps(info, indent=1, default=str))
         old = out.with_name(f".ablation-old-{os.getpid()}")
         if out.exists():

@@ -39,19 +39,34 @@ DENSE_TARGETS, COMPACT_TARGETS = "label_targets.npy", "label_targets.npz"
 
 
 # --------------------------------------------------------------------------- data
-@functools.lru_cache(maxsize=4)
-def _load_bundle_cached(manifest: str, manifest_digest: str, scale: str | None):
+@functools.lru_cache(maxsize=8)
+def _load_bundle_cached(manifest: str, manifest_digest: str, scale: str | None, draw: int | None):
     from urnet_core.data.manifest import load_dataset, load_manifest
 
-    return load_dataset(load_manifest(manifest), scale=scale)
+    return load_dataset(load_manifest(manifest), scale=scale, benchmark_seed=draw)
 
 
-def load_bundle(study: StudyConfig):
-    """Load the manifest's dataset (memoised per process, keyed by the manifest's content)."""
+def benchmark_draw(study: StudyConfig, seed: int | None) -> int | None:
+    """The benchmark seed run seed ``seed`` trains on: the manifest's seed + ``seed`` when
+    ``run.draw_per_seed`` and the manifest generates a benchmark; None = the manifest's own draw."""
+    from urnet_core.data.manifest import load_manifest
+
+    if seed is None or not study.run.draw_per_seed:
+        return None
+    bench = load_manifest(study.data.manifest).benchmark
+    if bench is None:
+        return None
+    return int(bench.get("seed", 0)) + int(seed)
+
+
+def load_bundle(study: StudyConfig, seed: int | None = None):
+    """Load the dataset run seed ``seed`` trains on (:func:`benchmark_draw`; the first seed's
+    draw when None), memoised per process and keyed by the manifest's content."""
     path = Path(study.data.manifest)
     if not path.is_file():
         raise FileNotFoundError(f"manifest not found: {path}")
-    return _load_bundle_cached(str(path), file_hash(path), study.data.scale)
+    draw = benchmark_draw(study, study.run.seeds[0] if seed is None else seed)
+    return _load_bundle_cached(str(path), file_hash(path), study.data.scale, draw)
 
 
 def has_ground_truth(table: pd.DataFrame) -> bool:
@@ -82,8 +97,10 @@ def make_dataset(bundle, table: pd.DataFrame, *, train: bool, model: str = "smal
 # --------------------------------------------------------------------------- one trained model
 def fit_and_evaluate(bundle, table: pd.DataFrame, config, run_dir: str | Path, *, sample_weights=None,
                      soft_targets=None, init_weights: str | None = None, resume: bool = True,
-                     progress: bool = False, distributed: bool = False, trainer=None):
-    """Train on ``table``, evaluate on the bundle's test split and write the run folder.
+                     progress: bool = False, distributed: bool = False, trainer=None,
+                     eval_table: pd.DataFrame | None = None):
+    """Train on ``table``, evaluate on the bundle's test split (or ``eval_table``, e.g. the
+    noisy validation rows) and write the run folder.
 
     ``trainer`` (default :func:`urnet_core.training.loop.train`) may be a peer's training
     function with the same signature. Under torchrun (``distributed``) every rank trains and
@@ -98,7 +115,7 @@ def fit_and_evaluate(bundle, table: pd.DataFrame, config, run_dir: str | Path, *
                      config=config, in_channels=bundle.in_channels, sample_weights=sample_weights,
                      soft_targets=soft_targets, eval_dataset=None, run_dir=run_dir, resume=resume,
                      weights_path=init_weights, progress=progress)
-    test_ds = make_dataset(bundle, bundle.test, train=False, model=config.model)
+    test_ds = make_dataset(bundle, bundle.test if eval_table is None else eval_table, train=False, model=config.model)
     device = next(result.model.parameters()).device
     metrics, test_probs = evaluate(result.model, test_ds, num_classes=bundle.num_classes,
                                    batch_size=max(config.batch_size, 256), device=device,
@@ -122,7 +139,7 @@ def baseline(study: StudyConfig, seed: int, *, force: bool = False) -> Path:
     """
     from urnet_core.training.features import extract_features
 
-    bundle = load_bundle(study)
+    bundle = load_bundle(study, seed)
     config = study.train_config(seed)
     key = stage_key("baseline", data_key(bundle), config, study.data.init_weights)
 
@@ -160,64 +177,183 @@ def every_strategy(study: StudyConfig):
                                label_reweight=True, bag_branch=True)
 
 
-def weight_components(study: StudyConfig, seed: int, *, force: bool = False) -> Path:
-    """Compute every URNet strategy's per-instance weights once per seed (from the baseline).
+def stratified_folds(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Fold id in ``[0, k)`` of every row, stratified by label (each class split evenly), seeded."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 7919]))
+    folds = np.empty(labels.shape[0], dtype=np.int64)
+    for c in np.unique(labels):
+        rows = np.flatnonzero(labels == c)
+        folds[rng.permutation(rows)] = np.arange(rows.size) % k
+    return folds
+
+
+def validation_mask(study: StudyConfig, labels: np.ndarray, seed: int) -> np.ndarray:
+    """The noisy validation rows: ``run.validation_fraction`` of the training rows, stratified
+    by (observed) label and seeded, on which configurations are selected (never the test split)."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 104729]))
+    mask = np.zeros(labels.shape[0], dtype=bool)
+    for c in np.unique(labels):
+        rows = np.flatnonzero(labels == c)
+        take = int(round(rows.size * study.run.validation_fraction))
+        mask[rng.choice(rows, size=min(take, rows.size - 1), replace=False)] = True
+    return mask
+
+
+def cross_fit(study: StudyConfig, seed: int, *, force: bool = False) -> Path:
+    """K-fold cross-fitting of the baseline: out-of-sample signals for every training row.
+
+    The training rows are split into ``run.cross_fit_folds`` folds (stratified, seeded); for
+    each fold a baseline (same config, its own seed) trains on the other folds and predicts the
+    held-out rows. Artefacts: ``oof_probs.npy`` (n, C), ``oof_features.npy`` (n, D; each row in
+    the feature space of the fold model that held it out, so compare rows within a fold only)
+    and ``folds.npy`` (n,). cleanlab asks for such out-of-sample probabilities; a network's
+    in-sample predictions have fitted the very labels they are meant to judge.
+    """
+    from urnet_core.training.features import extract_features
+
+    bundle = load_bundle(study, seed)
+    k = study.run.cross_fit_folds
+    config = study.train_config(seed)
+    key = stage_key("cross_fit", data_key(bundle), config, k, study.data.init_weights)
+
+    def compute(folder: Path) -> dict:
+        table = bundle.train
+        folds = stratified_folds(table["label"].to_numpy(), k, seed)
+        probs = features = None
+        fold_metrics = []
+        for f in range(k):
+            held = folds == f
+            fold_config = dataclasses.replace(config, seed=int(np.random.SeedSequence([seed, f, 31]).generate_state(1)[0] % 2**31))
+            metrics, model = fit_and_evaluate(bundle, table.loc[~held].reset_index(drop=True), fold_config,
+                                              folder / f"fold{f}", init_weights=study.data.init_weights)
+            feats, p = extract_features(model, make_dataset(bundle, table.loc[held].reset_index(drop=True), train=False,
+                                                            model=config.model),
+                                        batch_size=512, device=next(model.parameters()).device)
+            if probs is None:
+                probs = np.zeros((len(table), p.shape[1]), dtype=np.float32)
+                features = np.zeros((len(table), feats.shape[1]), dtype=np.float32)
+            probs[held], features[held] = p, feats
+            fold_metrics.append(metrics["top1"])
+        save_npy(folder / "oof_probs.npy", probs)
+        save_npy(folder / "oof_features.npy", features)
+        save_npy(folder / "folds.npy", folds)
+        labels = table["label"].to_numpy()
+        return {"folds": k, "fold_test_top1": fold_metrics,
+                "oof_agreement": float((probs.argmax(1) == labels).mean())}
+
+    folder, _ = run_stage(study.run.run_dir, "cross_fit", key, compute, force=force, description={"seed": seed})
+    return folder
+
+
+def every_strategy(study: StudyConfig):
+    """``study.urnet`` with every strategy on: the weights stage computes them all once, and the
+    ablation's rows pick which to combine."""
+    return dataclasses.replace(study.urnet, class_reweight=True, cluster_reweight=True, instance_reweight=True,
+                               label_reweight=True, bag_branch=True)
+
+
+SIGNALS = ("in_sample", "cross_fit")
+
+
+def weight_components(study: StudyConfig, seed: int, *, signals: str = "in_sample", force: bool = False) -> Path:
+    """Compute every URNet strategy's per-instance weights once per seed.
+
+    ``signals="in_sample"`` (the paper): the predictions, features and confidences come from
+    the baseline trained on all training rows. ``"cross_fit"``: from :func:`cross_fit`: the
+    confusion matrix and label targets use out-of-sample predictions, and cluster and instance
+    weights are computed fold by fold on the held-out rows in the feature space of the model
+    that never saw them; the extra component ``instance_combined`` mixes the paper's
+    image-text confidence with the out-of-sample confidence of the label
+    (:func:`~urnet_core.reweight.instance_weight.combined_instance_weights`).
 
     The hyperparameters are ``study.urnet``'s (alpha, class_scheme, top_k, n_clusters,
     cluster_count, top_r, instance_epochs, beta, kmeans_backend). Artefacts:
     ``class_balanced.npy`` (wC of each instance's label with ``study.urnet.class_scheme``;
     the name is kept for the default scheme), ``class_literal.npy`` (eq. 3 as printed),
     ``cluster.npy`` (wG with ``study.urnet.cluster_count``), ``cluster_own_class.npy`` (wG
-    counting the class's own instances only), ``instance.npy`` (wI) and the eq. 10 targets
+    counting the class's own instances only), ``instance.npy`` (wI), ``self_confidence.npy``
+    (the probability the signal's baseline gives each observed label) and the eq. 10 targets
     (``label_targets.npy`` dense, or ``label_targets.npz`` compact above
     :data:`~urnet_core.reweight.compose.DENSE_TARGET_LIMIT` values; read them with
     :func:`load_label_targets`). The summary records the k-means backend actually used.
     """
     from urnet_core.reweight.class_weight import class_weights
     from urnet_core.reweight.compose import compose_weights, use_compact_targets
+    from urnet_core.reweight.instance_weight import combined_instance_weights
     from urnet_core.reweight.kmeans import resolve_backend
-    from urnet_core.training.targets import LabelPairs, save_label_pairs
+    from urnet_core.reweight.label_weight import label_pairs
+    from urnet_core.training.targets import save_label_pairs
 
-    bundle = load_bundle(study)
-    base = baseline(study, seed)
+    if signals not in SIGNALS:
+        raise ValueError(f"signals must be one of {SIGNALS}, got {signals!r}")
+    bundle = load_bundle(study, seed)
+    source = baseline(study, seed) if signals == "in_sample" else cross_fit(study, seed)
     cfg = every_strategy(study)
     own_class_cfg = dataclasses.replace(cfg, class_reweight=False, instance_reweight=False, label_reweight=False,
                                         cluster_count="class")
     backend = resolve_backend(cfg.kmeans_backend, batched=True)
     compact = use_compact_targets(len(bundle.train), bundle.num_classes)
-    key = stage_key("weights", read_json(base / "stage.json")["key"], cfg, backend, compact, study.data.text_model_path)
+    key = stage_key("weights", read_json(source / "stage.json")["key"], signals, cfg, backend, compact,
+                    study.data.text_model_path)
 
     def compute(folder: Path) -> dict:
         table = bundle.train
-        vectors = label_vectors(study, bundle)
-        features = load_npy(base / "features.npy", mmap=False)
-        probs = load_npy(base / "train_probs.npy", mmap=False)
         labels = table["label"].to_numpy()
-        ws = compose_weights(cfg, labels=labels, num_classes=bundle.num_classes, features=features,
-                             pred_probs=probs, label_vectors=vectors, ranks=table["rank"].to_numpy(),
-                             sources=table["source"].to_numpy(), seed=seed)
-        comps = dict(ws.components)
-        comps["class_literal"] = class_weights(labels, bundle.num_classes, alpha=cfg.alpha, scheme="literal")[labels]
-        comps["cluster_own_class"] = compose_weights(own_class_cfg, labels=labels, num_classes=bundle.num_classes,
-                                                     features=features, pred_probs=probs, seed=seed).components["cluster"]
-        for name, file in COMPONENT_FILES.items():
-            save_npy(folder / f"{file}.npy", comps[name])
-        if isinstance(ws.soft_targets, LabelPairs):
-            save_label_pairs(folder / COMPACT_TARGETS, ws.soft_targets)
+        n, num_classes = len(table), bundle.num_classes
+        vectors = label_vectors(study, bundle)
+        if signals == "in_sample":
+            features = load_npy(source / "features.npy", mmap=False)
+            probs = load_npy(source / "train_probs.npy", mmap=False)
+            folds = np.zeros(n, dtype=np.int64)
         else:
-            save_npy(folder / DENSE_TARGETS, ws.soft_targets)
+            features = load_npy(source / "oof_features.npy", mmap=False)
+            probs = load_npy(source / "oof_probs.npy", mmap=False)
+            folds = load_npy(source / "folds.npy", mmap=False)
+        predicted = probs.argmax(1)
+        comps = {name: np.zeros(n, dtype=np.float32) for name in ("class", "cluster", "instance", "cluster_own_class")}
+        for f in np.unique(folds):
+            rows = np.flatnonzero(folds == f)
+            ws = compose_weights(dataclasses.replace(cfg, label_reweight=False), labels=labels[rows],
+                                 num_classes=num_classes, features=features[rows], pred_probs=predicted[rows],
+                                 label_vectors=vectors, ranks=table["rank"].to_numpy()[rows],
+                                 sources=table["source"].to_numpy()[rows], seed=seed)
+            own = compose_weights(own_class_cfg, labels=labels[rows], num_classes=num_classes,
+                                  features=features[rows], pred_probs=predicted[rows], seed=seed)
+            for name in ("class", "cluster", "instance"):
+                comps[name][rows] = ws.components[name]
+            comps["cluster_own_class"][rows] = own.components["cluster"]
+        # Class weights from the whole table (folds are stratified, so per fold they agree anyway).
+        scheme_cfg = dataclasses.replace(cfg, cluster_reweight=False, instance_reweight=False, label_reweight=False)
+        comps["class"] = compose_weights(scheme_cfg, labels=labels, num_classes=num_classes).components["class"]
+        comps["class_literal"] = class_weights(labels, num_classes, alpha=cfg.alpha, scheme="literal")[labels]
+        confidence = probs[np.arange(n), labels].astype(np.float64)
+        comps["self_confidence"] = confidence.astype(np.float32)
+        if signals == "cross_fit":
+            comps["instance_combined"] = combined_instance_weights(np.clip(comps["instance"], 0, 1),
+                                                                   np.clip(confidence, 0, 1)).astype(np.float32)
+        for name, values in comps.items():
+            save_npy(folder / f"{COMPONENT_FILES[name]}.npy", values)
+        pairs = label_pairs(labels, predicted, num_classes, beta=cfg.beta)
+        if compact:
+            save_label_pairs(folder / COMPACT_TARGETS, pairs)
+        else:
+            save_npy(folder / DENSE_TARGETS, pairs.expand(labels, num_classes))
         stats = {name: {"mean": float(np.mean(v)), "min": float(np.min(v)), "max": float(np.max(v))}
                  for name, v in comps.items()}
-        return {"components": stats, "kmeans_backend": backend, "alpha": cfg.alpha,
-                "compact_targets": isinstance(ws.soft_targets, LabelPairs)}
+        return {"components": stats, "signals": signals, "kmeans_backend": backend, "alpha": cfg.alpha,
+                "compact_targets": compact}
 
-    folder, _ = run_stage(study.run.run_dir, "weights", key, compute, force=force, description={"seed": seed})
+    folder, _ = run_stage(study.run.run_dir, "weights", key, compute, force=force,
+                          description={"seed": seed, "signals": signals})
     return folder
 
 
 #: Strategy name of an ablation row -> file written by :func:`weight_components`.
 COMPONENT_FILES = {"class": "class_balanced", "class_literal": "class_literal", "cluster": "cluster",
-                   "cluster_own_class": "cluster_own_class", "instance": "instance"}
+                   "cluster_own_class": "cluster_own_class", "instance": "instance",
+                   "instance_combined": "instance_combined", "self_confidence": "self_confidence"}
 
 
 def load_component(folder: str | Path, name: str) -> np.ndarray:
