@@ -24,6 +24,7 @@ from urnet_core.training import distributed as dist_util
 from urnet_core.utils.guards import check_disk_space, planned_feature_bytes
 from urnet_core.utils.io import load_npy, save_npy, stable_hash
 from urnet_core.models.backbones import Backbone
+from urnet_core.training.checkpoint import dataset_fingerprint  # noqa: F401  (re-exported: defined beside train's resume check)
 from urnet_core.training.loop import _inference, resolve_device
 
 logger = logging.getLogger(__name__)
@@ -38,29 +39,6 @@ def model_fingerprint(model: torch.nn.Module) -> str:
         for k, v in model.state_dict().items()
     }
     return stable_hash(type(model).__name__, getattr(model, "name", ""), state)
-
-
-def dataset_fingerprint(dataset: Dataset) -> str:
-    """Stable hash of what identifies a dataset: table, images, row mapping, root and transform.
-
-    Uses whichever of ``.table``, ``.images``, ``.image_index``, ``.paths``, ``.labels``,
-    ``.root`` and ``.transform`` the dataset has. Raises ValueError when it has none of
-    ``.table``/``.images``/``.paths``; pass an explicit ``cache_key`` to
-    :func:`extract_features` for such datasets.
-    """
-    attrs = {name: getattr(dataset, name, None) for name in ("table", "images", "image_index", "paths", "labels")}
-    if all(attrs[name] is None for name in ("table", "images", "paths")):
-        raise ValueError(
-            f"cannot identify a {type(dataset).__name__} for caching (no .table, .images or .paths); pass cache_key="
-        )
-    parts = {k: np.asarray(v) if k != "table" and v is not None else v for k, v in attrs.items() if v is not None}
-    return stable_hash(
-        type(dataset).__name__,
-        len(dataset),
-        parts,
-        str(getattr(dataset, "root", None)),
-        repr(getattr(dataset, "transform", None)),
-    )
 
 
 def extract_features(
