@@ -520,3 +520,139 @@ def test_extract_features_checks_disk_before_any_work(tmp_path, monkeypatch):
     with pytest.raises(OSError, match=r"not enough disk space for the feature cache"):
         F.extract_features(model, Digits(64), device="cpu", cache_dir=tmp_path / "cache", cache_key="x")
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+
+
+# --------------------------------------------------------------------------- 6. resume safety
+
+
+def _digits_bundle(tmp_path: Path, name: str, *edits: tuple[str, str]):
+    """The smoke digits benchmark from a copy of its manifest with ``(old, new)`` text edits."""
+    from urnet_core.data.manifest import load_dataset
+
+    text = DIGITS_MANIFEST.read_text()
+    for old, new in edits:
+        assert old in text
+        text = text.replace(old, new)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(text)
+    return load_dataset(path, scale="smoke")
+
+
+def _train_set(bundle):
+    from urnet_core.data.datasets import default_transforms
+
+    size = dict(in_channels=bundle.in_channels, image_size=bundle.image_size)
+    return bundle.dataset(bundle.train, default_transforms("small_cnn", True, **size))
+
+
+class _Killed(Exception):
+    pass
+
+
+def _kill_after_first(record: dict) -> None:
+    raise _Killed
+
+
+@pytest.mark.parametrize("edit", [("  size: 28\n", "  size: 20\n"), ("closed_noise: 0.3", "closed_noise: 0.4")],
+                         ids=["image_size", "noise_level"])
+def test_resume_refuses_a_changed_dataset(tmp_path, edit):
+    """A run killed after epoch 1 is not resumed onto other images with the same labels
+    (28 -> 20 px, or another closed-noise level whose draw keeps every observed label)."""
+    base, changed = _digits_bundle(tmp_path, "base"), _digits_bundle(tmp_path, "changed", edit)
+    train_a, train_b = _train_set(base), _train_set(changed)
+    assert np.array_equal(train_a.labels, train_b.labels)  # the data hash alone cannot tell them apart
+    config = TrainConfig(epochs=3, batch_size=64, device="cpu", amp=False, seed=0)
+    kwargs = dict(num_classes=base.num_classes, config=config, in_channels=base.in_channels, progress=False)
+    run = tmp_path / "run"
+    with pytest.raises(_Killed):
+        train(train_a, run_dir=run, on_epoch_end=_kill_after_first, **kwargs)
+    with pytest.raises(ValueError, match="training dataset differs") as info:
+        train(train_b, run_dir=run, **kwargs)
+    assert str(run) in str(info.value) and "--no-resume" in str(info.value) and "resume=False" in str(info.value)
+    assert torch.load(run / CHECKPOINT_NAME, weights_only=True)["epoch"] == 1  # left as it was
+    # The same data, rebuilt from the manifest (a new process would do the same), resumes.
+    epochs = []
+    train(_train_set(_digits_bundle(tmp_path, "again")), run_dir=run, on_epoch_end=epochs.append, **kwargs)
+    assert [r["epoch"] for r in epochs] == [2, 3]
+    # resume=False starts over on the new data.
+    fresh = train(train_b, run_dir=run, resume=False, **kwargs)
+    assert len(fresh.history) == 3
+
+
+def test_file_dataset_fingerprint_sees_file_content_and_transform(tmp_path):
+    """Image files: a file rewritten in place (same path) or a new image size changes the fingerprint."""
+    import pandas as pd
+
+    from conftest import write_image
+    from urnet_core.data.datasets import ImageFileDataset, default_transforms
+
+    for i in range(3):
+        write_image(tmp_path / "img" / f"{i}.png", size=(12, 10), seed=i)
+    table = pd.DataFrame({"path": [f"img/{i}.png" for i in range(3)], "label": [0, 1, 0]})
+    make = lambda size=28: ImageFileDataset(table, tmp_path, default_transforms("small_cnn", True, image_size=size),  # noqa: E731
+                                            mode="L")
+    fp = F.dataset_fingerprint(make())
+    assert F.dataset_fingerprint(make()) == fp  # stable
+    assert F.dataset_fingerprint(make(20)) != fp  # image size
+    old = (tmp_path / "img" / "1.png").stat()
+    write_image(tmp_path / "img" / "1.png", size=(12, 10), seed=99)  # same path, other pixels
+    os.utime(tmp_path / "img" / "1.png", ns=(old.st_atime_ns, old.st_mtime_ns + 1_000_000))
+    assert F.dataset_fingerprint(make()) != fp
+
+
+HOLDER_SCRIPT = """
+import sys, time
+from pathlib import Path
+import numpy as np, torch
+from sklearn.datasets import load_digits
+torch.set_num_threads(1)
+from urnet_core.training.loop import TrainConfig, train
+
+
+class Digits(torch.utils.data.Dataset):
+    def __init__(self):
+        data = load_digits()
+        self.x = torch.tensor(data.data[:200], dtype=torch.float32).reshape(-1, 1, 8, 8) / 16.0
+        self.labels = data.target[:200].astype(np.int64)
+    def __len__(self):
+        return len(self.labels)
+    def __getitem__(self, i):
+        return self.x[i], int(self.labels[i]), int(i)
+
+
+def hold(record):
+    Path(sys.argv[2]).write_text("ready")
+    time.sleep(120)  # the test kills us before this ends
+
+
+train(Digits(), num_classes=10, config=TrainConfig(epochs=2, batch_size=64, device="cpu", amp=False),
+      run_dir=sys.argv[1], on_epoch_end=hold, progress=False)
+"""
+
+
+def test_second_train_on_a_locked_run_dir_fails_naming_the_holder(tmp_path):
+    from urnet_core.utils.locks import FolderLockedError
+
+    script, run, ready = tmp_path / "holder.py", tmp_path / "run", tmp_path / "ready"
+    script.write_text(HOLDER_SCRIPT)
+    holder = _spawn(script, run, ready, log=tmp_path / "holder.log")
+    try:
+        deadline = time.monotonic() + 120
+        while not ready.exists():
+            assert holder.poll() is None, (tmp_path / "holder.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "holder never reached its first epoch end"
+            time.sleep(0.05)
+        ds = Digits(64)
+        config = TrainConfig(epochs=1, batch_size=32, device="cpu", amp=False)
+        with pytest.raises(FolderLockedError, match=rf"in use by process {holder.pid}\b") as info:
+            train(ds, num_classes=10, config=config, run_dir=run, resume=False, progress=False)
+        assert str(run) in str(info.value)
+        assert (run / CHECKPOINT_NAME).exists()  # resume=False did not clear the holder's files
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    # The dead holder's lock file is still there but no longer blocks.
+    assert (run / ".lock").exists()
+    result = train(Digits(64), num_classes=10, config=TrainConfig(epochs=1, batch_size=32, device="cpu", amp=False),
+                   run_dir=run, resume=False, progress=False)
+    assert len(result.history) == 1

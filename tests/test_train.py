@@ -218,3 +218,121 @@ def test_bad_inputs(digits):
         train(train_ds, num_classes=10, config=cfg, sample_weights=w, progress=False)
     with pytest.raises(ValueError, match=r"\[0, 5\)"):
         train(train_ds, num_classes=5, config=cfg, progress=False)
+
+
+# --------------------------------------------------------------------------- run folder safety
+
+
+OLD_FINALS = ("final_metrics.json", "test_probs.npy", "history.json")
+
+
+def _plant_old_run(run_dir) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for name in OLD_FINALS:
+        (run_dir / name).write_text("from an older run")
+
+
+@pytest.mark.parametrize("with_checkpoint", [True, False], ids=["resume_false", "no_checkpoint"])
+def test_starting_over_clears_the_previous_runs_artefacts(digits, tmp_path, with_checkpoint):
+    train_ds, _ = digits
+    run = tmp_path / "run"
+    if with_checkpoint:  # a finished older run: resume=False starts over
+        train(train_ds, num_classes=10, config=TrainConfig(epochs=1, **FAST), run_dir=run, progress=False)
+    _plant_old_run(run)  # what `urnet train` writes after train() returns
+    seen = []
+
+    def look(record):  # the new run's first checkpoint exists: no old final may sit beside it
+        seen.append(sorted(p.name for p in run.iterdir() if not p.name.startswith(".")))
+
+    cfg = TrainConfig(epochs=2, seed=1, **FAST)
+    result = train(train_ds, num_classes=10, config=cfg, run_dir=run, resume=False if with_checkpoint else True,
+                   on_epoch_end=look, progress=False)
+    assert seen[0] == ["checkpoint.pt", "metrics.json"] and len(result.history) == 2
+    assert read_json(run / "metrics.json")["config"]["seed"] == 1
+
+
+def test_resuming_keeps_the_runs_own_files(digits, tmp_path):
+    train_ds, _ = digits
+    run = tmp_path / "run"
+    cfg = TrainConfig(epochs=1, **FAST)
+    train(train_ds, num_classes=10, config=cfg, run_dir=run, progress=False)
+    _plant_old_run(run)  # this run's own finals, from the CLI
+    again = train(train_ds, num_classes=10, config=cfg, run_dir=run, progress=False)  # finished: nothing to do
+    assert len(again.history) == 1 and all((run / name).exists() for name in OLD_FINALS)
+
+
+class CountingDigits(Digits):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.reads = 0
+
+    def __getitem__(self, i: int):
+        self.reads += 1
+        return super().__getitem__(i)
+
+
+def test_unwritable_run_dir_fails_before_any_epoch(digits, tmp_path):
+    train_ds, _ = digits
+    ds = CountingDigits(train_ds.x.reshape(-1, 64).numpy() * 16.0, train_ds.labels)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.raises(OSError, match="run folder .*a_file/run is not writable") as info:
+        train(ds, num_classes=10, config=TrainConfig(epochs=1, **FAST), run_dir=blocker / "run", progress=False)
+    assert isinstance(info.value, ValueError)  # reported as one line by the command line
+    assert ds.reads == 0
+
+
+def test_read_only_run_dir_fails_before_any_epoch(digits, tmp_path):
+    import os
+    import stat
+
+    train_ds, _ = digits
+    ds = CountingDigits(train_ds.x.reshape(-1, 64).numpy() * 16.0, train_ds.labels)
+    run = tmp_path / "run"
+    run.mkdir()
+    run.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        if os.access(run, os.W_OK):
+            pytest.skip("this user (root?) can write to a read-only folder")
+        with pytest.raises(PermissionError, match=f"run folder {run} is not writable"):
+            train(ds, num_classes=10, config=TrainConfig(epochs=1, **FAST), run_dir=run, progress=False)
+        assert ds.reads == 0
+    finally:
+        run.chmod(stat.S_IRWXU)
+
+
+def test_folder_lock(tmp_path):
+    import os
+
+    from urnet_core.utils.locks import FolderLock, FolderLockedError
+
+    folder = tmp_path / "run"
+    with FolderLock(folder, what="run folder") as lock:
+        assert lock.held and (folder / ".lock").read_text().strip() == str(os.getpid())
+        with pytest.raises(FolderLockedError, match=rf"run folder {folder} is in use by process {os.getpid()}"):
+            FolderLock(folder, what="run folder").acquire()
+    assert not lock.held
+    with pytest.raises(KeyError):  # released on an exception too
+        with FolderLock(folder):
+            raise KeyError("boom")
+    with FolderLock(folder):
+        pass
+
+
+def test_train_holds_the_run_dir_lock(digits, tmp_path):
+    from urnet_core.utils.locks import FolderLock, FolderLockedError
+
+    train_ds, _ = digits
+    run = tmp_path / "run"
+    cfg = TrainConfig(epochs=1, **FAST)
+    inner = []
+
+    def second_call(record):
+        with pytest.raises(FolderLockedError, match="in use by process"):
+            train(train_ds, num_classes=10, config=cfg, run_dir=run, resume=False, progress=False)
+        inner.append(True)
+
+    train(train_ds, num_classes=10, config=cfg, run_dir=run, on_epoch_end=second_call, progress=False)
+    assert inner == [True]
+    with FolderLock(run):  # released when train() returned
+        pass

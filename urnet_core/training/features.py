@@ -24,6 +24,7 @@ from urnet_core.training import distributed as dist_util
 from urnet_core.utils.guards import check_disk_space, planned_feature_bytes
 from urnet_core.utils.io import load_npy, save_npy, stable_hash
 from urnet_core.models.backbones import Backbone
+from urnet_core.training.checkpoint import dataset_fingerprint  # noqa: F401  (re-exported: defined beside train's resume check)
 from urnet_core.training.loop import _inference, resolve_device
 
 logger = logging.getLogger(__name__)
@@ -38,57 +39,6 @@ def model_fingerprint(model: torch.nn.Module) -> str:
         for k, v in model.state_dict().items()
     }
     return stable_hash(type(model).__name__, getattr(model, "name", ""), state)
-
-
-def file_stats(root: str | os.PathLike | None, paths: list[str]) -> np.ndarray:
-    """``(n, 2)`` int64 of each file's size and ``st_mtime_ns`` under ``root`` (``-1, -1`` when missing)."""
-    base = Path(root) if root is not None else Path()
-    out = np.full((len(paths), 2), -1, dtype=np.int64)
-    for i, rel in enumerate(paths):
-        try:
-            st = os.stat(base / rel)
-        except OSError:
-            continue
-        out[i] = (st.st_size, st.st_mtime_ns)
-    return out
-
-
-def dataset_fingerprint(dataset: Dataset) -> str:
-    """Stable hash of what identifies a dataset's *content*: table, images, row mapping,
-    root, transform, and for file-based data each file's size and modification time.
-
-    Uses whichever of ``.table``, ``.images``, ``.image_index``, ``.paths``, ``.labels``,
-    ``.root`` and ``.transform`` the dataset has. Raises ValueError when it has none of
-    ``.table``/``.images``/``.paths``; pass an explicit ``cache_key`` to
-    :func:`extract_features` for such datasets.
-
-    In-memory images (``.images``) are hashed by content (their bytes). File-based data
-    (``.paths``) is fingerprinted by ``(path, size, st_mtime_ns)`` of every file - one
-    ``stat`` per file, not a read: hashing the bytes of WebVision's 2.4M images (~100 GB)
-    would take about as long as the inference pass the cache is there to skip, whereas a
-    stat per file costs seconds. Replacing, rewriting or truncating an image changes its
-    mtime (and usually its size), so the key changes and the features are recomputed; the
-    only miss is a same-size rewrite that also restores the old nanosecond mtime on
-    purpose (``touch -d``/``rsync -t`` of different bytes), which we accept. A missing file
-    is recorded as ``(-1, -1)``, so one that appears later also changes the key.
-    """
-    attrs = {name: getattr(dataset, name, None) for name in ("table", "images", "image_index", "paths", "labels")}
-    if all(attrs[name] is None for name in ("table", "images", "paths")):
-        raise ValueError(
-            f"cannot identify a {type(dataset).__name__} for caching (no .table, .images or .paths); pass cache_key="
-        )
-    parts = {k: np.asarray(v) if k != "table" and v is not None else v for k, v in attrs.items() if v is not None}
-    root = getattr(dataset, "root", None)
-    if attrs["paths"] is not None:
-        parts["file_stats"] = file_stats(root, [str(p) for p in attrs["paths"]])
-    return stable_hash(
-        "dataset-v2",
-        type(dataset).__name__,
-        len(dataset),
-        parts,
-        str(root),
-        repr(getattr(dataset, "transform", None)),
-    )
 
 
 def extract_features(

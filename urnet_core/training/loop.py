@@ -21,9 +21,19 @@ from torch's RNG, dropout) is seeded from ``(config.seed, e)``, inside
 ``torch.random.fork_rng`` so the caller's global RNG state is left as it was. A checkpoint is
 written atomically after every epoch; a killed run restarted with ``resume=True`` continues from
 it and, on CPU, ends bit-identical to an uninterrupted run. A checkpoint whose config (all fields
-but ``eval_every``), model or data hash (weights, targets, labels, init weights) differs from the
-current call is **refused with a ValueError** rather than silently mixed or overwritten; pass
-``resume=False`` (or a new ``run_dir``) to start over.
+but ``eval_every``), model, data hash (weights, targets, labels, init weights) or dataset
+fingerprint (image content or files, transform) differs from the current call is **refused with a
+ValueError** rather than silently mixed or overwritten; pass ``resume=False`` (or a new
+``run_dir``) to start over, which first removes the older run's artefacts. ``run_dir`` is checked
+to be writable before the first epoch and locked for the whole call, so two runs never share it
+(see :mod:`urnet_core.training.checkpoint` and :mod:`urnet_core.utils.locks`).
+
+Layout (after torchvision's classification reference script): :class:`TrainLoss` is the loss,
+chosen once from the config; :func:`train_one_epoch` trains one epoch; :func:`evaluate` scores a
+dataset; :func:`~urnet_core.training.checkpoint.save_checkpoint` /
+:func:`~urnet_core.training.checkpoint.restore_checkpoint` persist the state; :func:`train` wires
+them together (data, model, optimizer, loss; resume; then per epoch: train, evaluate when due,
+checkpoint).
 
 Several processes: under ``torchrun --nproc_per_node N`` (see :mod:`urnet_core.training.distributed`) the
 model and bag branch are wrapped in DistributedDataParallel with synchronised batch norm.
@@ -48,7 +58,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, NamedTuple
 
 import numpy as np
 import torch
@@ -62,7 +72,20 @@ from urnet_core.training import distributed as dist_util
 from urnet_core.utils.validation import as_labels, check_fraction, check_option, check_positive_int
 from urnet_core.utils.devices import resolve_device
 from urnet_core.utils.typecheck import check_dataclass_types
-from urnet_core.utils.io import atomic_path, file_hash, stable_hash, write_json
+from urnet_core.utils.locks import FolderLock
+from urnet_core.training.checkpoint import (  # the names are re-exported for older imports
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_NAME,
+    METRICS_NAME,
+    check_resumable,
+    clear_run_artefacts,
+    data_hash as compute_data_hash,
+    load_checkpoint,
+    prepare_run_dir,
+    restore_checkpoint,
+    save_checkpoint,
+    training_fingerprint,
+)
 from urnet_core.training.losses import generalized_cross_entropy, weighted_label_pair_cross_entropy, weighted_soft_cross_entropy
 from urnet_core.training.metrics import classification_metrics
 from urnet_core.models.backbones import MODEL_NAMES, Backbone, build_model
@@ -71,15 +94,10 @@ from urnet_core.training.targets import LabelPairs
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_NAME = "checkpoint.pt"
-METRICS_NAME = "metrics.json"
-CHECKPOINT_FORMAT = 1
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
 LOSSES = ("ce", "gce")
 TTA_MODES = ("flip", "multicrop", "multiscale")
-# Config fields that do not change the trained weights, so a resume may differ in them.
-_RESUME_FREE_FIELDS = ("eval_every",)
 
 
 @dataclass(frozen=True)
@@ -262,6 +280,26 @@ def _check_weights_targets(
     return weights, targets
 
 
+def _check_train_inputs(
+    dataset: Dataset, num_classes: int, config: "TrainConfig", sample_weights: Any, soft_targets: Any
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | LabelPairs | None]:
+    """``(labels, weights, targets)`` of a :func:`train` call, checked; labels a writable int64 copy."""
+    check_positive_int(num_classes, "num_classes")
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    n = len(dataset)
+    if n == 0:
+        raise ValueError("train_dataset is empty")
+    labels = np.array(dataset_labels(dataset), dtype=np.int64)  # a writable copy for torch
+    if labels.size != n:
+        raise ValueError(f"train_dataset has {n} items but {labels.size} labels")
+    as_labels(labels, num_classes=num_classes, name="train labels")
+    weights, targets = _check_weights_targets(sample_weights, soft_targets, n, num_classes)
+    if config.loss == "gce" and targets is not None:
+        raise ValueError("loss='gce' trains on hard labels; soft_targets is only used with loss='ce'")
+    return labels, weights, targets
+
+
 def _lr_factor(schedule: str, step: int, total: int) -> float:
     if schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
@@ -292,49 +330,6 @@ def _epoch_batches(
         # BatchNorm cannot train on one instance: fold a lone last instance into the previous batch.
         batches[-2].extend(batches.pop())
     return batches
-
-
-def _data_hash(labels: np.ndarray, weights: np.ndarray, targets: np.ndarray | LabelPairs | None,
-               weights_path: Any) -> str:
-    init = file_hash(weights_path) if weights_path is not None else None
-    if isinstance(targets, LabelPairs):
-        return stable_hash(labels, weights, f"pairs beta={targets.beta!r}", targets.predicted, init)
-    return stable_hash(labels, weights, "onehot" if targets is None else targets, init)
-
-
-def _config_diff(saved: dict, current: dict) -> list[str]:
-    keys = sorted((set(saved) | set(current)) - set(_RESUME_FREE_FIELDS))
-    return [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in keys if saved.get(k) != current.get(k)]
-
-
-def _save_checkpoint(path: Path, state: dict) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
-def _load_checkpoint(path: Path) -> dict:
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for corrupt files
-        raise ValueError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: not a urnet training checkpoint (format {CHECKPOINT_FORMAT})")
-    return ckpt
-
-
-def _read_resume_checkpoint(ckpt_path: Path, config: TrainConfig, meta: dict, data_hash: str) -> dict:
-    """Load ``ckpt_path`` and check that it belongs to this run (ValueError naming the differences)."""
-    ckpt = _load_checkpoint(ckpt_path)
-    diff = _config_diff(ckpt["config"], asdict(config))
-    diff += [f"{k}: {ckpt[k]!r} -> {v!r}" for k, v in meta.items() if ckpt[k] != v]
-    if ckpt["data_hash"] != data_hash:
-        diff.append("weights/targets/labels/init weights differ (data hash)")
-    if diff:
-        raise ValueError(
-            f"{ckpt_path} belongs to a different run ({'; '.join(diff)}); "
-            "use another run_dir, or resume=False to start over"
-        )
-    return ckpt
 
 
 class _TrainStep(nn.Module):
@@ -370,14 +365,280 @@ def load_checkpoint_model(path: str | os.PathLike, *, device: str | torch.device
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    ckpt = _load_checkpoint(path)
+    ckpt = load_checkpoint(path)
     model = build_model(ckpt["model_name"], ckpt["num_classes"], in_channels=ckpt["in_channels"])
     model.load_state_dict(ckpt["model"])
     return model.to(resolve_device(device)).eval()
 
 
 # ---------------------------------------------------------------------------------------------
+# loss
+
+
+class LossTerms(NamedTuple):
+    """What :class:`TrainLoss` returns for one batch.
+
+    ``total`` is the objective to back-propagate. ``loss`` and ``bag_loss`` (None without the bag
+    branch) are the unscaled terms for the history: batch means in one process, this rank's sums
+    under DDP.
+    """
+
+    total: torch.Tensor
+    loss: torch.Tensor
+    bag_loss: torch.Tensor | None
+
+
+class TrainLoss:
+    """Eq. 10's loss of a batch, its form chosen once from the config and the run's tables.
+
+    The per-instance term, times ``w_i`` looked up by each item's dataset index, is
+
+    - ``'pairs'``: cross entropy on the observed label, or on eq. 10's two-hot targets given
+      compactly as :class:`LabelPairs` (:func:`weighted_label_pair_cross_entropy`; no ``(B, C)``
+      target tensor);
+    - ``'soft'``: cross entropy on dense soft targets ``(n, C)`` (:func:`weighted_soft_cross_entropy`);
+    - ``'gce'``: the generalized cross entropy on the observed label (``config.loss='gce'``).
+
+    With the bag branch, ``config.bag_loss_weight`` times the cross entropy of each bag's logits
+    against the bag's label (a bag holds one class) is added.
+
+    One process: both terms are batch means. Several (``world > 1``): each rank sums over its part
+    and scales by ``world / global batch size`` (bags: ``world * bag_size / global batch size``),
+    because DDP averages the ranks' gradients; the result is the one-process gradient.
+    """
+
+    def __init__(self, config: TrainConfig, weights: np.ndarray, targets: np.ndarray | LabelPairs | None,
+                 *, world: int = 1) -> None:
+        self.world = world
+        self.reduction = "mean" if world == 1 else "sum"
+        self.gce_q = config.gce_q
+        self.bag_size = config.bag_size
+        self.bag_loss_weight = config.bag_loss_weight
+        self.kind = "gce" if config.loss == "gce" else "soft" if isinstance(targets, np.ndarray) else "pairs"
+        # The tables stay on the CPU (O(n), up to 16M rows); each batch's rows go to the device.
+        self.weights = torch.from_numpy(weights)
+        self.targets = torch.from_numpy(targets) if isinstance(targets, np.ndarray) else None
+        self.predicted = torch.from_numpy(targets.predicted) if isinstance(targets, LabelPairs) else None
+        self.beta = targets.beta if isinstance(targets, LabelPairs) else 1.0
+
+    def __call__(self, logits: torch.Tensor, bag_logits: torch.Tensor | None, labels: torch.Tensor,
+                 idx: torch.Tensor, global_batch_size: int) -> LossTerms:
+        """Loss of a batch: ``labels`` on the logits' device, ``idx`` the items' dataset rows (CPU)."""
+        device, reduction = logits.device, self.reduction
+        w = self.weights[idx].to(device, non_blocking=True)
+        if self.kind == "gce":
+            loss = generalized_cross_entropy(logits, labels, q=self.gce_q, weights=w, reduction=reduction)
+        elif self.kind == "soft":
+            t = self.targets[idx].to(device, non_blocking=True)
+            loss = weighted_soft_cross_entropy(logits, t, w, reduction=reduction)
+        else:
+            yhat = self.predicted[idx].to(device, non_blocking=True) if self.predicted is not None else None
+            loss = weighted_label_pair_cross_entropy(logits, labels, yhat, w, beta=self.beta, reduction=reduction)
+        logged = loss
+        if self.world > 1:
+            loss = loss * (self.world / global_batch_size)
+        if bag_logits is None:
+            return LossTerms(loss, logged, None)
+        y_bags = labels.reshape(-1, self.bag_size)[:, 0]
+        bag_loss = F.cross_entropy(bag_logits.float(), y_bags, reduction=reduction)
+        bag_logged = bag_loss
+        if self.world > 1:
+            bag_loss = bag_loss * (self.world * self.bag_size / global_batch_size)
+        return LossTerms(loss + self.bag_loss_weight * bag_loss, logged, bag_logged)
+
+
+# ---------------------------------------------------------------------------------------------
 # training
+
+
+@dataclass
+class EpochStats:
+    """What :func:`train_one_epoch` returns: mean losses per instance (over all ranks) and the
+    torch CPU RNG state at the epoch's end (recorded in the checkpoint for audits)."""
+
+    train_loss: float
+    bag_loss: float | None
+    torch_rng: torch.Tensor
+
+
+def train_one_epoch(
+    runner: nn.Module,
+    criterion: TrainLoss,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    dataset: Dataset,
+    labels: np.ndarray,
+    *,
+    config: TrainConfig,
+    epoch: int,
+    device: torch.device,
+    amp_dtype: torch.dtype | None = None,
+    world: int = 1,
+    rank: int = 0,
+    progress: bool = False,
+) -> EpochStats:
+    """Train ``runner`` (a :class:`_TrainStep`, DDP-wrapped when ``world > 1``) for epoch ``epoch`` (0-based).
+
+    The epoch's batches and every random draw inside it are seeded from ``(config.seed, epoch)``
+    (and the rank under DDP, whose rank trains its contiguous part of each global batch), so a
+    resumed run repeats them exactly. ``amp_dtype`` None trains in float32. Every rank must call.
+    """
+    n = labels.size
+    labels_t = torch.from_numpy(labels)
+    # Every rank draws its own augmentation/dropout numbers; one process keeps its old seed.
+    epoch_seed = _derive_seed(config.seed, epoch) if world == 1 else _derive_seed(config.seed, epoch, rank)
+    global_batches = batches = _epoch_batches(labels, config, epoch)
+    if world > 1:
+        # This rank's contiguous part of every global batch, cut between bags.
+        unit = config.bag_size if config.bag_branch else 1
+        batches = [dist_util.shard_batch(b, unit, rank, world) for b in global_batches]
+    runner.train()
+    channels_last = device.type == "cuda"
+    loss_sum = bag_loss_sum = 0.0
+    seen = 0
+    with _seeded_torch(epoch_seed, device):
+        loader = DataLoader(
+            dataset,
+            batch_sampler=batches,
+            num_workers=config.num_workers,
+            pin_memory=device.type == "cuda",
+            generator=torch.Generator().manual_seed(epoch_seed),
+            **({"collate_fn": _collate_or_none} if world > 1 else {}),
+        )
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False)
+        template = None
+        for b, item in enumerate(bar):
+            if item is None:
+                # This rank's part of a short last batch is empty: it still joins the
+                # collective forward/backward, with zero instances.
+                if template is None:
+                    template = default_collate([dataset[global_batches[b][0]]])[0]
+                item = (template[:0], torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long))
+            x, y, idx = item
+            template = x
+            idx = idx.long()
+            if idx.numel() and (idx.min() < 0 or idx.max() >= n):
+                raise ValueError(f"dataset index out of range [0, {n}): got {int(idx.min())}..{int(idx.max())}")
+            y_idx = labels_t[idx]
+            if not torch.equal(y.long(), y_idx):
+                raise ValueError("labels yielded by the dataset disagree with its .labels/.table at the same index")
+            y_dev = y_idx.to(device, non_blocking=True)
+            x = x.to(device, non_blocking=True)
+            if channels_last and x.ndim == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            autocast = torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float16,
+                                      enabled=amp_dtype is not None)
+            with autocast:
+                logits, bag_logits = runner(x)
+                terms = criterion(logits, bag_logits, y_dev, idx, len(global_batches[b]))
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(terms.total).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            bsz = x.shape[0]
+            if world == 1:  # batch means
+                loss_sum += float(terms.loss.detach()) * bsz
+                if terms.bag_loss is not None:
+                    bag_loss_sum += float(terms.bag_loss.detach()) * bsz
+            else:  # sums of this rank's instances (and bags), added over the ranks below
+                loss_sum += float(terms.loss.detach())
+                if terms.bag_loss is not None:
+                    bag_loss_sum += float(terms.bag_loss.detach()) * config.bag_size
+            seen += bsz
+            bar.set_postfix(loss=f"{loss_sum / max(seen, 1):.4f}")
+        end_rng = torch.get_rng_state()
+    if world > 1:
+        loss_sum, bag_loss_sum, seen = dist_util.all_reduce_sum([loss_sum, bag_loss_sum, seen])
+    bag_loss = bag_loss_sum / max(seen, 1) if config.bag_branch else None
+    return EpochStats(train_loss=loss_sum / max(seen, 1), bag_loss=bag_loss, torch_rng=end_rng)
+
+
+@contextlib.contextmanager
+def _claim_run_dir(run_dir: Path) -> Iterator[None]:
+    """Hold ``run_dir`` for a run: rank 0 checks that it is writable, then locks it until the end.
+
+    Failures (unwritable folder, lock held by another process) are raised on every rank.
+    """
+    lock = FolderLock(run_dir, what="run folder")
+
+    def claim() -> None:
+        prepare_run_dir(run_dir)  # before the lock file: a read-only folder gets the clearer error
+        lock.acquire()
+
+    dist_util.run_on_main(claim)
+    try:
+        yield
+    finally:
+        lock.release()  # a no-op on the other ranks
+
+
+def _build_model(config: TrainConfig, num_classes: int, in_channels: int, weights_path: Any,
+                 device: torch.device, world: int) -> tuple[Backbone, BagAttentionBranch | None]:
+    """The backbone (and bag branch), seeded from the config, on ``device``."""
+    with _seeded_torch(_derive_seed(config.seed, 2**31), device):
+        model = build_model(config.model, num_classes, in_channels=in_channels, weights_path=weights_path)
+        bag = BagAttentionBranch(model.feature_dim, num_classes) if config.bag_branch else None
+    model.to(device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)  # faster convolutions on tensor cores
+    if bag is not None:
+        bag.to(device)
+    if world > 1:
+        # Normalise with the statistics of the whole global batch, as the single process does.
+        dist_util.convert_sync_batchnorm(model, device)
+    return model, bag
+
+
+def _process_group(config: TrainConfig, distributed: bool | None) -> tuple[torch.device, int, int]:
+    """``(device, world size, rank)``, initialising the process group under torchrun (see :func:`train`)."""
+    device = resolve_device(config.device)
+    if distributed is None:
+        distributed = dist_util.env_world_size() > 1 or dist_util.is_active()
+    if distributed and dist_util.init_from_env(device):
+        return dist_util.local_device(device), dist_util.world_size(), dist_util.rank()
+    return device, 1, 0
+
+
+def _build_optimization(
+    config: TrainConfig, model: Backbone, bag: BagAttentionBranch | None, labels: np.ndarray, device: torch.device
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR, torch.amp.GradScaler, torch.dtype | None]:
+    """``(optimizer, per-step LR schedule, grad scaler, autocast dtype or None for float32)``."""
+    params = list(model.parameters()) + (list(bag.parameters()) if bag is not None else [])
+    optimizer = _make_optimizer(params, config)
+    total_steps = len(_epoch_batches(labels, config, 0)) * config.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(config.schedule, step, total_steps))
+    use_amp = config.amp and device.type == "cuda"
+    amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if use_amp else None
+    # Loss scaling is needed for float16 only; bf16 has float32's exponent range.
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    return optimizer, scheduler, scaler, amp_dtype
+
+
+def _start_or_resume(
+    run_dir: Path | None, resume: bool, dataset: Dataset, **check: Any
+) -> tuple[dict | None, str | None]:
+    """``(checkpoint to resume or None, dataset fingerprint)``, read and checked on rank 0.
+
+    A run that starts over (``resume=False`` or no checkpoint) first removes the older run's
+    artefacts from ``run_dir``.
+    """
+    if run_dir is None:
+        return None, None
+    ckpt_path = run_dir / CHECKPOINT_NAME
+
+    def read() -> tuple[dict | None, str]:
+        fingerprint = training_fingerprint(dataset)
+        if resume and ckpt_path.exists():
+            ckpt = load_checkpoint(ckpt_path)
+            check_resumable(ckpt, ckpt_path, fingerprint=fingerprint, **check)
+            return ckpt, fingerprint
+        clear_run_artefacts(run_dir)
+        return None, fingerprint
+
+    # Rank 0 reads and checks the checkpoint and sends it to the other ranks.
+    return dist_util.run_on_main(read)
 
 
 def train(
@@ -419,9 +680,14 @@ def train(
         Evaluated with :func:`evaluate` every ``config.eval_every`` epochs and after the last.
     run_dir : path, optional
         Where ``checkpoint.pt`` (after every epoch) and ``metrics.json`` are written atomically.
+        It is checked to be writable before the first epoch and locked (``run_dir/.lock``) for
+        the whole call: a second ``train`` on the same folder fails with
+        :class:`~urnet_core.utils.locks.FolderLockedError` naming the holder's PID.
     resume : bool, default=True
         Continue from ``run_dir/checkpoint.pt`` when it exists (ValueError if it belongs to a
-        different run). ``False`` starts over and overwrites it.
+        different run: config, labels/weights/targets or the training images differ).
+        ``False``, or no checkpoint, starts over: the previous run's checkpoint, metrics and
+        final artefacts (:data:`~urnet_core.training.checkpoint.RUN_ARTEFACTS`) are removed first.
     weights_path : path, optional
         Local initial weights for the backbone (see :func:`~urnet_core.models.build_model`).
     progress : bool, default=True
@@ -439,232 +705,71 @@ def train(
     -------
     TrainResult
     """
-    check_positive_int(num_classes, "num_classes")
-    if not isinstance(config, TrainConfig):
-        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
-    n = len(train_dataset)
-    if n == 0:
-        raise ValueError("train_dataset is empty")
-    labels = np.array(dataset_labels(train_dataset), dtype=np.int64)  # a writable copy for torch
-    if labels.size != n:
-        raise ValueError(f"train_dataset has {n} items but {labels.size} labels")
-    as_labels(labels, num_classes=num_classes, name="train labels")
-    weights, targets = _check_weights_targets(sample_weights, soft_targets, n, num_classes)
-    if config.loss == "gce" and targets is not None:
-        raise ValueError("loss='gce' trains on hard labels; soft_targets is only used with loss='ce'")
-    device = resolve_device(config.device)
-    if distributed is None:
-        distributed = dist_util.env_world_size() > 1 or dist_util.is_active()
-    world, rank = 1, 0
-    if distributed and dist_util.init_from_env(device):
-        device = dist_util.local_device(device)
-        world, rank = dist_util.world_size(), dist_util.rank()
+    labels, weights, targets = _check_train_inputs(train_dataset, num_classes, config, sample_weights, soft_targets)
+    device, world, rank = _process_group(config, distributed)
     main = rank == 0
     run_dir = Path(run_dir) if run_dir is not None else None
-    data_hash = _data_hash(labels, weights, targets, weights_path)
+    data_hash = compute_data_hash(labels, weights, targets, weights_path)
     if world > 1:
-        dist_util.check_consistent((asdict(config), data_hash, n, num_classes, in_channels), "training inputs")
+        dist_util.check_consistent((asdict(config), data_hash, labels.size, num_classes, in_channels),
+                                   "training inputs")
 
-    with _seeded_torch(_derive_seed(config.seed, 2**31), device):
-        model = build_model(config.model, num_classes, in_channels=in_channels, weights_path=weights_path)
-        bag = BagAttentionBranch(model.feature_dim, num_classes) if config.bag_branch else None
-    channels_last = device.type == "cuda"  # faster convolutions on tensor cores
-    model.to(device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    if bag is not None:
-        bag.to(device)
-    if world > 1:
-        # Normalise with the statistics of the whole global batch, as the single process does.
-        dist_util.convert_sync_batchnorm(model, device)
-    train_step = _TrainStep(model, bag, config.bag_size)
-    params = list(model.parameters()) + (list(bag.parameters()) if bag is not None else [])
-    optimizer = _make_optimizer(params, config)
-    steps_per_epoch = len(_epoch_batches(labels, config, 0))
-    total_steps = steps_per_epoch * config.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: _lr_factor(config.schedule, step, total_steps)
-    )
-    use_amp = config.amp and device.type == "cuda"
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    with contextlib.ExitStack() as stack:
+        if run_dir is not None:
+            stack.enter_context(_claim_run_dir(run_dir))
+        model, bag = _build_model(config, num_classes, in_channels, weights_path, device, world)
+        train_step = _TrainStep(model, bag, config.bag_size)
+        optimizer, scheduler, scaler, amp_dtype = _build_optimization(config, model, bag, labels, device)
+        criterion = TrainLoss(config, weights, targets, world=world)
 
-    history: list[dict] = []
-    start_epoch = 0
-    ckpt_path = run_dir / CHECKPOINT_NAME if run_dir is not None else None
-    meta = {"model_name": config.model, "num_classes": num_classes, "in_channels": in_channels}
-    ckpt = None
-    if ckpt_path is not None and resume:
-        # Rank 0 reads and checks the checkpoint and sends it to the other ranks.
-        ckpt = dist_util.run_on_main(
-            lambda: _read_resume_checkpoint(ckpt_path, config, meta, data_hash) if ckpt_path.exists() else None
-        )
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
-        if bag is not None:
-            bag.load_state_dict(ckpt["bag_branch"])
-        start_epoch = int(ckpt["epoch"])
-        history = list(ckpt["history"])
-        if main:
-            logger.info("resuming %s from epoch %d/%d", run_dir, start_epoch, config.epochs)
-        del ckpt
-    runner: nn.Module = train_step
-    if world > 1:
-        runner = nn.parallel.DistributedDataParallel(train_step, device_ids=[device.index] if device.type == "cuda" else None)
-
-    weights_t = torch.from_numpy(weights)
-    dense_targets = isinstance(targets, np.ndarray)
-    targets_t = torch.from_numpy(targets) if dense_targets else None
-    predicted_t = torch.from_numpy(targets.predicted) if isinstance(targets, LabelPairs) else None
-    pair_beta = targets.beta if isinstance(targets, LabelPairs) else 1.0
-    labels_t = torch.from_numpy(labels)
-
-    for epoch in range(start_epoch, config.epochs):
-        t0 = time.perf_counter()
-        # Every rank draws its own augmentation/dropout numbers; one process keeps its old seed.
-        epoch_seed = _derive_seed(config.seed, epoch) if world == 1 else _derive_seed(config.seed, epoch, rank)
-        global_batches = batches = _epoch_batches(labels, config, epoch)
+        meta = {"model_name": config.model, "num_classes": num_classes, "in_channels": in_channels}
+        ckpt, fingerprint = _start_or_resume(run_dir, resume, train_dataset, config=asdict(config), meta=meta,
+                                             data_hash=data_hash)
+        start_epoch, history = 0, []
+        if ckpt is not None:
+            start_epoch, history = restore_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler,
+                                                      scaler=scaler, bag=bag)
+            if main:
+                logger.info("resuming %s from epoch %d/%d", run_dir, start_epoch, config.epochs)
+            del ckpt
+        runner: nn.Module = train_step
         if world > 1:
-            # This rank's contiguous part of every global batch, cut between bags.
-            unit = config.bag_size if config.bag_branch else 1
-            batches = [dist_util.shard_batch(b, unit, rank, world) for b in global_batches]
-        model.train()
-        if bag is not None:
-            bag.train()
-        loss_sum = bag_loss_sum = 0.0
-        seen = 0
-        with _seeded_torch(epoch_seed, device):
-            loader = DataLoader(
-                train_dataset,
-                batch_sampler=batches,
-                num_workers=config.num_workers,
-                pin_memory=device.type == "cuda",
-                generator=torch.Generator().manual_seed(epoch_seed),
-                **({"collate_fn": _collate_or_none} if world > 1 else {}),
-            )
-            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not (progress and main), leave=False)
-            template = None
-            for b, item in enumerate(bar):
-                if item is None:
-                    # This rank's part of a short last batch is empty: it still joins the
-                    # collective forward/backward, with zero instances.
-                    if template is None:
-                        template = default_collate([train_dataset[global_batches[b][0]]])[0]
-                    item = (template[:0], torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long))
-                x, y, idx = item
-                template = x
-                idx = idx.long()
-                if idx.numel() and (idx.min() < 0 or idx.max() >= n):
-                    raise ValueError(f"dataset index out of range [0, {n}): got {int(idx.min())}..{int(idx.max())}")
-                y_idx = labels_t[idx]
-                if not torch.equal(y.long(), y_idx):
-                    raise ValueError("labels yielded by the dataset disagree with its .labels/.table at the same index")
-                w = weights_t[idx].to(device, non_blocking=True)
-                y_dev = y_idx.to(device, non_blocking=True)
-                x = x.to(device, non_blocking=True)
-                if channels_last and x.ndim == 4:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                # One process: the mean over the batch. Several: this rank's sum over the global
-                # batch size, times the world size, because DDP averages the ranks' gradients.
-                reduction = "mean" if world == 1 else "sum"
-                with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
-                    logits, bag_logits = runner(x)
-                    if config.loss == "gce":
-                        loss = generalized_cross_entropy(logits, y_dev, q=config.gce_q, weights=w, reduction=reduction)
-                    elif targets_t is not None:
-                        t = targets_t[idx].to(device, non_blocking=True)
-                        loss = weighted_soft_cross_entropy(logits, t, w, reduction=reduction)
-                    else:  # one-hot or compact two-hot targets: no (B, C) target tensor
-                        yhat = predicted_t[idx].to(device, non_blocking=True) if predicted_t is not None else None
-                        loss = weighted_label_pair_cross_entropy(logits, y_dev, yhat, w, beta=pair_beta,
-                                                                 reduction=reduction)
-                    if world > 1:
-                        loss_part = loss
-                        loss = loss * (world / len(global_batches[b]))
-                    total = loss
-                    if bag is not None:
-                        y_bags = y_dev.reshape(-1, config.bag_size)[:, 0]
-                        bag_loss = F.cross_entropy(bag_logits.float(), y_bags, reduction=reduction)
-                        if world > 1:
-                            bag_part = bag_loss
-                            bag_loss = bag_loss * (world * config.bag_size / len(global_batches[b]))
-                        total = loss + config.bag_loss_weight * bag_loss
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(total).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                bsz = x.shape[0]
-                if world == 1:
-                    loss_sum += float(loss.detach()) * bsz
-                    if bag is not None:
-                        bag_loss_sum += float(bag_loss.detach()) * bsz
-                else:  # sums of this rank's instances (and bags), added over the ranks below
-                    loss_sum += float(loss_part.detach())
-                    if bag is not None:
-                        bag_loss_sum += float(bag_part.detach()) * config.bag_size
-                seen += bsz
-                bar.set_postfix(loss=f"{loss_sum / max(seen, 1):.4f}")
-            end_rng = torch.get_rng_state()
-        if world > 1:
-            loss_sum, bag_loss_sum, seen = dist_util.all_reduce_sum([loss_sum, bag_loss_sum, seen])
-        record: dict[str, Any] = {
-            "epoch": epoch + 1,
-            "lr": float(optimizer.param_groups[0]["lr"]),
-            "train_loss": loss_sum / max(seen, 1),
-        }
-        if bag is not None:
-            record["bag_loss"] = bag_loss_sum / max(seen, 1)
-        last = epoch + 1 == config.epochs
-        record["eval"] = None
-        if eval_dataset is not None and (last or (epoch + 1) % config.eval_every == 0):
-            record["eval"], _ = evaluate(
-                model, eval_dataset, num_classes=num_classes, batch_size=max(config.batch_size, 256), device=device,
-                progress=progress and main, distributed=world > 1,
-            )
-        record["seconds"] = time.perf_counter() - t0
-        if world > 1:
-            record["seconds"] = dist_util.broadcast_object(record["seconds"])  # the same history on every rank
-        history.append(record)
-        if main:
-            logger.info(
-                "epoch %d/%d loss %.4f%s (%.1fs)",
-                epoch + 1,
-                config.epochs,
-                record["train_loss"],
-                f" top1 {record['eval']['top1']:.4f}" if record["eval"] else "",
-                record["seconds"],
-            )
-        if run_dir is not None and main:
-            _save_checkpoint(
-                ckpt_path,
-                {
-                    "format": CHECKPOINT_FORMAT,
-                    **meta,
-                    "epoch": epoch + 1,
-                    "config": asdict(config),
-                    "data_hash": data_hash,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "bag_branch": bag.state_dict() if bag is not None else None,
-                    "history": history,
-                    # Each epoch reseeds from (seed, epoch), so resuming does not need these;
-                    # they record where the RNGs stood for audits.
-                    "rng": {
-                        "torch": end_rng,
-                        "numpy": np.random.default_rng([config.seed, epoch]).bit_generator.state,
-                    },
-                },
-            )
-            write_json(run_dir / METRICS_NAME, {"config": asdict(config), "data_hash": data_hash, "history": history})
-        dist_util.barrier()  # the other ranks wait for rank 0's checkpoint
-        if on_epoch_end is not None:
-            on_epoch_end(record)
+            device_ids = [device.index] if device.type == "cuda" else None
+            runner = nn.parallel.DistributedDataParallel(train_step, device_ids=device_ids)
+
+        for epoch in range(start_epoch, config.epochs):
+            t0 = time.perf_counter()
+            stats = train_one_epoch(runner, criterion, optimizer, scheduler, scaler, train_dataset, labels,
+                                    config=config, epoch=epoch, device=device, amp_dtype=amp_dtype, world=world,
+                                    rank=rank, progress=progress and main)
+            record: dict[str, Any] = {"epoch": epoch + 1, "lr": float(optimizer.param_groups[0]["lr"]),
+                                      "train_loss": stats.train_loss}
+            if bag is not None:
+                record["bag_loss"] = stats.bag_loss
+            record["eval"] = None
+            if eval_dataset is not None and (epoch + 1 == config.epochs or (epoch + 1) % config.eval_every == 0):
+                record["eval"], _ = evaluate(model, eval_dataset, num_classes=num_classes,
+                                             batch_size=max(config.batch_size, 256), device=device,
+                                             progress=progress and main, distributed=world > 1)
+            record["seconds"] = time.perf_counter() - t0
+            if world > 1:
+                record["seconds"] = dist_util.broadcast_object(record["seconds"])  # the same history on every rank
+            history.append(record)
+            if main:
+                top1 = f" top1 {record['eval']['top1']:.4f}" if record["eval"] else ""
+                logger.info("epoch %d/%d loss %.4f%s (%.1fs)", epoch + 1, config.epochs, record["train_loss"], top1,
+                            record["seconds"])
+            if run_dir is not None and main:
+                # Each epoch reseeds from (seed, epoch), so resuming does not need the RNG
+                # states; they record where the RNGs stood, for audits.
+                rng = {"torch": stats.torch_rng,
+                       "numpy": np.random.default_rng([config.seed, epoch]).bit_generator.state}
+                save_checkpoint(run_dir / CHECKPOINT_NAME, epoch=epoch + 1, config=asdict(config), meta=meta,
+                                data_hash=data_hash, fingerprint=fingerprint, model=model, optimizer=optimizer,
+                                scheduler=scheduler, scaler=scaler, bag=bag, history=history, rng=rng)
+            dist_util.barrier()  # the other ranks wait for rank 0's checkpoint
+            if on_epoch_end is not None:
+                on_epoch_end(record)
 
     model.eval()
     if bag is not None:
