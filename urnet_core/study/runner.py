@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from urnet_core.config import REPO_ROOT, StudyConfig
-from urnet_core.study.stages import package_version, source_digest
+from urnet_core.study.stages import package_version, runtime_fingerprint, source_digest
 from urnet_core.utils.io import file_hash, read_json, stable_hash, write_json
 
 logger = logging.getLogger(__name__)
@@ -32,11 +32,13 @@ def smoke_config(base: StudyConfig | None = None) -> StudyConfig:
 
 
 def notebook_key(notebook: str | Path, study: StudyConfig) -> str:
-    """What a rendered notebook depends on: its file, the config, the manifest's content and
-    every package source file (presentation code included)."""
+    """What a rendered notebook depends on: its file, the config, the manifest's content,
+    every package source file (presentation code included), the package versions and device
+    (:func:`~urnet_core.study.stages.runtime_fingerprint`)."""
     manifest = Path(study.data.manifest)
     manifest_digest = file_hash(manifest) if manifest.is_file() else None
-    return stable_hash(file_hash(notebook), study.to_dict(), manifest_digest, package_version(), source_digest("all"))
+    return stable_hash(file_hash(notebook), study.to_dict(), manifest_digest, package_version(), source_digest("all"),
+                       runtime_fingerprint())
 
 
 def kernel_name() -> str:
@@ -71,15 +73,26 @@ def run_study(study: StudyConfig, *, reports_dir: str | Path = "reports", notebo
 
     ``study`` must hold absolute paths (:meth:`StudyConfig.resolve_paths`). A notebook that
     fails stops the study with an error naming it; its partly executed copy is kept next to
-    the reports (``_executed/``) for inspection.
+    the reports (``_executed/``) for inspection. A second study on the same reports or run
+    folder refuses at once, naming the process that holds it.
     """
+    from urnet_core.utils.locks import FolderLock
+
+    reports = Path(reports_dir)
+    reports.mkdir(parents=True, exist_ok=True)
+    # One study per reports folder and per run folder: a second one refuses, naming the holder.
+    with FolderLock(reports, what="reports folder"), FolderLock(study.run.run_dir, what="study run folder"):
+        return _run_study(study, reports, notebooks_dir, force=force, only=only, execution_timeout=execution_timeout)
+
+
+def _run_study(study: StudyConfig, reports: Path, notebooks_dir: str | Path, *, force: bool, only: list[str] | None,
+               execution_timeout: int) -> Path:
     import papermill as pm
 
     from urnet_core.study.ablation import read_tables
     from urnet_core.study.report import render_notebook_html, write_index
 
     start = time.time()
-    reports = Path(reports_dir)
     executed_dir = reports / "_executed"
     executed_dir.mkdir(parents=True, exist_ok=True)
     state_path = reports / "study_state.json"

@@ -73,9 +73,31 @@ def code_version() -> str:
     return f"{package_version()}+{_source_digest()}"
 
 
+#: Packages whose version can change a stage's numbers.
+KEYED_PACKAGES = ("torch", "torchvision", "numpy", "faiss-cpu", "scikit-learn", "cleanlab", "fasttext")
+
+
+@functools.lru_cache(maxsize=1)
+def runtime_fingerprint() -> dict[str, Any]:
+    """What besides the code changes a result: the versions of :data:`KEYED_PACKAGES` and the
+    device the trainers pick by themselves (``'auto'``: CUDA runs use bf16 autocast)."""
+    import importlib.metadata
+
+    from urnet_core.utils.devices import resolve_device
+
+    versions = {}
+    for name in KEYED_PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return {"versions": versions, "device": resolve_device("auto").type}
+
+
 def stage_key(stage: str, *parts: Any) -> str:
-    """Key of a stage: hash of its name, the :func:`code_version` and ``parts``."""
-    return stable_hash(stage, code_version(), *parts)
+    """Key of a stage: hash of its name, the :func:`code_version`, the :func:`runtime_fingerprint`
+    and ``parts`` (the stage's inputs, settings and the backend it actually uses)."""
+    return stable_hash(stage, code_version(), runtime_fingerprint(), *parts)
 
 
 def stage_dir(run_dir: str | Path, stage: str, key: str) -> Path:
