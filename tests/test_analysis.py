@@ -296,13 +296,18 @@ def test_bag_branch_from_checkpoint(tmp_path):
 
     torch.manual_seed(0)
     branch = BagAttentionBranch(6, 3, hidden=5)
-    torch.save({"bag_branch": branch.state_dict(), "model": {}}, tmp_path / "c.pt")
+    from urnet_core.training.checkpoint import CHECKPOINT_FORMAT
+
+    torch.save({"format": CHECKPOINT_FORMAT, "bag_branch": branch.state_dict(), "model": {}}, tmp_path / "c.pt")
     loaded = A.bag_branch_from_checkpoint(tmp_path / "c.pt")
     x = torch.randn(2, 3, 6)
     assert torch.allclose(loaded(x)[1], branch.eval()(x)[1])
-    torch.save({"bag_branch": None}, tmp_path / "nobag.pt")
+    torch.save({"format": CHECKPOINT_FORMAT, "bag_branch": None}, tmp_path / "nobag.pt")
     with pytest.raises(ValueError, match="no bag branch"):
         A.bag_branch_from_checkpoint(tmp_path / "nobag.pt")
+    torch.save({"bag_branch": branch.state_dict()}, tmp_path / "foreign.pt")
+    with pytest.raises(ValueError, match="not a urnet training checkpoint"):
+        A.bag_branch_from_checkpoint(tmp_path / "foreign.pt")
     with pytest.raises(FileNotFoundError):
         A.bag_branch_from_checkpoint(tmp_path / "missing.pt")
 

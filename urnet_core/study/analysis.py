@@ -759,15 +759,13 @@ def bag_branch_from_checkpoint(path: Any) -> Any:
     """
     from pathlib import Path
 
-    import torch
-
     from urnet_core.models.bag import BagAttentionBranch
+    from urnet_core.training.checkpoint import load_checkpoint
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    state = ckpt.get("bag_branch") if isinstance(ckpt, dict) else None
+    state = load_checkpoint(path).get("bag_branch")  # the one loader: checks the format
     if not state:
         raise ValueError(f"{path}: the checkpoint holds no bag branch (trained without bag_branch=True)")
     feature_dim = state["fc2.weight"].shape[1]
