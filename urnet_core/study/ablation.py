@@ -292,6 +292,11 @@ def select_configuration(study: StudyConfig, table: pd.DataFrame | None = None) 
     return dataclasses.replace(chosen, name=SELECTED, group="selected")
 
 
+def study_methods(study: StudyConfig) -> list[MethodSpec]:
+    """The rows this study's data allows: no oracle without ground truth."""
+    return default_methods(ground_truth=has_ground_truth(load_bundle(study).train))
+
+
 # --------------------------------------------------------------------------- many runs
 def _init_worker() -> None:
     import torch

@@ -109,12 +109,19 @@ def fit_and_evaluate(bundle, table: pd.DataFrame, config, run_dir: str | Path, *
     from urnet_core.training import distributed as dist_util
     from urnet_core.training.loop import evaluate, train
 
-    trainer = trainer or train
     run_dir = Path(run_dir)
-    result = trainer(make_dataset(bundle, table, train=True, model=config.model), num_classes=bundle.num_classes,
-                     config=config, in_channels=bundle.in_channels, sample_weights=sample_weights,
-                     soft_targets=soft_targets, eval_dataset=None, run_dir=run_dir, resume=resume,
-                     weights_path=init_weights, progress=progress)
+    arguments = dict(num_classes=bundle.num_classes, config=config, in_channels=bundle.in_channels,
+                     sample_weights=sample_weights, soft_targets=soft_targets, eval_dataset=None, run_dir=run_dir,
+                     resume=resume, weights_path=init_weights, progress=progress)
+    if trainer is not None:  # a peer's procedure takes what it uses; weights or targets it cannot take are an error
+        import inspect
+
+        accepted = set(inspect.signature(trainer).parameters)
+        for name in ("sample_weights", "soft_targets", "weights_path"):
+            if arguments[name] is not None and name not in accepted:
+                raise ValueError(f"{trainer.__name__} does not take {name}")
+        arguments = {k: v for k, v in arguments.items() if k in accepted}
+    result = (trainer or train)(make_dataset(bundle, table, train=True, model=config.model), **arguments)
     test_ds = make_dataset(bundle, bundle.test if eval_table is None else eval_table, train=False, model=config.model)
     device = next(result.model.parameters()).device
     metrics, test_probs = evaluate(result.model, test_ds, num_classes=bundle.num_classes,
