@@ -192,6 +192,19 @@ def test_two_views_are_two_draws():
     assert not torch.equal(x1, x2)
 
 
+def test_per_instance_losses_of_both_networks_in_one_pass():
+    torch.manual_seed(0)
+    nets = [build_model("small_cnn", 10), build_model("small_cnn", 10)]
+    ds = Digits(np.random.default_rng(0).uniform(0, 16, (30, 64)), np.arange(30) % 10)
+    losses = dm.per_instance_losses(nets, ds, ds.labels, batch_size=8, device=torch.device("cpu"))
+    assert losses.shape == (2, 30) and all(net.training for net in nets)  # modes restored
+    for k, net in enumerate(nets):
+        net.eval()
+        with torch.no_grad():
+            expected = F.cross_entropy(net(ds.x), torch.from_numpy(ds.labels), reduction="none").numpy()
+        assert np.allclose(losses[k], expected, atol=1e-5)
+
+
 def test_dividemix_codivide_uses_the_other_network(noisy_digits, monkeypatch):
     train_ds, _ = noisy_digits
     calls, used = [], []

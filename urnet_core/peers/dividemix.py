@@ -81,12 +81,12 @@ import logging
 import os
 import time
 import warnings
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from urnet_core.peers import _common
 from urnet_core.training.loop import (
@@ -94,7 +94,6 @@ from urnet_core.training.loop import (
     TrainResult,
     _derive_seed,
     _epoch_batches,
-    _inference,
     _make_optimizer,
     _seeded_torch,
 )
@@ -220,12 +219,36 @@ class TwoViews(Dataset):
         return x1, x2, y, idx
 
 
-def per_instance_losses(model: torch.nn.Module, dataset: Dataset, labels: np.ndarray, *, batch_size: int,
-                        device: torch.device) -> np.ndarray:
-    """Cross entropy of every training instance under ``model`` in eval mode (rows by index)."""
-    probs, _, _ = _inference(model, dataset, batch_size=batch_size, device=device)
-    p = probs[np.arange(labels.size), labels].astype(np.float64)
-    return -np.log(np.clip(p, 1e-30, None))
+@torch.no_grad()
+def per_instance_losses(models: Sequence[torch.nn.Module], dataset: Dataset, labels: np.ndarray, *,
+                        batch_size: int, device: torch.device) -> np.ndarray:
+    """Cross entropy of every training instance under each model in eval mode: ``(len(models), n)``.
+
+    One pass over the data for all models (loading and augmenting the images is a large part of
+    the cost on CPU). Rows are by the index the dataset yields; rows it never yields (skipped
+    unreadable images) get the largest loss, so they count as noisy.
+    """
+    n = labels.size
+    losses = np.full((len(models), n), np.nan)
+    labels_t = torch.from_numpy(labels)
+    modes = [m.training for m in models]
+    for m in models:
+        m.eval()
+    # An explicit generator: a DataLoader otherwise draws its worker seed from the global RNG.
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, generator=torch.Generator())
+    try:
+        for x, y, idx in loader:
+            y_idx = _common.batch_labels(y, idx, labels_t)
+            x, y_dev = x.to(device), y_idx.to(device)
+            for k, m in enumerate(models):
+                losses[k, idx.numpy()] = F.cross_entropy(m(x).float(), y_dev, reduction="none").cpu().numpy()
+    finally:
+        for m, mode in zip(models, modes):
+            m.train(mode)
+    missing = np.isnan(losses)
+    if missing.any():
+        losses[missing] = np.nanmax(losses) if (~missing).any() else 0.0
+    return losses
 
 
 def default_warmup_epochs(epochs: int) -> int:
@@ -301,7 +324,6 @@ def train_dividemix(
         logger.warning("DivideMix: warmup_epochs=%d >= epochs=%d, so this is plain cross entropy on two networks",
                        warmup, config.epochs)
     run_path = _common.make_run_dir(run_dir)
-    n = labels.size
     nets = [_common.build_network(config, num_classes, in_channels, device, k) for k in (0, 1)]
     optimizers = [_make_optimizer(list(net.parameters()), config) for net in nets]
     ensemble = _common.SoftmaxEnsemble(*nets)
@@ -340,11 +362,9 @@ def train_dividemix(
         else:
             # Co-divide: both divisions come from the networks as they stand before this epoch.
             with _seeded_torch(_derive_seed(config.seed, epoch, 1000), device):
-                probs_clean = [
-                    clean_probability(per_instance_losses(net, dataset, labels, batch_size=eval_batch, device=device),
-                                      random_state=_derive_seed(config.seed, epoch, k) % 2**32)
-                    for k, net in enumerate(nets)
-                ]
+                losses = per_instance_losses(nets, dataset, labels, batch_size=eval_batch, device=device)
+            probs_clean = [clean_probability(losses[k], random_state=_derive_seed(config.seed, epoch, k) % 2**32)
+                           for k in (0, 1)]
             for k in (0, 1):
                 # Network k trains on the other network's division.
                 prob = probs_clean[1 - k]
