@@ -73,11 +73,13 @@ def prepare(dataset: Dataset, num_classes: int, config: TrainConfig, method: str
     return labels, resolve_device(config.device)
 
 
-def build_network(config: TrainConfig, num_classes: int, in_channels: int, device: torch.device, member: int) -> Backbone:
-    """Network ``member`` of a method, seeded; member 0 starts from ``train()``'s initial weights."""
+def build_network(config: TrainConfig, num_classes: int, in_channels: int, device: torch.device, member: int,
+                  weights_path: str | None = None) -> Backbone:
+    """Network ``member`` of a method, seeded; member 0 starts from ``train()``'s initial weights
+    (``weights_path``: a local pretrained state dict for the backbone, as ``train()`` takes)."""
     seed = _derive_seed(config.seed, 2**31) if member == 0 else _derive_seed(config.seed, 2**31, member)
     with _seeded_torch(seed, device):
-        model = build_model(config.model, num_classes, in_channels=in_channels)
+        model = build_model(config.model, num_classes, in_channels=in_channels, weights_path=weights_path)
     return model.to(device)
 
 

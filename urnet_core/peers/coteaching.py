@@ -96,6 +96,7 @@ def train_coteaching(
     eval_dataset: Dataset | None = None,
     run_dir: str | os.PathLike | None = None,
     progress: bool = False,
+    weights_path: str | None = None,
 ) -> TrainResult:
     """Train two backbones with Co-teaching (see the module docstring).
 
@@ -114,7 +115,7 @@ def train_coteaching(
     check_fraction(noise_rate, "noise_rate", low=0.0, high=1.0)
     t_k = default_num_gradual(config.epochs) if num_gradual is None else check_positive_int(num_gradual, "num_gradual")
     run_path = _common.make_run_dir(run_dir)
-    nets = [_common.build_network(config, num_classes, in_channels, device, k) for k in (0, 1)]
+    nets = [_common.build_network(config, num_classes, in_channels, device, k, weights_path) for k in (0, 1)]
     optimizers = [_make_optimizer(list(net.parameters()), config) for net in nets]
     ensemble = _common.SoftmaxEnsemble(*nets)
     steps_per_epoch = len(_epoch_batches(labels, config, 0))

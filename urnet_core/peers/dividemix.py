@@ -296,6 +296,7 @@ def train_dividemix(
     eval_dataset: Dataset | None = None,
     run_dir: str | os.PathLike | None = None,
     progress: bool = False,
+    weights_path: str | None = None,
 ) -> TrainResult:
     """Train two backbones with DivideMix (see the module docstring for the method and defaults).
 
@@ -324,7 +325,7 @@ def train_dividemix(
         logger.warning("DivideMix: warmup_epochs=%d >= epochs=%d, so this is plain cross entropy on two networks",
                        warmup, config.epochs)
     run_path = _common.make_run_dir(run_dir)
-    nets = [_common.build_network(config, num_classes, in_channels, device, k) for k in (0, 1)]
+    nets = [_common.build_network(config, num_classes, in_channels, device, k, weights_path) for k in (0, 1)]
     optimizers = [_make_optimizer(list(net.parameters()), config) for net in nets]
     ensemble = _common.SoftmaxEnsemble(*nets)
     steps_per_epoch = len(_epoch_batches(labels, config, 0))

@@ -94,6 +94,7 @@ def train_elr(
     eval_dataset: Dataset | None = None,
     run_dir: str | os.PathLike | None = None,
     progress: bool = False,
+    weights_path: str | None = None,
 ) -> TrainResult:
     """Train one backbone with cross entropy plus the ELR term (see the module docstring).
 
@@ -108,7 +109,7 @@ def train_elr(
     lam = check_fraction(lam, "lam", low=0.0, high=1e6)
     run_path = _common.make_run_dir(run_dir)
     n = labels.size
-    model = _common.build_network(config, num_classes, in_channels, device, 0)
+    model = _common.build_network(config, num_classes, in_channels, device, 0, weights_path)
     optimizer = _make_optimizer(list(model.parameters()), config)
     steps_per_epoch = len(_epoch_batches(labels, config, 0))
     total = steps_per_epoch * config.epochs
