@@ -449,7 +449,7 @@ def seed_ensemble_metrics(results: pd.DataFrame, method: str, test_labels: np.nd
 
 # --------------------------------------------------------------------------- tables for the report
 TABLE_FILES = ("results.csv", "summary.csv", "ladder_differences.csv", "gap_closed.csv", "selection.csv",
-               "data.json")
+               "head_to_head.csv", "data.json")
 
 
 def write_tables(study: StudyConfig, results: pd.DataFrame) -> Path:
@@ -479,6 +479,7 @@ def write_tables(study: StudyConfig, results: pd.DataFrame) -> Path:
         gap_closed_table(results).to_csv(tmp / "gap_closed.csv", index=False)
         selection = selection_table(study) if (results["group"] == "selected").any() else pd.DataFrame()
         selection.to_csv(tmp / "selection.csv", index=False)
+        head_to_head(results).to_csv(tmp / "head_to_head.csv", index=False)
         info = {**describe(study, bundle), "data_hash": data_key(bundle),
                 "draw_per_seed": bundle.manifest.benchmark is not None and study.run.draw_per_seed,
                 "cross_fit_folds": study.run.cross_fit_folds, "validation_fraction": study.run.validation_fraction}
@@ -511,3 +512,61 @@ def read_tables(run_dir: str | Path) -> dict[str, Any] | None:
             except pd.errors.EmptyDataError:
                 tables[stem] = pd.DataFrame()
     return tables
+
+
+# --------------------------------------------------------------------------- head to head
+def best_of_group(results: pd.DataFrame, group: str, *, metric: str = "top1") -> str | None:
+    """The row of ``group`` with the highest mean ``metric`` (None when the group is absent)."""
+    rows = results[results["group"] == group]
+    if rows.empty:
+        return None
+    return str(rows.groupby("method", sort=False)[metric].mean().idxmax())
+
+
+def head_to_head(results: pd.DataFrame, *, metric: str = "top1") -> pd.DataFrame:
+    """Paired (by seed) differences, in percentage points of ``metric``, between URNet's rows
+    (the paper's full ladder "+label", its cross-fitted version, the selected configuration)
+    and the baseline, the best peer and the best oracle. ``significant``: the 95% interval
+    excludes zero."""
+    methods = set(results["method"])
+    ours = [m for m in ("+label", "+label" + CF, SELECTED) if m in methods]
+    others = {"baseline": "baseline" if "baseline" in methods else None,
+              "best peer": best_of_group(results, "peer", metric=metric),
+              "best oracle": best_of_group(results, "oracle", metric=metric)}
+    rows = []
+    for method in ours:
+        for role, other in others.items():
+            if other is None:
+                continue
+            a, b = _by_seed(results, other, metric), _by_seed(results, method, metric)
+            seeds = a.index.intersection(b.index)
+            ci = paired_difference(a[seeds].to_numpy(), b[seeds].to_numpy())
+            rows.append({"method": method, "versus": role, "other": other, "diff_pp": ci.mean * 100,
+                         "low_pp": ci.low * 100, "high_pp": ci.high * 100, "significant": ci.excludes_zero(),
+                         "seeds": int(len(seeds))})
+    return pd.DataFrame(rows, columns=["method", "versus", "other", "diff_pp", "low_pp", "high_pp", "significant",
+                                       "seeds"])
+
+
+def per_class_gap(results: pd.DataFrame, method: str, other: str, train: pd.DataFrame,
+                  num_classes: int) -> pd.DataFrame:
+    """Where ``method`` wins or loses against ``other``: per class, the paired mean difference
+    of test accuracy (pp), the class's training size and size group, and (with ground truth)
+    the class's training noise mix (share of rows per noise type)."""
+    from urnet_core.study.analysis import size_groups
+
+    def per_class(name: str) -> pd.DataFrame:
+        rows = results[results["method"] == name].set_index("seed")["per_class_accuracy"]
+        return pd.DataFrame({s: np.asarray(v, dtype=float) for s, v in rows.items()})
+
+    a, b = per_class(other), per_class(method)
+    seeds = a.columns.intersection(b.columns)
+    counts = np.bincount(train["label"].to_numpy(), minlength=num_classes)
+    groups = size_groups(counts) if num_classes >= 3 else np.full(num_classes, "all")
+    out = pd.DataFrame({"class": np.arange(num_classes), "train_rows": counts, "size_group": groups,
+                        "diff_pp": (b[seeds] - a[seeds]).mean(axis=1).to_numpy() * 100})
+    if "noise_type" in train.columns:
+        mix = pd.crosstab(train["label"], train["noise_type"], normalize="index").reindex(range(num_classes)).fillna(0)
+        for kind in mix.columns:
+            out[f"share_{kind}"] = mix[kind].to_numpy()
+    return out.sort_values("diff_pp").reset_index(drop=True)

@@ -825,3 +825,26 @@ def soft_target_examples(labels: Any, targets: Any, table: pd.DataFrame | None =
         if "noise_type" in table.columns:
             df["noise_type"] = table["noise_type"].to_numpy()[rows]
     return df
+
+
+def auroc_by_noise_type(weights: Mapping[str, Any], table: pd.DataFrame) -> pd.DataFrame:
+    """AUROC of each weight as a detector of clean rows, overall and per noise type.
+
+    One row per weight; column ``all`` is clean vs every wrongly labelled row
+    (:func:`noisy_mask`), and one column per noise type present (``asym`` flips between
+    look-alike classes, ``sym`` random flips, ``flip`` derived from a ``true_label``, ``open``
+    open-set images, ``ambiguous`` blended images) compares the clean rows with that type only.
+    """
+    _require_columns(table, ["noise_type"], "auroc_by_noise_type")
+    kinds = table["noise_type"].to_numpy().astype(str)
+    clean = kinds == "clean"
+    present = [k for k in NOISE_TYPE_ORDER if k != "clean" and (kinds == k).any()]
+    rows = []
+    for name, w in weights.items():
+        w = _as_1d(w, name, len(table)).astype(np.float64)
+        row: dict[str, Any] = {"weight": name, "all": weight_auroc(w, noisy_mask(table))}
+        for kind in present:
+            both = clean | (kinds == kind)
+            row[kind] = weight_auroc(w[both], (kinds == kind)[both]) if clean.any() else float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows)
