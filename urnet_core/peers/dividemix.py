@@ -39,11 +39,15 @@ In words, with two networks A and B (different initial weights):
 Hyper-parameters and defaults (``p_threshold=0.5``, ``temperature=0.5`` everywhere in the
 paper):
 
-- ``alpha=4`` and ``lambda_u=25``: the paper's CIFAR-10 setting for 50% symmetric noise (its
-  table of lambda_u: 0 for 20%, 25 for 50%, 50 for 80%, 150 for 90% symmetric, 0 for 40%
-  asymmetric). The study's images (28x28, 10-ish classes, a small CNN trained from scratch) are
-  closer to CIFAR-10 than to (mini-)WebVision, whose setting is ``alpha=0.5, lambda_u=0``
-  (also Clothing1M's); pass those to reproduce it.
+- ``alpha=0.5`` and ``lambda_u=0``: the paper's (mini-)WebVision and Clothing1M setting, the
+  real web-noise benchmarks this study imitates. The CIFAR-10 setting is ``alpha=4`` with
+  ``lambda_u`` by noise level (0 for 20%, 25 for 50%, 50 for 80%, 150 for 90% symmetric, 0 for
+  40% asymmetric). On a 4k-image Fashion-MNIST check (30% symmetric noise, 10 epochs, small
+  CNN, seed 0) the WebVision setting reached 75.4% test top-1 and ``alpha=4, lambda_u=25``
+  73.5%, both below plain cross entropy (79.2%), although the co-divide was accurate (labelled
+  sets ~98% clean, holding ~76% of the clean instances): in runs this short, the MixMatch stage
+  costs more fitting than the cleaner labels gain. With ``lambda_u=0`` the unlabelled
+  instances still enter through mixup (inputs and co-guessed targets) and the prior term.
 - ``warmup_epochs``: the paper warms up 10 of 300 epochs on CIFAR-10 and 1 of 100 on
   WebVision; default ``max(1, min(10, epochs // 5))`` (2 of the study's 12 epochs).
 - ``rampup_epochs``: the reference ramps lambda_u over 16 epochs; default
@@ -63,9 +67,9 @@ Simplified / left out here:
   |X|/|U| times per epoch. Here each epoch uses ``min(|U|, |X|)`` unlabelled instances, split
   evenly over the labelled batches (so each is seen once when U is the smaller set, and the
   batches match the reference's when it is the larger). With these two savings a DivideMix
-  epoch costs about 4x a plain cross-entropy epoch (two networks, the co-divide pass, the
-  no-grad views) on the digits test set-up; counted the same way the reference's scheme
-  would cost roughly twice as much.
+  epoch costs about 4-5x a plain cross-entropy epoch in CPU time (two networks, the co-divide
+  pass, the no-grad views; 5.0x over 12 epochs with 2 warm-up epochs on 10k Fashion-MNIST
+  images); counted the same way, the reference's scheme would cost roughly twice as much.
 - The co-divide losses come from the training dataset as given (its train-time augmentation,
   drawn from a seeded RNG), not from a separate un-augmented copy as in the reference.
 - The reference's extras for some settings are not implemented: the warm-up confidence
@@ -290,8 +294,8 @@ def train_dividemix(
     warmup_epochs: int | None = None,
     p_threshold: float = 0.5,
     temperature: float = 0.5,
-    alpha: float = 4.0,
-    lambda_u: float = 25.0,
+    alpha: float = 0.5,
+    lambda_u: float = 0.0,
     rampup_epochs: int | None = None,
     eval_dataset: Dataset | None = None,
     run_dir: str | os.PathLike | None = None,
