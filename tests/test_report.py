@@ -133,7 +133,7 @@ def test_findings_bag_calls_near_uniform_saliency_uniform():
     table["mean_saliency"] = [0.45, 0.2]
     assert "prefers clean instances" in A.findings_bag(table)
     table["mean_saliency"] = [0.25, 0.5]
-    assert "less* to clean" in A.findings_bag(table)
+    assert "attends less to clean" in A.findings_bag(table)
 
 
 def test_findings_label_baseline_class_cluster_data():

@@ -853,7 +853,7 @@ def _auroc_words(auroc: float) -> str:
     if abs(auroc - 0.5) < AUROC_CHANCE:
         return f"is {auroc:.3f}, no better than chance (0.5) at telling clean from wrongly labelled instances"
     if auroc < 0.5:
-        return f"is {auroc:.3f}, below chance: it gives wrongly labelled instances *more* weight than clean ones"
+        return f"is {auroc:.3f}, below chance: it gives wrongly labelled instances more weight than clean ones"
     return f"is {auroc:.3f}: it gives clean instances more weight than wrongly labelled ones"
 
 
@@ -1026,7 +1026,7 @@ def findings_bag(table: pd.DataFrame) -> str:
     elif rel > 0:
         text += f" ({100 * rel:+.1f}%): the branch prefers clean instances."
     else:
-        text += f" ({100 * rel:+.1f}%): the branch attends *less* to clean instances than to the others."
+        text += f" ({100 * rel:+.1f}%): the branch attends less to clean instances than to the others."
     noisy = [k for k in by.index if k in WRONG_LABEL_TYPES]
     if noisy:
         n = by.loc[noisy, "n"].to_numpy(dtype=float)

@@ -91,12 +91,36 @@ def _register_figure_alt_text() -> None:
 
 
 def config_table(study: StudyConfig):
-    """The study's configuration as a table (section, key, value) with paths relative to the
-    repository, for the top of a notebook (a rendered report never shows the machine's paths)."""
+    """The study's configuration, one row per section (``key=value, ...``), with paths relative
+    to the repository, for the top of a notebook (a rendered report never shows the machine's
+    paths)."""
     import pandas as pd
 
     from urnet_core.study.report import relative_to_repo
 
-    rows = [(section, key, str(value)) for section, values in relative_to_repo(study.to_dict()).items()
-            for key, value in values.items()]
-    return pd.DataFrame(rows, columns=["section", "key", "value"])
+    rows = [(section, ", ".join(f"{k}={v}" for k, v in values.items()))
+            for section, values in relative_to_repo(study.to_dict()).items()]
+    return pd.DataFrame(rows, columns=["section", "settings"]).style.hide(axis="index").set_properties(
+        **{"text-align": "left"})
+
+
+class Conclusion:
+    """A notebook's conclusion: shown as a paragraph in the report, as plain text elsewhere."""
+
+    def __init__(self, text: str | list[str]) -> None:
+        self.paragraphs = [text] if isinstance(text, str) else list(text)
+
+    def __repr__(self) -> str:
+        return "\n\n".join(self.paragraphs)
+
+    def _repr_html_(self) -> str:
+        import html
+
+        body = "".join(f"<p>{html.escape(p)}</p>" for p in self.paragraphs)
+        return (f"<div class='urnet-conclusion' style='border-left:4px solid #4c72b0;background:#f6f8fb;"
+                f"padding:.4em 1em;font-size:1.05em;max-width:60em'>{body}</div>")
+
+
+def conclusion(text: str | list[str]) -> Conclusion:
+    """Display ``text`` (a findings string or the verdict's sentences) as the notebook's conclusion."""
+    return Conclusion(text)

@@ -566,7 +566,7 @@ def ablation_chart(summary: pd.DataFrame, *, metric: str = "top1", title: str | 
     if metric != "ece":  # accuracies are bounded: draw the t-intervals clipped to [0, 100]
         low, high = np.clip(low, 0, 100), np.clip(high, 0, 100)
     err = np.nan_to_num(np.maximum(np.vstack([mean - low, high - mean]), 0))
-    fig = _figure(7.5, 0.32 * len(df) + 2.0)
+    fig = _figure(8.5, 0.32 * len(df) + 1.4)
     ax = fig.add_subplot()
     y = np.arange(len(df))[::-1]
     ax.barh(y, mean, xerr=err, capsize=3, color=[GROUP_COLORS.get(g, "#999999") for g in df["group"]])
@@ -583,9 +583,9 @@ def ablation_chart(summary: pd.DataFrame, *, metric: str = "top1", title: str | 
     handles = [matplotlib.patches.Patch(color=GROUP_COLORS.get(g, "#999999"), label=g) for g in groups]
     if len(base):
         handles.append(matplotlib.lines.Line2D([], [], color="black", ls="--", lw=0.8, label="baseline"))
-    # Below the axes, never over the bars or their error bars.
-    ax.legend(handles=handles, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14 - 1.0 / (len(df) + 4)),
-              ncol=min(4, len(handles)), frameon=False)
+    # Right of the axes, never over the bars or their error bars.
+    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
+              title="group")
     ax.set_xlabel(f"test {metric} (%), mean and 95% CI over seeds")
     ax.set_title(title or f"ablation: {metric}")
     fig.tight_layout()

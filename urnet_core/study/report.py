@@ -140,7 +140,7 @@ def _math_image(match: re.Match) -> str:
     tex = match.group(1).strip()
     try:
         fig = Figure()
-        text = fig.text(0, 0, f"${tex}$", fontsize=12)
+        text = fig.text(0, 0, f"${tex}$", fontsize=11)
         buf = io.BytesIO()
         fig.savefig(buf, format="svg", bbox_inches="tight", pad_inches=0.02, transparent=True)
     except Exception:  # mathtext covers a subset of TeX: show what it cannot draw as code
@@ -148,7 +148,7 @@ def _math_image(match: re.Match) -> str:
     del text
     data = base64.b64encode(buf.getvalue()).decode("ascii")
     alt = html.escape(tex, quote=True)
-    return f'<img class="math" style="vertical-align:middle;height:1.5em" alt="{alt}" src="data:image/svg+xml;base64,{data}">'
+    return f'<img class="math" style="vertical-align:middle" alt="{alt}" src="data:image/svg+xml;base64,{data}">'
 
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
