@@ -17,7 +17,19 @@ COMMAND_MODULES = ("data", "train", "features", "weights", "study", "bench")
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Descriptions keep their line breaks; a flag's default is shown when it has a real one."""
+    """Descriptions keep their line breaks (long single lines are wrapped, indented ones kept as
+    they are); a flag's default is shown when it has a real one."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        import textwrap
+
+        out = []
+        for line in text.splitlines():
+            if len(line) > width and not line.startswith(" "):
+                out.extend(textwrap.wrap(line, width, initial_indent=indent, subsequent_indent=indent))
+            else:
+                out.append(indent + line)
+        return "\n".join(out)
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""

@@ -1257,14 +1257,20 @@ def study_verdict(tables: Mapping[str, Any], *, metric: str = "top1") -> list[st
         for method in [m for m in (full, selected, peer) if m]:
             if g is not None and method in g.index and np.isfinite(float(g.loc[method, "gap_closed"])):
                 r = g.loc[method]
-                closed.append(f"{method} closes {float(r['gap_closed']):.2f} of the baseline-to-oracle gap "
-                              f"({float(r['low']):.2f} to {float(r['high']):.2f})")
+                closed.append(f"{method} closes {_num(r['gap_closed'])} of the baseline-to-oracle gap "
+                              f"({_num(r['low'])} to {_num(r['high'])})")
         if closed:
             text += "; " + "; ".join(closed) + " (0 = baseline, 1 = oracle)"
         elif g is not None:
             text += "; it is not better than the baseline, so the gap closed is undefined"
         out.append(text + ".")
     return out
+
+
+def _num(value: Any, digits: int = 2) -> str:
+    """``value`` rounded, without a minus sign on zero."""
+    text = f"{float(value):.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
 
 
 def _join(items: Sequence[str]) -> str:

@@ -29,7 +29,15 @@ from urnet_core.study.analysis import NOISE_TYPE_ORDER, SIZE_GROUPS, size_groups
 NOISE_COLORS = {"clean": "#4c72b0", "asym": "#dd8452", "sym": "#c44e52", "flip": "#c44e52", "open": "#8172b3",
                 "ambiguous": "#55a868", "noisy": "#c44e52"}
 GROUP_COLORS = {"ladder": "#4c72b0", "alone": "#55a868", "peer": "#dd8452", "oracle": "#8c8c8c",
-                "variant": "#64b5cd", "trick": "#8172b3"}
+                "variant": "#64b5cd", "trick": "#8172b3", "selected": "#c44e52", "ladder (cross-fitted)": "#9db4de"}
+#: Colours for groups not named above, in order of appearance.
+_SPARE_COLORS = ("#937860", "#da8bc3", "#ccb974", "#2f4b7c", "#a05195", "#3c9d9b")
+
+
+def group_colors(groups: Sequence[str]) -> dict[str, str]:
+    """A distinct colour for every group: the fixed ones above, spare colours for new groups."""
+    spare = iter(_SPARE_COLORS * (1 + len(groups) // len(_SPARE_COLORS)))
+    return {g: GROUP_COLORS.get(g) or next(spare) for g in dict.fromkeys(groups)}
 SIZE_COLORS = {"head": "#4c72b0", "medium": "#55a868", "tail": "#c44e52"}
 
 
@@ -569,7 +577,8 @@ def ablation_chart(summary: pd.DataFrame, *, metric: str = "top1", title: str | 
     fig = _figure(8.5, 0.32 * len(df) + 1.4)
     ax = fig.add_subplot()
     y = np.arange(len(df))[::-1]
-    ax.barh(y, mean, xerr=err, capsize=3, color=[GROUP_COLORS.get(g, "#999999") for g in df["group"]])
+    colors = group_colors(list(df["group"]))
+    ax.barh(y, mean, xerr=err, capsize=3, color=[colors[g] for g in df["group"]])
     ax.set_yticks(y)
     ax.set_yticklabels(df["method"], fontsize=8)
     lo = float(np.nanmin(mean - err[0]))
@@ -580,7 +589,7 @@ def ablation_chart(summary: pd.DataFrame, *, metric: str = "top1", title: str | 
     if len(base):
         ax.axvline(float(base.iloc[0]) * 100, color="black", ls="--", lw=0.8)
     groups = list(dict.fromkeys(df["group"]))
-    handles = [matplotlib.patches.Patch(color=GROUP_COLORS.get(g, "#999999"), label=g) for g in groups]
+    handles = [matplotlib.patches.Patch(color=colors[g], label=g) for g in groups]
     if len(base):
         handles.append(matplotlib.lines.Line2D([], [], color="black", ls="--", lw=0.8, label="baseline"))
     # Right of the axes, never over the bars or their error bars.
