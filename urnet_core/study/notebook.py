@@ -100,8 +100,9 @@ def config_table(study: StudyConfig):
 
     rows = [(section, ", ".join(f"{k}={v}" for k, v in values.items()))
             for section, values in relative_to_repo(study.to_dict()).items()]
-    return pd.DataFrame(rows, columns=["section", "settings"]).style.hide(axis="index").set_properties(
-        **{"text-align": "left"})
+    return (pd.DataFrame(rows, columns=["section", "settings"]).style.hide(axis="index").format(escape="html")
+            .set_properties(**{"text-align": "left"})
+            .set_table_styles([{"selector": "th", "props": [("text-align", "left")]}]))
 
 
 class Conclusion:

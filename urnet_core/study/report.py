@@ -322,7 +322,7 @@ def _chart_html(summary: pd.DataFrame, path: Path) -> str:
            + "; ".join(f"{m}: {100 * v:.1f}%" for m, v in zip(summary["method"], summary["top1_mean"])))
     return (f"<figure><img src='{html.escape(path.name)}' alt='{html.escape(alt, quote=True)}'>"
             "<figcaption>Test top-1 of every row: bars are the mean over seeds, whiskers the 95% interval, colours "
-            "the group (legend below the chart), the dashed line the baseline. Overlapping whiskers of two rows "
+            "the group (legend right of the chart), the dashed line the baseline. Overlapping whiskers of two rows "
             "mean the seeds cannot tell them apart; the paired differences below are the sharper test for the "
             "ladder.</figcaption></figure>")
 
