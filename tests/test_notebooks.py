@@ -154,3 +154,77 @@ def test_index_holds_the_summary_with_numbers(study):
     for name in NOTEBOOK_NAMES:
         assert f"href='{name}.html'" in html
     assert "data hash" in html
+
+
+# --------------------------------------------------------------------------- clean, honest HTML
+@pytest.mark.parametrize("name", NOTEBOOK_NAMES)
+def test_notebook_ends_with_what_it_shows(name):
+    nb = nbformat.read(str(NOTEBOOKS_DIR / f"{name}.ipynb"), as_version=4)
+    heading, cell = nb.cells[-2], nb.cells[-1]
+    assert heading.cell_type == "markdown" and heading.source.startswith("## What this shows")
+    assert cell.cell_type == "code" and "conclusion(" in cell.source
+    assert "analysis.findings_" in cell.source or "analysis.study_verdict" in cell.source
+
+
+@pytest.mark.parametrize("name", NOTEBOOK_NAMES)
+def test_executed_notebook_states_its_finding_without_stderr(study, name):
+    nb = _executed(study, name)
+    assert not [o for o in _outputs(nb, "stream") if o.get("name") == "stderr"], "stderr in the report"
+    last = nb.cells[-1].get("outputs", [])
+    text = "\n".join(o.get("data", {}).get("text/plain", "") for o in last)
+    assert len(text) > 40 and re.search(r"\d", text), f"{name}: no conclusion with numbers: {text!r}"
+    html = (study["reports"] / f"{name}.html").read_text()
+    assert "jupyter.stderr\"" not in html and "output_stderr" not in html
+    assert "Traceback" not in html
+    assert "cdnjs" not in html and "<script src=" not in html  # works offline
+    assert "No description has been provided for this image" not in html  # alt text on every figure
+    from urnet_core.config import REPO_ROOT
+
+    for path in (str(REPO_ROOT), str(study["settings"].run.run_dir), str(study["reports"])):
+        assert path not in html, f"{name}: machine path {path} in the report"
+
+
+def test_findings_follow_the_numbers(study):
+    # 05 sets a bar (beat the baseline's self-confidence); its conclusion must say which way it went.
+    text = _text_of(_executed(study, "05_instance_reweight"))
+    inst, self_conf = _number_after(text, "AUROC instance weight:"), _number_after(text, "AUROC baseline self-confidence:")
+    if inst > self_conf + 0.01:
+        assert "earns its cost" in text and "does not earn its cost" not in text
+    elif inst < self_conf - 0.01:
+        assert "does not earn its cost" in text
+    text = _text_of(_executed(study, "06_bag_attention"))
+    assert "mean saliency of" in text and "uniform" in text
+
+
+def test_index_opens_with_the_verdict_chart_and_ladder(study):
+    html = study["index"].read_text()
+    assert html.index("id='verdict'") < html.index("<img") < html.index("step by step")
+    assert "What the groups mean" in html and "The data" in html and "<code>low</code>" in html
+    chart = re.search(r"<img src='([^']+)' alt='([^']+)'", html)
+    assert chart and (study["reports"] / chart.group(1)).is_file()
+    for href in re.findall(r"href='([^']+)'", html):
+        assert (study["reports"] / href).is_file(), f"dangling link {href}"
+    assert "images in every class, so top-1 accuracy equals balanced accuracy" in html  # digits test split is balanced
+
+
+def test_index_renders_in_a_browser(study):
+    import browser
+
+    reason = browser.available()
+    if reason:
+        pytest.skip(reason)
+    page = browser.inspect_page(study["index"], element_id="verdict")
+    assert page["errors"] == []
+    assert page["images"] and all(img["complete"] and img["width"] > 0 and img["alt"] for img in page["images"])
+    assert page["text"] and "URNet" in page["text"]
+    for name in ("04_cluster_reweight", "08_ablation"):  # notebook pages load offline too
+        page = browser.inspect_page(study["reports"] / f"{name}.html")
+        assert page["errors"] == [], name
+        assert all(img["complete"] and img["width"] > 0 for img in page["images"]), name
+
+
+def test_only_with_an_unknown_prefix_fails_before_any_work(tmp_path):
+    settings = smoke_config().with_overrides({"run.run_dir": str(tmp_path / "runs")})
+    with pytest.raises(ValueError, match="--only \\['99'\\] matches no notebook"):
+        run_study(settings, reports_dir=tmp_path / "reports", only=["99"])
+    assert not (tmp_path / "reports" / "index.html").exists()

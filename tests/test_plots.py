@@ -153,3 +153,70 @@ def test_result_charts():
                            "problems": [4, 4], "rows": [100, 100], "mean_inertia": [1.0, 1.0]})
     fig = P.backend_timing_chart(timing)
     assert [p.get_height() for p in fig.axes[0].patches] == pytest.approx([0.1, 0.5])
+
+
+# --------------------------------------------------------------------------- figures that show what they say
+def test_discrete_weights_draw_one_visible_bar_per_group_and_value(data):
+    # A class weight is constant within a class: each group gets its own bar at each value,
+    # side by side (four outlines on top of each other showed only one).
+    kinds = data["table"]["noise_type"]
+    class_w = np.array([1.0, 1.5, 2.0, 3.0])[data["labels"]]
+    fig = P.weight_histograms({"class": class_w}, kinds)
+    ax = fig.axes[0]
+    groups = len(P._noise_groups(np.asarray(kinds)))
+    assert len(ax.patches) == groups * 4
+    lefts = {(round(p.get_x(), 6)) for p in ax.patches}
+    assert len(lefts) == groups * 4  # no two bars at the same place
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "1.5", "2", "3"]
+
+
+def test_cluster_groups_show_confused_classes_framed_in_another_colour(data):
+    from urnet_core.reweight.cluster_weight import cluster_weights, confusion_matrix
+
+    m = confusion_matrix(data["labels"], data["probs"], C)
+    _, details = cluster_weights(data["feats"], data["labels"], m, top_k=2, n_clusters=3, backend="sklearn",
+                                 return_details=True)
+    fig = P.cluster_groups_figure(details[0], data["table"], images=data["images"], class_names=NAMES, per_group=6)
+    colours = {matplotlib.colors.to_hex(ax.spines["left"].get_edgecolor()) for ax in fig.axes if ax.images}
+    comp = np.asarray(details[0].composition)
+    if (comp[:, 1:].sum(1) > 0).any():  # some group holds confused classes' images: they are shown
+        assert "#dd8452" in colours
+    assert "#4c72b0" in colours
+
+
+def test_log_axes_have_several_tick_labels_within_a_decade():
+    fig = P.class_size_chart(np.array([150, 120, 90, 60, 40, 30, 22]), list("abcdefg"))
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+    assert len(labels) >= 3, labels
+    per_class = pd.DataFrame({"count": [20, 35, 60, 90], "accuracy": [0.5, 0.6, 0.7, 0.8],
+                              "accuracy_std": [0.1] * 4, "group": ["tail", "medium", "medium", "head"]})
+    fig = P.per_class_accuracy_chart(per_class)
+    assert len([t for t in fig.axes[0].get_xticklabels() if t.get_text()]) >= 3
+
+
+def test_scatter_labels_do_not_overlap():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    spread = pd.DataFrame({"class": range(6), "inter": [1.0, 1.01, 1.02, 1.0, 1.01, 3.0],
+                           "intra": [1.0, 1.0, 1.01, 1.02, 1.0, 1.0], "n": [5] * 6})
+    fig = P.spread_scatter(spread, [f"class {i}" for i in range(6)])
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in fig.axes[0].texts]
+    assert boxes
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+
+
+def test_ablation_chart_legend_outside_the_bars():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    summary = pd.DataFrame({"method": ["baseline", "+class", "peer a", "oracle"],
+                            "group": ["ladder", "ladder", "peer", "oracle"],
+                            "top1_mean": [0.7, 0.75, 0.8, 0.9], "top1_low": [0.6, 0.7, 0.75, 0.85],
+                            "top1_high": [0.8, 0.8, 0.85, 0.95]})
+    fig = P.ablation_chart(summary)
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    ax = fig.axes[0]
+    legend = ax.get_legend().get_window_extent(renderer)
+    assert not legend.overlaps(ax.get_window_extent(renderer))
+    assert {t.get_text() for t in ax.get_legend().get_texts()} == {"ladder", "peer", "oracle", "baseline"}

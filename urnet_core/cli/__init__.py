@@ -16,9 +16,75 @@ import sys
 COMMAND_MODULES = ("data", "train", "features", "weights", "study", "bench")
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions keep their line breaks (long single lines are wrapped, indented ones kept as
+    they are); a flag's default is shown when it has a real one."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        import textwrap
+
+        out = []
+        for line in text.splitlines():
+            if len(line) > width and not line.startswith(" "):
+                out.extend(textwrap.wrap(line, width, initial_indent=indent, subsequent_indent=indent))
+            else:
+                out.append(indent + line)
+        return "\n".join(out)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "%(default)" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return text + " (default: %(default)s)"
+
+
+#: Help for flags that a command registers without any (by destination name).
+DEFAULT_HELP = {
+    "seed": "random seed (same seed, same result)",
+    "device": "cpu, cuda, cuda:N, or auto (a GPU when there is one)",
+    "batch_size": "images per batch",
+    "splits": "which splits of the manifest to process",
+    "out": "output folder",
+    "split": "split of the table the arrays cover",
+}
+
+
+def version() -> str:
+    """The installed package's version (the source tree's when it is not installed)."""
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("urnet_core")
+    except importlib.metadata.PackageNotFoundError:
+        from urnet_core import __version__
+
+        return __version__
+
+
+def _describe(parser: argparse.ArgumentParser, module) -> None:
+    """Every sub-command has a description (its module docstring when it sets none), every flag
+    a help text, and the help shows defaults."""
+    for sub in [parser] + [a for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+                           for a in action.choices.values()]:
+        sub.formatter_class = HelpFormatter
+        if not sub.description and module.__doc__:
+            sub.description = module.__doc__.strip()
+        for action in sub._actions:
+            if action.help is None and action.dest != "help":
+                action.help = DEFAULT_HELP.get(action.dest, action.dest.replace("_", " "))
+
+
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="urnet", description="URNet study: learning from noisy web data.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser = argparse.ArgumentParser(
+        prog="urnet", formatter_class=HelpFormatter,
+        description="URNet study: learning image classifiers from noisy web data (reference implementation of "
+                    "Li et al., arXiv:1811.00700). The pipeline's commands in order: data -> train (baseline) -> "
+                    "features -> weights -> train (reweighted); `urnet study` runs the whole study with its "
+                    "notebooks and writes the HTML reports. `urnet COMMAND -h` for each command's flags.")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log debug messages, third-party INFO logs (faiss, papermill, the kernel) and full "
+                             "tracebacks")
+    parser.add_argument("--version", action="version", version=f"urnet {version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -28,6 +94,7 @@ def get_parser() -> argparse.ArgumentParser:
                 continue  # command not built in this version
             raise
         module.register(subparsers)
+        _describe(subparsers.choices[name], module)
     return parser
 
 
@@ -39,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if not args.verbose:  # third-party INFO chatter (faiss's loader, papermill's cell log): -v shows it
-        for name in ("faiss", "faiss.loader", "papermill", "traitlets"):
+        for name in ("faiss", "faiss.loader", "papermill", "traitlets", "nbconvert", "matplotlib", "PIL"):
             logging.getLogger(name).setLevel(logging.WARNING)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -24,16 +24,24 @@ logger = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("data", help="describe datasets and build web-noise benchmarks")
+    from urnet_core.cli.train import add_scale_arguments
+
+    parser = subparsers.add_parser("data", help="describe datasets and build web-noise benchmarks",
+                                   description=__doc__.strip())
     sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
-    describe = sub.add_parser("describe", help="print class counts and realised noise rates of a manifest")
+    describe = sub.add_parser("describe", help="print class counts and realised noise rates of a manifest",
+                              description="Print the class counts (the long tail) of a manifest's training split "
+                                          "and, with ground truth, the realised noise per class, overall, by source "
+                                          "and by search rank.")
     describe.add_argument("manifest", help="path to a data manifest (YAML)")
-    describe.add_argument("--scale", choices=["smoke"], default=None, help="shrink the data (see manifest docs)")
+    add_scale_arguments(describe)
     describe.set_defaults(func=describe_command)
-    make = sub.add_parser("make-benchmark", help="write a manifest's tables and images to a folder")
+    make = sub.add_parser("make-benchmark", help="write a manifest's tables and images to a folder",
+                          description="Write table.parquet, images.npy, class_names.json and benchmark.json of a "
+                                      "manifest's data to a folder, each atomically.")
     make.add_argument("manifest", help="path to a data manifest (YAML)")
     make.add_argument("--out", required=True, help="output folder")
-    make.add_argument("--scale", choices=["smoke"], default=None, help="shrink the data (see manifest docs)")
+    add_scale_arguments(make)
     make.set_defaults(func=make_benchmark_command)
 
 

@@ -42,17 +42,22 @@ logger = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("features", help="extract features and predictions of a checkpoint")
+    from urnet_core.cli.train import add_scale_arguments
+
+    parser = subparsers.add_parser(
+        "features", help="extract features and predictions of a checkpoint",
+        description=__doc__.split("Under ``torchrun")[0].strip())
     parser.add_argument("--manifest", required=True, help="data manifest (YAML)")
     parser.add_argument("--checkpoint", required=True, help="checkpoint.pt written by `urnet train`")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--splits", nargs="+", default=["train", "test"], choices=["train", "test", "val"])
+    parser.add_argument("--splits", nargs="+", default=["train", "test"], choices=["train", "test", "val"],
+                        help="splits of the manifest to process")
     parser.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="feature dtype")
     parser.add_argument("--predictions", choices=["probs", "classes"], default="probs",
                         help="write (n, C) probabilities, or only the (n,) predicted classes (at scale)")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--scale", choices=["smoke"], default=None, help="shrink the data (see manifest docs)")
+    parser.add_argument("--batch-size", type=int, default=256, help="images per inference batch")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto (a GPU when there is one)")
+    add_scale_arguments(parser)
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.set_defaults(func=features_command)
 

@@ -20,12 +20,18 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "study", help="run the notebooks in order and write reports/",
         description="Execute notebooks/NN_*.ipynb with papermill, render HTML into the reports folder and write "
-                    "its index.html. Finished stages are cached under the run folder; unchanged notebooks are "
-                    "skipped. Example: urnet study --config study.yaml --set urnet.alpha=0.7 --seeds 0 1 2")
+                    "its index.html, which opens with the verdict computed from the ablation. Finished stages are "
+                    "cached under the run folder; unchanged notebooks are skipped. Prints one line per notebook, "
+                    "the ablation's progress and an estimate of the time left (-v: also the kernels' and "
+                    "third-party logs).\n\nConfig: defaults, then --config, then --smoke, then the shortcut "
+                    "flags, then each --set in order.\nExample: urnet study --config study.yaml --set "
+                    "urnet.alpha=0.7 --seeds 0 1 2")
     p.add_argument("--config", help="study config (YAML or JSON) with sections data, training, urnet, run")
     p.add_argument("--set", dest="assignments", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config value (repeatable), e.g. --set urnet.alpha=0.7 --set training.epochs=5")
-    p.add_argument("--smoke", action="store_true", help="tiny digits benchmark, 3 epochs, 2 seeds (minutes)")
+    p.add_argument("--smoke", action="store_true",
+                   help="the smoke study: digits manifest at --scale smoke, 3 epochs, seeds 0 1, runs/smoke and "
+                        "reports/smoke (minutes); for the data alone, --scale smoke")
     p.add_argument("--manifest", help="dataset manifest YAML (data.manifest; default: the Fashion-MNIST benchmark)")
     p.add_argument("--scale", choices=["smoke"], help="shrink the data to the manifest's smoke subset (data.scale)")
     p.add_argument("--run-dir", help="where stage caches go (run.run_dir; default runs/default, runs/smoke with --smoke)")

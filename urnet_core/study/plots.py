@@ -15,6 +15,8 @@ import os
 from typing import Any, Mapping, Sequence
 
 import matplotlib
+import matplotlib.colors
+import matplotlib.lines
 import matplotlib.patches
 import matplotlib.pyplot as plt
 import numpy as np
@@ -27,19 +29,70 @@ from urnet_core.study.analysis import NOISE_TYPE_ORDER, SIZE_GROUPS, size_groups
 NOISE_COLORS = {"clean": "#4c72b0", "asym": "#dd8452", "sym": "#c44e52", "flip": "#c44e52", "open": "#8172b3",
                 "ambiguous": "#55a868", "noisy": "#c44e52"}
 GROUP_COLORS = {"ladder": "#4c72b0", "alone": "#55a868", "peer": "#dd8452", "oracle": "#8c8c8c",
-                "variant": "#64b5cd", "trick": "#8172b3"}
+                "variant": "#64b5cd", "trick": "#8172b3", "selected": "#c44e52", "ladder (cross-fitted)": "#9db4de"}
+#: Colours for groups not named above, in order of appearance.
+_SPARE_COLORS = ("#937860", "#da8bc3", "#ccb974", "#2f4b7c", "#a05195", "#3c9d9b")
+
+
+def group_colors(groups: Sequence[str]) -> dict[str, str]:
+    """A distinct colour for every group: the fixed ones above, spare colours for new groups."""
+    spare = iter(_SPARE_COLORS * (1 + len(groups) // len(_SPARE_COLORS)))
+    return {g: GROUP_COLORS.get(g) or next(spare) for g in dict.fromkeys(groups)}
 SIZE_COLORS = {"head": "#4c72b0", "medium": "#55a868", "tail": "#c44e52"}
 
 
 def _plain_log(ax, axis: str = "x") -> None:
-    """Log-scale axis labelled with plain numbers (10, 20, 50) instead of 1e1-style powers."""
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
+    """Log-scale axis labelled with plain numbers (10, 20, 50) at enough ticks to read it.
+
+    Call after the data is drawn: ticks are chosen from 1-2-5 steps of each decade within the
+    axis limits (every integer step 1..9 when that gives fewer than three), so an axis that
+    spans less than a decade still has several labels.
+    """
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator
 
     target = ax.xaxis if axis == "x" else ax.yaxis
-    fmt = ScalarFormatter()
-    fmt.set_scientific(False)
-    target.set_major_formatter(fmt)
+    lo, hi = ax.get_xlim() if axis == "x" else ax.get_ylim()
+    lo, hi = min(lo, hi), max(lo, hi)
+    if not (np.isfinite(lo) and np.isfinite(hi)) or lo <= 0:
+        return
+    decades = range(int(np.floor(np.log10(lo))), int(np.ceil(np.log10(hi))) + 1)
+    ticks: list[float] = []
+    for subs in ((1,), (1, 2, 5), tuple(range(1, 10))):
+        ticks = [m * 10.0 ** d for d in decades for m in subs if lo <= m * 10.0 ** d <= hi]
+        if len(ticks) >= 3:
+            break
+    if len(ticks) > 12:  # many decades: keep every decade only
+        ticks = [10.0 ** d for d in decades if lo <= 10.0 ** d <= hi]
+    target.set_major_locator(FixedLocator(ticks))
+    target.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    target.set_minor_locator(NullLocator())
     target.set_minor_formatter(NullFormatter())
+
+
+def _annotate_apart(ax, xs: Sequence[float], ys: Sequence[float], labels: Sequence[str], *, fontsize: int = 7) -> None:
+    """Label points so that no two labels overlap: each label takes the first of a few offsets
+    around its point whose box is free (it is left out, with its point, when none is)."""
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer() if hasattr(fig.canvas, "get_renderer") else None
+    if renderer is None:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        renderer = FigureCanvasAgg(fig).get_renderer()
+    offsets = [(4, 3, "left", "bottom"), (4, -3, "left", "top"), (-4, 3, "right", "bottom"),
+               (-4, -3, "right", "top"), (0, 8, "center", "bottom"), (0, -8, "center", "top"),
+               (10, 12, "left", "bottom"), (-10, -12, "right", "top"), (10, -12, "left", "top"),
+               (-10, 12, "right", "bottom")]
+    placed = []
+    order = np.argsort(np.asarray(ys, dtype=float))[::-1]
+    for i in order:
+        for dx, dy, ha, va in offsets:
+            ann = ax.annotate(labels[i], (xs[i], ys[i]), xytext=(dx, dy), textcoords="offset points",
+                              fontsize=fontsize, ha=ha, va=va)
+            box = ann.get_window_extent(renderer).expanded(1.05, 1.1)
+            if not any(box.overlaps(b) for b in placed):
+                placed.append(box)
+                break
+            ann.remove()
 
 
 def _figure(width: float, height: float, **kwargs: Any) -> Figure:
@@ -208,6 +261,7 @@ def class_weight_chart(weights: pd.DataFrame) -> Figure:
                                              ("share_balanced", "balanced", "#4c72b0")]):
         ax2.plot(x, weights[col], marker="o", ms=3, label=label, color=color)
     ax2.set_yscale("log")
+    _plain_log(ax2, "y")
     ax2.set_xlabel("classes, largest first")
     ax2.set_ylabel("share of total training weight (log)")
     ax2.set_title("training distribution after weighting")
@@ -272,11 +326,10 @@ def _class_scatter(df: pd.DataFrame, x: str, y: str, lim: float, diagonal_label:
     ax = fig.add_subplot()
     ax.scatter(df[x], df[y], s=20 + 80 * df["n"] / df["n"].max(), alpha=0.7)
     ax.plot([0, lim], [0, lim], color="gray", ls="--", lw=0.8, label=diagonal_label)
-    if class_names is not None and len(df) <= 30:
-        for _, r in df.iterrows():
-            ax.annotate(class_names[int(r["class"])], (r[x], r[y]), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.set_xlim(0, lim)
     ax.set_ylim(0, lim)
+    if class_names is not None and len(df) <= 30:
+        _annotate_apart(ax, df[x].to_numpy(), df[y].to_numpy(), [class_names[int(c)] for c in df["class"]])
     return fig, ax
 
 
@@ -350,27 +403,49 @@ _GROUP_COLOR = {"clean": NOISE_COLORS["clean"], "noisy (asym/sym)": NOISE_COLORS
                 "open-set": NOISE_COLORS["open"], "ambiguous": NOISE_COLORS["ambiguous"]}
 
 
-def weight_histograms(weights: Mapping[str, np.ndarray], noise_type: Sequence[str], *, bins: int = 40) -> Figure:
-    """One panel per weight: histograms of clean, noisy (asym/sym), open-set and ambiguous instances.
+def weight_histograms(weights: Mapping[str, np.ndarray], noise_type: Sequence[str], *, bins: int = 40,
+                      discrete_max: int = 12) -> Figure:
+    """One panel per weight: how the weight is distributed within clean, noisy (asym/sym),
+    open-set and ambiguous instances (each group's share, so groups of any size compare).
 
-    A weight that helps against noise puts the clean histogram to the right of the others.
+    A weight that helps against noise puts the clean distribution to the right of the others.
+    A weight with few distinct values (the class weight is constant within a class) is drawn
+    as side-by-side bars per value, so no group hides another; a continuous one as filled
+    outlines.
     """
     if not weights:
         raise ValueError("weight_histograms needs at least one weight")
     kinds = np.asarray(noise_type)
-    fig, axes = _subplots(1, len(weights), 4.2 * len(weights), 3.4)
+    groups = _noise_groups(kinds)
+    fig, axes = _subplots(1, len(weights), 4.4 * len(weights), 3.6)
     for ax, (name, w) in zip(axes[0], weights.items()):
         w = np.asarray(w, dtype=np.float64)
         if w.shape[0] != kinds.shape[0]:
             raise ValueError(f"weight {name!r} has {w.shape[0]} entries but noise_type has {kinds.shape[0]}")
-        lo, hi = np.nanpercentile(w, [0.5, 99.5])
-        edges = np.linspace(lo, hi if hi > lo else lo + 1e-6, bins + 1)
-        for group, mask in _noise_groups(kinds):
-            ax.hist(np.clip(w[mask], edges[0], edges[-1]), bins=edges, density=True, histtype="step", lw=1.6,
-                    label=f"{group} (n={mask.sum()})", color=_GROUP_COLOR[group])
+        values = np.unique(np.round(w[np.isfinite(w)], 4))
+        if values.size <= discrete_max:
+            width = 0.8 / max(1, len(groups))
+            x = np.arange(values.size)
+            for k, (group, mask) in enumerate(groups):
+                share = np.array([(np.round(w[mask], 4) == v).mean() for v in values])
+                ax.bar(x + (k - (len(groups) - 1) / 2) * width, share, width, color=_GROUP_COLOR[group],
+                       label=f"{group} (n={mask.sum()})")
+            ax.set_xticks(x)
+            ax.set_xticklabels([f"{v:.3g}" for v in values], rotation=45 if values.size > 5 else 0, fontsize=7)
+            ax.set_xlabel("weight (one bar group per distinct value)")
+            ax.set_ylabel("share of the group")
+        else:
+            lo, hi = np.nanpercentile(w, [0.5, 99.5])
+            edges = np.linspace(lo, hi if hi > lo else lo + 1e-6, bins + 1)
+            for group, mask in groups:
+                counts, _ = np.histogram(np.clip(w[mask], edges[0], edges[-1]), bins=edges)
+                share = counts / max(1, mask.sum())
+                color = _GROUP_COLOR[group]
+                ax.stairs(share, edges, fill=True, facecolor=matplotlib.colors.to_rgba(color, 0.15), edgecolor=color,
+                          lw=1.6, label=f"{group} (n={mask.sum()})")
+            ax.set_xlabel("weight")
+            ax.set_ylabel("share of the group per bin")
         ax.set_title(f"{name} weight")
-        ax.set_xlabel("weight")
-        ax.set_ylabel("density")
         ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
@@ -383,7 +458,8 @@ def cluster_groups_figure(details: Any, table: pd.DataFrame, *, images: np.ndarr
 
     ``details``: the class's ``ClassClusters`` from ``cluster_weights(..., return_details=True)``.
     Each row is a group of the pooled problem (the class and its most confused classes): its
-    images, the class's own first (framed in blue; confused classes' in orange), and, in the
+    images, the class's own first (framed in blue), then up to half the row of images from the
+    confused classes in the same group (framed in orange, titled with their label), and, in the
     row title, the group size ``N_G``, how many of its members carry the class's label and the
     weight the group gives them.
     """
@@ -401,9 +477,12 @@ def cluster_groups_figure(details: Any, table: pd.DataFrame, *, images: np.ndarr
         members = indices[groups == g]
         own = members[labels[members] == details.cls]
         other = members[labels[members] != details.cls]
-        # The class's own images first (they get the group's weight), then confusable ones.
-        pick_own = rng.choice(own, size=min(per_group, own.size), replace=False)
-        pick_other = rng.choice(other, size=min(per_group - pick_own.size, other.size), replace=False)
+        # The class's own images first (they get the group's weight), then images of the confused
+        # classes in the same group: up to half the slots when the group has any, so the figure shows
+        # what the class is pooled with.
+        n_other = min(other.size, per_group // 2 if own.size >= per_group - per_group // 2 else per_group - own.size)
+        pick_own = rng.choice(own, size=min(per_group - n_other, own.size), replace=False)
+        pick_other = rng.choice(other, size=n_other, replace=False)
         pick = np.concatenate([np.sort(pick_own), np.sort(pick_other)]).astype(np.int64)
         rows.append(list(pick))
         row_titles.append(f"group {g}\nN_G={sizes[g]} (own {own_counts[g]})\nw={details.group_weights[g]:.2f}")
@@ -495,10 +574,11 @@ def ablation_chart(summary: pd.DataFrame, *, metric: str = "top1", title: str | 
     if metric != "ece":  # accuracies are bounded: draw the t-intervals clipped to [0, 100]
         low, high = np.clip(low, 0, 100), np.clip(high, 0, 100)
     err = np.nan_to_num(np.maximum(np.vstack([mean - low, high - mean]), 0))
-    fig = _figure(7.5, 0.32 * len(df) + 1.4)
+    fig = _figure(8.5, 0.32 * len(df) + 1.4)
     ax = fig.add_subplot()
     y = np.arange(len(df))[::-1]
-    ax.barh(y, mean, xerr=err, capsize=3, color=[GROUP_COLORS.get(g, "#999999") for g in df["group"]])
+    colors = group_colors(list(df["group"]))
+    ax.barh(y, mean, xerr=err, capsize=3, color=[colors[g] for g in df["group"]])
     ax.set_yticks(y)
     ax.set_yticklabels(df["method"], fontsize=8)
     lo = float(np.nanmin(mean - err[0]))
@@ -508,8 +588,13 @@ def ablation_chart(summary: pd.DataFrame, *, metric: str = "top1", title: str | 
     base = df.loc[df["method"] == "baseline", f"{metric}_mean"]
     if len(base):
         ax.axvline(float(base.iloc[0]) * 100, color="black", ls="--", lw=0.8)
-    handles = [matplotlib.patches.Patch(color=GROUP_COLORS[g], label=g) for g in GROUP_COLORS if g in set(df["group"])]
-    ax.legend(handles=handles, fontsize=8, loc="lower right")
+    groups = list(dict.fromkeys(df["group"]))
+    handles = [matplotlib.patches.Patch(color=colors[g], label=g) for g in groups]
+    if len(base):
+        handles.append(matplotlib.lines.Line2D([], [], color="black", ls="--", lw=0.8, label="baseline"))
+    # Right of the axes, never over the bars or their error bars.
+    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
+              title="group")
     ax.set_xlabel(f"test {metric} (%), mean and 95% CI over seeds")
     ax.set_title(title or f"ablation: {metric}")
     fig.tight_layout()
@@ -540,7 +625,8 @@ def accuracy_by_size_chart(by_size: pd.DataFrame, *, methods: Sequence[str] | No
     ax.set_ylim(0, 100)
     ax.set_ylabel("mean per-class accuracy (%)")
     ax.set_title("accuracy by class size (95% CI over seeds, clipped to [0, 100])")
-    ax.legend(title="classes", fontsize=8)
+    # Outside the axes: the bars reach the top of the plot.
+    ax.legend(title="classes", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
     return fig
 

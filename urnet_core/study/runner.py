@@ -9,6 +9,7 @@ file of the package (:func:`notebook_key`). ``force=True`` redoes everything.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,63 @@ def select_notebooks(notebooks: list[Path], only: list[str] | None) -> list[Path
     return [nb for nb in notebooks if any(nb.stem.startswith(o) for o in only)]
 
 
+class ProgressWatcher:
+    """While a notebook executes, print what its kernel reports in ``<run_dir>/progress.json``
+    (:mod:`urnet_core.study.progress`), or a heartbeat when it reports nothing, from a thread.
+
+    Use as a context manager around the papermill call.
+    """
+
+    def __init__(self, name: str, run_dir: str | Path, *, last_seconds: float | None = None,
+                 poll_s: float = 5.0, heartbeat_s: float = 120.0, emit=None) -> None:
+        self.name, self.run_dir, self.last_seconds = name, run_dir, last_seconds
+        self.poll_s, self.heartbeat_s = poll_s, heartbeat_s
+        self.emit = emit or (lambda text: logger.info("%s", text))
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> "ProgressWatcher":
+        self.started = time.time()
+        self._thread = threading.Thread(target=self._loop, name=f"progress-{self.name}", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def poll(self, last_text: str | None, last_emit: float) -> tuple[str | None, float]:
+        """One check: print new progress of this notebook, else a heartbeat when due."""
+        from urnet_core.study.progress import format_duration, format_progress, read_progress
+
+        now = time.time()
+        record = read_progress(self.run_dir)
+        if record and record.get("updated", 0) >= self.started:
+            text = f"{self.name}: {format_progress(record)}"
+            if text != last_text:
+                self.emit(text)
+                return text, now
+        if now - last_emit >= self.heartbeat_s:
+            text = f"{self.name}: still executing ({format_duration(now - self.started)} so far"
+            if self.last_seconds:
+                text += f"; the last run took {format_duration(self.last_seconds)}"
+            self.emit(text + ")")
+            return last_text, now
+        return last_text, last_emit
+
+    def _loop(self) -> None:
+        last_text, last_emit = None, time.time()
+        while not self._stop.wait(self.poll_s):
+            last_text, last_emit = self.poll(last_text, last_emit)
+
+
+def _kernel_arguments() -> list[str]:
+    """Kernel start-up chatter (ipykernel's warning about unencrypted TCP) is hidden unless the
+    ``urnet_core`` logger is at DEBUG (``urnet -v``)."""
+    return [] if logging.getLogger("urnet_core").isEnabledFor(logging.DEBUG) else ["--IPKernelApp.log_level=CRITICAL"]
+
+
 def run_study(study: StudyConfig, *, reports_dir: str | Path = "reports", notebooks_dir: str | Path = NOTEBOOKS_DIR,
               force: bool = False, only: list[str] | None = None, execution_timeout: int = 3600) -> Path:
     """Execute every notebook (or those whose name starts with an entry of ``only``), render HTML
@@ -74,10 +132,14 @@ def run_study(study: StudyConfig, *, reports_dir: str | Path = "reports", notebo
     ``study`` must hold absolute paths (:meth:`StudyConfig.resolve_paths`). A notebook that
     fails stops the study with an error naming it; its partly executed copy is kept next to
     the reports (``_executed/``) for inspection. A second study on the same reports or run
-    folder refuses at once, naming the process that holds it.
+    folder refuses at once, naming the process that holds it. Progress goes to the
+    ``urnet_core.study.runner`` logger: ``[3/9] 02_baseline: executing (last run took 40 s)``,
+    what the kernel reports in the run folder's ``progress.json`` while a notebook runs, and an
+    estimate of the time left.
     """
     from urnet_core.utils.locks import FolderLock
 
+    select_notebooks(list_notebooks(notebooks_dir), only)  # an --only that matches nothing fails before any work
     reports = Path(reports_dir)
     reports.mkdir(parents=True, exist_ok=True)
     # One study per reports folder and per run folder: a second one refuses, naming the holder.
@@ -90,18 +152,21 @@ def _run_study(study: StudyConfig, reports: Path, notebooks_dir: str | Path, *, 
     import papermill as pm
 
     from urnet_core.study.ablation import read_tables
+    from urnet_core.study.progress import format_duration
     from urnet_core.study.report import render_notebook_html, write_index
 
     start = time.time()
+    notebooks = list_notebooks(notebooks_dir)
+    selected = select_notebooks(notebooks, only)
     executed_dir = reports / "_executed"
     executed_dir.mkdir(parents=True, exist_ok=True)
     state_path = reports / "study_state.json"
-    state = read_json(state_path) if state_path.is_file() and not force else {}
+    previous = read_json(state_path) if state_path.is_file() else {}
+    state = {} if force else dict(previous)
     params = study.notebook_parameters()
     kernel = kernel_name()
-    notebooks = list_notebooks(notebooks_dir)
-    selected = set(select_notebooks(notebooks, only))
     entries = []
+    todo = [nb for nb in notebooks if nb in selected]
     for nb in notebooks:
         name = nb.stem
         html_name = f"{name}.html"
@@ -109,27 +174,58 @@ def _run_study(study: StudyConfig, reports: Path, notebooks_dir: str | Path, *, 
             status = "not run in this invocation" if (reports / html_name).is_file() else "not run yet"
             entries.append((name, html_name if (reports / html_name).is_file() else None, status))
             continue
+        position = f"[{todo.index(nb) + 1}/{len(todo)}]"
         key = notebook_key(nb, study)
         if state.get(name, {}).get("key") == key and (reports / html_name).is_file():
-            logger.info("%s: unchanged, skipped", name)
+            logger.info("%s %s: unchanged, skipped", position, name)
             entries.append((name, html_name, f"cached ({state[name]['seconds']:.0f} s when run)"))
             continue
-        logger.info("%s: executing", name)
+        last = previous.get(name, {}).get("seconds")
+        remaining = [previous.get(n.stem, {}).get("seconds") for n in todo[todo.index(nb):]]
+        note = f"last run took {format_duration(last)}" if last else "first run"
+        if last and all(r is not None for r in remaining) and len(remaining) > 1:
+            note += f"; ~{format_duration(sum(remaining))} left in the study"
+        logger.info("%s %s: executing (%s)", position, name, note)
         t0 = time.time()
         out_nb = executed_dir / f"{name}.ipynb"
         try:
-            pm.execute_notebook(str(nb), str(out_nb), parameters=params, kernel_name=kernel, cwd=str(nb.parent),
-                                execution_timeout=execution_timeout, progress_bar=False, log_output=False)
+            with ProgressWatcher(name, study.run.run_dir, last_seconds=last):
+                pm.execute_notebook(str(nb), str(out_nb), parameters=params, kernel_name=kernel, cwd=str(nb.parent),
+                                    execution_timeout=execution_timeout, progress_bar=False, log_output=False,
+                                    extra_arguments=_kernel_arguments())
         except pm.PapermillExecutionError as exc:
             raise RuntimeError(f"notebook {nb.name} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}; "
                                f"see {out_nb}") from None
-        render_notebook_html(out_nb, reports / html_name)
+        render_notebook_html(out_nb, reports / html_name, paths={str(study.run.run_dir): "[run_dir]"})
         seconds = time.time() - t0
         state[name] = {"key": key, "seconds": seconds}
         write_json(state_path, state)
         entries.append((name, html_name, f"executed in {seconds:.0f} s"))
+        logger.info("%s %s: done in %s", position, name, format_duration(seconds))
     tables = read_tables(study.run.run_dir)
     total = time.time() - start
-    index = write_index(reports, notebooks=entries, tables=tables, parameters=params, elapsed_s=total)
-    logger.info("study done in %.1f min: %s", total / 60, index)
+    index = write_index(reports, notebooks=entries, tables=tables, parameters=params, elapsed_s=total,
+                        test_class_counts=split_class_counts(study) if tables else None)
+    logger.info("study done in %s: %s", format_duration(total), index)
     return index
+
+
+def split_class_counts(study: StudyConfig, split: str = "test") -> list[int] | None:
+    """Images per class in one split of the study's data (None when the data cannot be loaded)."""
+    try:
+        import numpy as np
+
+        from urnet_core.study.pipeline import load_bundle
+
+        data_logger = logging.getLogger("urnet_core.data")
+        level = data_logger.level
+        if not logger.isEnabledFor(logging.DEBUG):
+            data_logger.setLevel(logging.WARNING)  # the data was described by the notebooks already
+        try:
+            bundle = load_bundle(study)
+        finally:
+            data_logger.setLevel(level)
+        return np.bincount(getattr(bundle, split)["label"].to_numpy(), minlength=bundle.num_classes).tolist()
+    except Exception as exc:  # the index is still written, without the balanced-split note
+        logger.debug("test class counts unavailable: %s", exc)
+        return None
