@@ -317,15 +317,24 @@ def _job(kind: str, study: StudyConfig, seed: int, spec: MethodSpec | None) -> s
 
 
 def _run_jobs(jobs: list[tuple], n_jobs: int, desc: str) -> list[str]:
+    """Run ``jobs`` (in ``n_jobs`` processes), recording progress in the run folder's
+    ``progress.json`` (``urnet study`` reads it to show what the kernel is doing)."""
     from tqdm.auto import tqdm
 
+    from urnet_core.study.progress import track
+
+    if not jobs:
+        return []
+    run_dir = jobs[0][1].run.run_dir
     if n_jobs <= 1 or len(jobs) <= 1:
-        return [_job(*job) for job in tqdm(jobs, desc=desc, leave=False)]
+        return [_job(*job) for job in track(tqdm(jobs, desc=desc, leave=False), run_dir=run_dir, stage=desc,
+                                             total=len(jobs))]
     results: list[str | None] = [None] * len(jobs)
     with cf.ProcessPoolExecutor(max_workers=n_jobs, mp_context=mp.get_context("spawn"),
                                 initializer=_init_worker) as pool:
         futures = {pool.submit(_job, *job): i for i, job in enumerate(jobs)}
-        for fut in tqdm(cf.as_completed(futures), total=len(jobs), desc=desc, leave=False):
+        done = tqdm(cf.as_completed(futures), total=len(jobs), desc=desc, leave=False)
+        for fut in track(done, run_dir=run_dir, stage=desc, total=len(jobs)):
             results[futures[fut]] = fut.result()
     return results  # type: ignore[return-value]
 

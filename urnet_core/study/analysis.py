@@ -1003,7 +1003,8 @@ def findings_cluster(auroc: float | None, by_type: pd.DataFrame | None = None,
 
 
 def findings_instance(auroc_instance: float, auroc_self_confidence: float,
-                      auroc_open: float | None = None) -> str:
+                      auroc_open: float | None = None, auroc_combined: float | None = None,
+                      target: float = 0.90) -> str:
     """05_instance_reweight: does the instance weight earn its cost against the free baseline score?
 
     The bar the notebook sets: the instance weight (text model, confidence model) earns its
@@ -1026,6 +1027,13 @@ def findings_instance(auroc_instance: float, auroc_self_confidence: float,
     if auroc_open is not None and np.isfinite(auroc_open):
         parts.append(f"Against open-set images alone (clean vs images from outside the label set) its AUROC is "
                      f"{auroc_open:.3f}.")
+    if auroc_combined is not None and np.isfinite(auroc_combined):
+        change = auroc_combined - auroc_instance
+        verb = "raises" if change > AUROC_TIE else ("lowers" if change < -AUROC_TIE else "leaves")
+        parts.append(f"The combined instance weight (image-text confidence x out-of-sample label confidence) "
+                     f"{verb} the AUROC {'to' if verb != 'leaves' else 'at'} {auroc_combined:.3f}, "
+                     + (f"meeting the {target:.2f} target." if auroc_combined >= target
+                        else f"short of the {target:.2f} target."))
     return " ".join(parts)
 
 
