@@ -1,6 +1,6 @@
 """Execute the whole study at smoke scale (every notebook, with papermill) and check its outputs.
 
-The study runs once per module (digits benchmark, 2 seeds, 3 epochs, in a temporary run and
+The study runs once per module (digits benchmark, 2 seeds, 6 epochs, in a temporary run and
 reports directory); the tests then check the executed notebooks, the HTML and the ablation
 tables hold figures and numbers.
 """

@@ -30,7 +30,7 @@ def register(subparsers) -> None:
     p.add_argument("--set", dest="assignments", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config value (repeatable), e.g. --set urnet.alpha=0.7 --set training.epochs=5")
     p.add_argument("--smoke", action="store_true",
-                   help="the smoke study: digits manifest at --scale smoke, 3 epochs, seeds 0 1, runs/smoke and "
+                   help="the smoke study: digits manifest at --scale smoke, 6 epochs of batch 16, seeds 0 1, runs/smoke and "
                         "reports/smoke (minutes); for the data alone, --scale smoke")
     p.add_argument("--manifest", help="dataset manifest YAML (data.manifest; default: the Fashion-MNIST benchmark)")
     p.add_argument("--scale", choices=["smoke"], help="shrink the data to the manifest's smoke subset (data.scale)")
