@@ -134,3 +134,22 @@ def test_cuda_backends(blobs):
     if km.HAS_CUML:
         res = kmeans(x, 5, backend="cuml", seed=0)
         assert adjusted_rand_score(y, res.labels) > 0.99
+
+
+@pytest.mark.skipif(not km.HAS_FAISS, reason="needs faiss")
+def test_subsample_training_reproduces_faiss_kmeans(blobs):
+    x, _ = blobs
+    small = x[:900]  # <= 256 k rows: kmeans() trains faiss on all rows, as faiss_train does
+    sub, rng = km.training_subsample(small.shape[0], 5, 3)
+    assert sub is None
+    centres = km.faiss_train(small, 5, 3, 25, rng)
+    ref = kmeans(small, 5, backend="faiss", seed=3)
+    np.testing.assert_array_equal(centres, ref.centers)
+    np.testing.assert_array_equal(km.nearest_centroid(small, centres), ref.labels)
+    pos, _ = km.training_subsample(x.shape[0], 5, 3)  # 2000 > 1280 rows: a sorted draw of 1280
+    assert pos.size == 1280 and np.all(np.diff(pos) > 0)
+    # stacked problems: one (m, P) result equal to each problem alone
+    stack = np.stack([centres, centres[::-1]])
+    both = km.nearest_centroid(small, stack)
+    np.testing.assert_array_equal(both[:, 0], ref.labels)
+    np.testing.assert_array_equal(both[:, 1], km.nearest_centroid(small, centres[::-1]))

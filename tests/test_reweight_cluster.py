@@ -102,3 +102,121 @@ def test_nan_features_raise(two_blob_case):
     x[7, 0] = np.nan
     with pytest.raises(ValueError, match="row 7"):
         cluster_weights(x, labels, conf, top_k=1, n_clusters=2)
+
+
+# --------------------------------------------------------------------------- one pass, streaming
+def _problem_case(seed=0, n=3000, c=6, d=8):
+    rng = np.random.default_rng(seed)
+    labels = np.sort(rng.integers(0, c, n))
+    centres = rng.normal(0, 3, size=(c, d))
+    x = (centres[labels] + rng.normal(size=(n, d))).astype(np.float32)
+    preds = np.where(rng.random(n) < 0.7, labels, (labels + 1) % c)
+    return x, labels, confusion_matrix(labels, preds, c)
+
+
+def test_one_pass_assignment_equals_per_problem_assignment():
+    from urnet_core.reweight.cluster_weight import class_rows, one_pass_assign
+    from urnet_core.reweight.kmeans import nearest_centroid
+
+    x, labels, conf = _problem_case()
+    c, k = conf.shape[0], 4
+    rng = np.random.default_rng(1)
+    by_class = class_rows(labels, c)
+    pools = {j: np.concatenate([[j], most_confused(conf, 2)[j]]) for j in range(c)}
+    centres = {j: rng.normal(0, 3, size=(k, x.shape[1])).astype(np.float32) for j in range(c)}
+    members = [[(j, col) for j in range(c) for col, t in enumerate(pools[j]) if t == cls] for cls in range(c)]
+    # shuffled rows too: the pass groups each chunk's rows by class itself
+    perm = rng.permutation(labels.size)
+    for xs, ls in ((x, labels), (x[perm], labels[perm])):
+        counts, own, pieces = one_pass_assign(xs, ls, centres, members, keep=True, chunk_values=8 * 257)
+        got: dict[int, dict[int, int]] = {}
+        for p, col, rows, groups in pieces:
+            got.setdefault(p, {}).update(zip(rows.tolist(), groups.tolist()))
+        for j in range(c):
+            prows = np.sort(np.concatenate([np.flatnonzero(ls == t) for t in pools[j]]))
+            ref = nearest_centroid(xs[prows], centres[j])  # the problem alone, its own centres
+            np.testing.assert_array_equal([got[j][r] for r in prows.tolist()], ref)
+            assert counts[j].sum() == prows.size
+            mine = prows[ls[prows] == j]
+            np.testing.assert_array_equal(own[mine], ref[ls[prows] == j])
+
+
+def test_one_pass_matches_blocks_when_problems_fit_the_subsample():
+    # every problem has <= 256 k rows: both modes train faiss on all of them with the same seed
+    x, labels, conf = _problem_case(seed=2, n=900)
+    a, da = cluster_weights(x, labels, conf, top_k=2, n_clusters=3, backend="faiss", one_pass=True,
+                            return_details=True)
+    b, db = cluster_weights(x, labels, conf, top_k=2, n_clusters=3, backend="faiss", one_pass=False,
+                            return_details=True)
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+    for p, q in zip(da, db):
+        np.testing.assert_array_equal(p.indices, q.indices)
+        np.testing.assert_array_equal(p.groups, q.groups)
+        np.testing.assert_array_equal(p.composition, q.composition)
+    with pytest.raises(ValueError, match="one_pass"):
+        cluster_weights(x, labels, conf, backend="sklearn", one_pass=True)
+
+
+def test_one_pass_float16_memmap_and_nan(tmp_path):
+    from urnet_core.reweight.cluster_weight import ClusterStats
+
+    x, labels, conf = _problem_case(seed=3, n=2000)
+    path = tmp_path / "f.npy"
+    np.save(path, x.astype(np.float16))
+    mm = np.load(path, mmap_mode="r")
+    st = ClusterStats()
+    w = cluster_weights(mm, labels, conf, top_k=2, n_clusters=3, backend="faiss", stats=st)
+    assert st.mode == "one_pass" and st.rows_read == 2000 and st.train_rows > 0
+    for j in range(conf.shape[0]):
+        assert w[labels == j].mean() == pytest.approx(1.0)
+    bad = x.astype(np.float16)
+    bad[1234, 3] = np.inf
+    with pytest.raises(ValueError, match="row 1234"):
+        cluster_weights(bad, labels, conf, top_k=2, n_clusters=3, backend="faiss")
+
+
+_RSS_SCRIPT = r"""
+import sys, numpy as np
+sys.path.insert(0, {root!r})
+from urnet_core.utils.validation import as_features
+def rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+x = np.load({path!r}, mmap_mode="r")
+before = rss()
+as_features(np.asarray(x))
+print(before, rss())
+"""
+
+
+def test_validation_pass_keeps_rss_bounded(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = tmp_path / "big.npy"
+    mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(300_000, 256))  # 307 MB
+    for s in range(0, mm.shape[0], 50_000):
+        mm[s : s + 50_000] = 1.0
+    mm.flush()
+    del mm
+    root = str(Path(__file__).resolve().parents[1])
+    out = subprocess.run([sys.executable, "-c", _RSS_SCRIPT.format(root=root, path=str(path))],
+                         capture_output=True, text=True, check=True).stdout.split()
+    before, after = map(int, out)
+    assert after - before < 100e6, (before, after)
+
+
+def test_file_hash_is_sha256_of_the_whole_file(tmp_path):
+    import hashlib
+
+    from urnet_core.utils.io import file_hash
+
+    data = np.random.default_rng(0).bytes(3 * (1 << 20) + 12345)
+    path = tmp_path / "blob.bin"
+    path.write_bytes(data)
+    assert file_hash(path, chunk=1 << 20) == hashlib.sha256(data).hexdigest()[:16]  # multi-chunk path
+    assert file_hash(path) == hashlib.sha256(data).hexdigest()[:16]
+    path.write_bytes(data[:-1] + b"x")  # any change of content changes the key
+    assert file_hash(path, chunk=1 << 20) != hashlib.sha256(data).hexdigest()[:16]

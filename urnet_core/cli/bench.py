@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -38,6 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--sizes", help="override the grid: NxCxD[,NxCxD...], e.g. 1e5x1000x256,1e6x1000x256")
     parser.add_argument("--pipeline-sizes",
                         help="sizes of the pipeline section (default: --sizes); same NxCxD syntax")
+    parser.add_argument("--kmeans-sizes",
+                        help="sizes of the k-means section (default: --sizes, or a subset of the full grid)")
     parser.add_argument("--sections", default="kmeans,pipeline,train,data",
                         help="comma-separated subset of kmeans,pipeline,train,data")
     parser.add_argument("--backends", help="k-means backends (default: sklearn, faiss, torch, and cuml with a GPU)")
@@ -45,9 +48,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="scikit-learn runs on this many random problems per size, time extrapolated "
                              "(default 40; --quick 8)")
     parser.add_argument("--torch-problems", type=int,
-                        help="cap the torch backend the same way (default 300; --quick: all problems)")
+                        help="cap the torch backend the same way (default 100; --quick 50)")
     parser.add_argument("--instance-epochs", type=int,
                         help="confidence-model epochs in the pipeline (default 50 as URNetConfig; --quick 3)")
+    parser.add_argument("--train-steps", type=int,
+                        help="timed steps per repetition of the training-step section (default 30; --quick 10)")
     parser.add_argument("--max-minutes", type=float,
                         help="skip the remaining sizes once this much time has passed (listed in the report)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
@@ -72,28 +77,31 @@ def bench_command(args: argparse.Namespace) -> int:
     backends = [b.strip() for b in args.backends.split(",")] if args.backends else B.available_backends()
     if "sklearn" not in backends and "kmeans" in sections:
         raise ValueError("--backends must include sklearn (the reference of the k-means section)")
-    max_problems = {"sklearn": args.sklearn_problems or (8 if quick else 40)}
-    if args.torch_problems or not quick:
-        max_problems["torch"] = args.torch_problems or 300
+    cap = args.sklearn_problems or (8 if quick else 40)
+    max_problems = {"sklearn": cap, "sklearn_sub": cap}
+    max_problems["torch"] = args.torch_problems or (50 if quick else 100)
     for name, value in (("--sklearn-problems", args.sklearn_problems), ("--torch-problems", args.torch_problems),
                         ("--instance-epochs", args.instance_epochs)):
         if value is not None and value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
     notes = []
     if quick:
-        notes.append("--quick: small sizes and short runs (instance_epochs=3, 10 training steps, 256 images); "
+        notes.append("--quick: small sizes and short runs (instance_epochs=3, 10 training steps x 5 repetitions, "
+                     "256 images); "
                      "numbers are a smoke check, not the scale verdict")
     settings = B.BenchSettings(
         sizes=sizes,
         pipeline_sizes=B.parse_sizes(args.pipeline_sizes) if args.pipeline_sizes else None,
+        kmeans_sizes=(B.parse_sizes(args.kmeans_sizes) if args.kmeans_sizes
+                      else None if (quick or args.sizes) else list(B.FULL_KMEANS_SIZES)),
         cache_dir=Path(args.cache_dir) if args.cache_dir else B.default_cache_dir(),
         sections=sections,
         backends=backends,
         max_problems=max_problems,
         instance_epochs=args.instance_epochs or (3 if quick else 50),
-        train_steps=10 if quick else 30,
+        train_steps=args.train_steps or (10 if quick else 30),
         data_images=256 if quick else 1024,
-        train_setups=B.QUICK_TRAIN_SETUPS if quick else B.FULL_TRAIN_SETUPS,
+        train_setups=B.QUICK_TRAIN_SETUPS if quick else B.DEFAULT_TRAIN_SETUPS,
         max_minutes=args.max_minutes,
         device=args.device,
         seed=args.seed,
@@ -106,7 +114,9 @@ def bench_command(args: argparse.Namespace) -> int:
         if not torch.cuda.is_available():
             raise ValueError("--device cuda: no CUDA GPU is visible here")
     info = B.machine_info()
-    table, _, proj = B.run_bench(settings)
+    load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    table, pipe, proj = B.run_bench(settings)
+    load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     targets = B.evaluate_targets(table, proj)
     wall = time.perf_counter() - t_start
 
@@ -125,7 +135,8 @@ def bench_command(args: argparse.Namespace) -> int:
             "pipeline_sizes": settings.pipeline_sizes,
             "max_problems": max_problems, "instance_epochs": settings.instance_epochs,
             "pipeline_backend": settings.pipeline_backend, "device": settings.device, "notes": notes,
+            "load_average": (load_start, load_end),
         }
-        B.write_report(out, table, targets, info, settings=report, figure_path=fig_path, proj=proj)
+        B.write_report(out, table, targets, info, settings=report, figure_path=fig_path, proj=proj, pipe=pipe)
         print(f"wrote {out} and {fig_path}")
     return 0

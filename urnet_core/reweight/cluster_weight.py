@@ -24,9 +24,29 @@ Interpretation choices (documented because the paper leaves them open):
   ``normalize="n_groups"`` multiplies by the number of groups instead (uniform groups -> 1).
 - A class problem with ``n <= K`` rows puts each row in its own group (all weights equal).
 
-Out of core (WebVision 2.0: 16M x 256-5000 features, 5000 problems)
--------------------------------------------------------------------
-``features`` may be a read-only memory map (``np.load(path, mmap_mode='r')``, float16 or
+One pass (faiss backend, the default on CPU)
+--------------------------------------------
+faiss trains each problem on at most ``256 k`` of its rows anyway, so copying every row of
+every problem (each row sits in ~``1 + top_k`` problems: 16M x 256 float32 copied five times
+is ~82 GB of copies) only serves the final assignment. In one-pass mode (``one_pass=None`` with
+``backend='faiss'``):
+
+1. each problem's training rows are drawn as :func:`~urnet_core.reweight.kmeans.training_subsample`
+   (the draw :func:`~urnet_core.reweight.kmeans.kmeans` makes, seed ``seed + i``), gathered from
+   ``features`` in batches of problems (unique rows, read forwards), and faiss trains the centres
+   (k-means++ initialised) on them: work ``O(C k 256 d)``, independent of ``n`` once problems
+   have ``256 k`` rows;
+2. :func:`one_pass_assign` then reads the file once, in sequential row chunks (float32
+   conversion, NaN/inf check, pages released), and assigns each row to its nearest centre in
+   every problem it belongs to with one matrix product against the stacked centres of those
+   problems, counting group compositions on the fly; no per-problem copy of rows is made.
+
+A problem whose rows all fit the subsample gets exactly the centres of the block mode below;
+a larger one trains on the same subsample size from a different draw (faiss drew its own).
+
+Out of core, block mode (WebVision 2.0: 16M x 256-5000 features, 5000 problems)
+-------------------------------------------------------------------------------
+Used by the other backends (and ``one_pass=False``). ``features`` may be a read-only memory map (``np.load(path, mmap_mode='r')``, float16 or
 float32); it is never copied whole. Problems are scheduled in *blocks*: classes are visited
 in breadth-first order of the "most confused" graph, so a class and its partners land in the
 same block, and problems are packed into a block until the rows of the union of their
@@ -44,16 +64,22 @@ across the file cost page-sized reads per row.
 from __future__ import annotations
 
 import logging
-import mmap
+import os
 import time
+import warnings
 from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from urnet_core.utils import validation as _validation
-from urnet_core.utils.validation import as_features, as_labels, check_option, check_positive_int
-from urnet_core.reweight.kmeans import batched_kmeans, resolve_backend
+from urnet_core.utils.validation import (  # noqa: F401  (release_pages: re-exported for instance_weight)
+    as_features, as_labels, check_option, check_positive_int, nonfinite_rows, release_pages,
+)
+from urnet_core.reweight.kmeans import (
+    SMALL_PROBLEM_WORK, batched_kmeans, faiss_threads, faiss_train, nearest_centroid, resolve_backend,
+    training_subsample,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -64,28 +90,6 @@ DEFAULT_BLOCK_BYTES = 1 << 30
 
 COUNT_MODES = ("all", "class")
 NORMALIZE_MODES = ("class_mean", "n_groups", "none")
-
-
-def release_pages(arr: np.ndarray) -> None:
-    """Drop the resident pages of a memory-mapped array from this process (no-op otherwise).
-
-    The pages stay in the OS page cache; only this process's resident set shrinks, so
-    streaming over a large memory map does not grow the RSS to the file's size.
-    """
-    obj = arr
-    for _ in range(8):  # views of views: follow .base to the mapping
-        mm = getattr(obj, "_mmap", None)
-        if mm is None and isinstance(obj, mmap.mmap):
-            mm = obj
-        if mm is not None:
-            try:
-                mm.madvise(mmap.MADV_DONTNEED)
-            except (AttributeError, OSError, ValueError):  # platform without madvise, closed map
-                pass
-            return
-        obj = getattr(obj, "base", None)
-        if obj is None:
-            return
 
 
 def predicted_classes(
@@ -123,7 +127,7 @@ def predicted_classes(
             elif check_range and block.size and (block.min() < -1e-6 or block.max() > 1 + 1e-6):
                 raise ValueError(f"{name} must lie in [0, 1]; rows {start}..{start + block.shape[0] - 1} do not")
             out[start : start + block.shape[0]] = block.argmax(1)
-            release_pages(arr)
+            release_pages(arr, start, start + step)
         if n_bad:
             raise ValueError(f"{name} contain NaN or inf in {n_bad} row(s), first at row {first_bad}")
         return out
@@ -252,6 +256,13 @@ class ClusterStats:
         ``rows_read / n``; 1.0 means every row was read exactly once.
     seconds_read, seconds_kmeans : float
         Wall time spent reading/converting rows and in k-means.
+    mode : str
+        ``"one_pass"`` or ``"blocks"`` (see :func:`cluster_weights`).
+    train_rows : int
+        One-pass mode: rows gathered to train the centroids (at most ``256 k`` per problem).
+    seconds_train, seconds_assign : float
+        One-pass mode: gathering the training rows + k-means on them; the pass over every row
+        (read, float32 conversion, NaN/inf check, distances to every problem's centres).
     """
 
     n_problems: int = 0
@@ -262,6 +273,10 @@ class ClusterStats:
     seconds_read: float = 0.0
     seconds_kmeans: float = 0.0
     block_sizes: list = field(default_factory=list)
+    mode: str = "blocks"
+    train_rows: int = 0
+    seconds_train: float = 0.0
+    seconds_assign: float = 0.0
 
 
 def class_rows(labels: np.ndarray, num_classes: int) -> list[np.ndarray]:
@@ -354,6 +369,311 @@ def _read_rows(features: np.ndarray, rows: np.ndarray, chunk_rows: int) -> np.nd
     return out
 
 
+#: float32 values per chunk of the one-pass assignment (64 MB).
+ONE_PASS_CHUNK_VALUES = 1 << 24
+#: float32 bytes of training rows gathered at a time in one-pass mode.
+TRAIN_BATCH_BYTES = 256 << 20
+
+
+def _sorted_union(parts: list[np.ndarray]) -> np.ndarray:
+    """Sorted union of disjoint sorted row arrays (concatenation when their ranges do not interleave)."""
+    parts = [p for p in parts if p.size]
+    if not parts:
+        return np.zeros(0, dtype=np.int64)
+    parts.sort(key=lambda p: int(p[0]))
+    if all(int(a[-1]) < int(b[0]) for a, b in zip(parts, parts[1:])):
+        return np.concatenate(parts)
+    return np.sort(np.concatenate(parts), kind="stable")
+
+
+def _as_float32_tensor(block: np.ndarray, out=None):
+    """``block`` (m, d) as a float32 torch tensor (a view for float32 input, else converted, into ``out`` if given)."""
+    import torch
+
+    with warnings.catch_warnings():  # read-only memory maps: torch warns, we never write to them
+        warnings.simplefilter("ignore", UserWarning)
+        t = torch.from_numpy(block)
+    if t.dtype == torch.float32:
+        return t
+    if out is not None and out.shape[0] >= t.shape[0]:
+        dst = out[: t.shape[0]]
+        dst.copy_(t)
+        return dst
+    return t.float()
+
+
+def one_pass_assign(
+    features: np.ndarray,
+    labels: np.ndarray,
+    centers: dict[int, np.ndarray],
+    members: list[list[tuple[int, int]]],
+    *,
+    chunk_values: int = ONE_PASS_CHUNK_VALUES,
+    keep: bool = False,
+    workers: int | None = None,
+):
+    """Assign every row to its nearest centre in every problem it belongs to, reading each row once.
+
+    Parameters
+    ----------
+    features : array (n, d)
+        May be a memory map (float16/32/64); read in sequential row chunks of ``chunk_values``
+        values, each converted to float32 once, checked for NaN/inf and released after use.
+    labels : int array (n,)
+    centers : dict problem -> array (k, d)
+        Centres of every non-trivial problem (all with the same ``k``).
+    members : list over classes of [(problem, column)]
+        The problems each class's rows belong to (a class is pooled by its own problem and by the
+        problems that count it among their most confused classes), and its column there.
+    keep : bool
+        Also return every (rows, groups) piece (for :class:`ClassClusters`).
+
+    Returns
+    -------
+    counts : dict problem -> int64 array (k, columns)
+        Rows per group and pooled class (the composition).
+    own : int8 array (n,)
+        Group of each row in the problem whose column is 0 (its own class's problem); -1 when
+        that problem is trivial.
+    pieces : list of (problem, column, rows, groups) (only with ``keep``)
+    """
+    import torch
+
+    n, d = features.shape
+    probs = sorted(centers)
+    if not probs:
+        return {}, np.full(n, -1, dtype=np.int8), []
+    k = int(next(iter(centers.values())).shape[0])
+    n_cols = 1 + max(col for mem in members for _, col in mem) if any(members) else 1
+    slot = {p: i for i, p in enumerate(probs)}
+    # per class: stacked centres (P_t, k, d) of its non-trivial problems, their slots and columns
+    per_class: dict[int, tuple] = {}
+    for t, mem in enumerate(members):
+        mem = [(p, col) for p, col in mem if p in centers]
+        if mem:
+            stack = torch.from_numpy(np.stack([centers[p] for p, _ in mem]).astype(np.float32))
+            per_class[t] = (stack, np.array([slot[p] for p, _ in mem], dtype=np.int64),
+                            np.array([col for _, col in mem], dtype=np.int64), mem)
+    counts_flat = np.zeros(len(probs) * k * n_cols, dtype=np.int64)
+    own = np.full(n, -1, dtype=np.int8)
+    pieces = []
+    chunk = max(1, chunk_values // max(d, 1))
+
+    def work(start: int):
+        torch.set_num_threads(1)  # OpenMP's thread count is per calling thread
+        stop = min(n, start + chunk)
+        block = np.asarray(features[start:stop])
+        bad = nonfinite_rows(block)
+        if bad.size:
+            return start, bad, None
+        x = _as_float32_tensor(block)
+        lab = labels[start:stop]
+        order = None
+        if lab.size > 1 and not np.all(lab[1:] >= lab[:-1]):  # rows not ordered by class: group them
+            order = np.argsort(lab, kind="stable")
+            lab = lab[order]
+            x = x[torch.from_numpy(order)]
+        cuts = np.flatnonzero(lab[1:] != lab[:-1]) + 1
+        bounds = np.concatenate([[0], cuts, [lab.size]]).astype(np.int64)
+        keys, owns, kept = [], [], []
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            t = int(lab[a])
+            if t not in per_class:
+                continue
+            stack, slots, cols, mem = per_class[t]
+            groups = nearest_centroid(x[a:b], stack)  # (m, P_t)
+            keys.append(((slots[None, :] * k + groups) * n_cols + cols[None, :]).ravel())
+            rows = (np.arange(a, b) if order is None else order[a:b]) + start
+            own_col = np.flatnonzero(cols == 0)
+            if own_col.size:
+                owns.append((rows, groups[:, own_col[0]]))
+            if keep:
+                kept += [(p, col, rows, groups[:, i].astype(np.int64)) for i, (p, col) in enumerate(mem)]
+        del x, block
+        release_pages(features, start, stop)
+        part = np.bincount(np.concatenate(keys), minlength=counts_flat.size) if keys else None
+        return start, owns, (part, kept)
+
+    # Chunks in parallel threads, each single-threaded (torch and numpy release the GIL): on a
+    # few cores this beats one chunk at a time with intra-op threads (measured: small products
+    # with 2 OpenMP threads wait on each other).
+    from concurrent.futures import ThreadPoolExecutor
+
+    starts = list(range(0, n, chunk))
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, min(workers or os.cpu_count() or 1, len(starts)))) as pool:
+            for start, owns, rest in pool.map(work, starts):
+                if rest is None:
+                    bad = owns
+                    raise ValueError(
+                        f"features contain NaN or inf in {bad.size} row(s), first at row {start + int(bad[0])} "
+                        "(counted within the rows read so far); check the feature extraction (e.g. a diverged "
+                        "model) before reweighting"
+                    )
+                part, kept = rest
+                if part is not None:
+                    counts_flat += part
+                for rows, g in owns:
+                    own[rows] = g
+                pieces += kept
+    finally:
+        torch.set_num_threads(old_threads)
+    counts_all = counts_flat.reshape(len(probs), k, n_cols)
+    return {p: counts_all[slot[p]] for p in probs}, own, pieces
+
+
+def _cluster_one_pass(features, labels, by_class, sizes_c, present, pools, problem_index, *, k, count, normalize,
+                      seed, max_iter, n_jobs, return_details, stats):
+    """One-pass cluster weights (faiss backend): train on subsamples, then assign every row in one read."""
+    n, d = features.shape
+    c = len(by_class)
+    t0 = time.perf_counter()
+    # 1. problem rows (sorted union of its classes), training positions, gathered in batches
+    members: list[list[tuple[int, int]]] = [[] for _ in range(c)]
+    for j in present:
+        for col, t in enumerate(pools[j]):
+            if sizes_c[t]:
+                members[int(t)].append((j, col))
+    trivial, jobs = [], []
+    for j in present:
+        m = int(sizes_c[pools[j]].sum())
+        if m <= k:
+            trivial.append(j)
+            continue
+        pos, rng = training_subsample(m, k, seed + problem_index[j])
+        if pos is None:
+            rows = _sorted_union([by_class[int(t)] for t in pools[j]])
+        else:
+            rows = _sorted_union([by_class[int(t)] for t in pools[j]])[pos]
+        jobs.append((j, rows, rng))
+    centers: dict[int, np.ndarray] = {}
+    workers = n_jobs or os.cpu_count() or 1
+
+    def train(job) -> np.ndarray:
+        j, sub, rng = job
+        with faiss_threads(1):
+            return faiss_train(sub, k, seed + problem_index[j], max_iter, rng)
+
+    batch_rows = max(1, TRAIN_BATCH_BYTES // (4 * max(d, 1)))
+    i = 0
+    from threadpoolctl import threadpool_limits
+
+    while i < len(jobs):
+        batch, rows_in = [], 0
+        while i < len(jobs) and (not batch or rows_in + jobs[i][1].size <= batch_rows):
+            batch.append(jobs[i])
+            rows_in += jobs[i][1].size
+            i += 1
+        allrows = np.concatenate([b[1] for b in batch])
+        uniq, inverse = np.unique(allrows, return_inverse=True)  # sorted: the file is read forwards, once
+        block = np.asarray(features[uniq])
+        release_pages(features)
+        bad = nonfinite_rows(block)
+        if bad.size:
+            raise ValueError(
+                f"features contain NaN or inf in {bad.size} row(s), first at row {int(uniq[bad[0]])} "
+                "(counted within the rows read so far); check the feature extraction (e.g. a diverged model) "
+                "before reweighting"
+            )
+        block = np.asarray(block, dtype=np.float32)
+        stats.train_rows += int(allrows.size)
+        offs = np.concatenate([[0], np.cumsum([b[1].size for b in batch])])
+        subs = [(j, block[inverse[offs[q]:offs[q + 1]]], rng) for q, (j, _, rng) in enumerate(batch)]
+        median_work = float(np.median([sj[1].shape[0] for sj in subs])) * d
+        with threadpool_limits(1, user_api="blas"):
+            if workers == 1 or len(subs) == 1 or median_work < SMALL_PROBLEM_WORK:
+                results = [train(sj) for sj in subs]
+            else:
+                from concurrent.futures import ThreadPoolExecutor
+
+                with ThreadPoolExecutor(max_workers=workers) as pool:
+                    results = list(pool.map(train, subs))
+        for (j, _, _), cen in zip(subs, results):
+            centers[j] = cen
+        del block, subs
+    t1 = time.perf_counter()
+    stats.seconds_train = t1 - t0
+    # 2. one pass over every row
+    counts, own, pieces = one_pass_assign(features, labels, centers, members, keep=return_details, workers=n_jobs)
+    stats.seconds_assign = time.perf_counter() - t1
+    stats.rows_read = n
+    # 3. weights (eq. 7) from the compositions
+    weights = np.ones(n, dtype=np.float64)
+    details: list[ClassClusters | None] = [None] * c
+    frac_own = np.zeros((c, k), dtype=np.float64)
+    scale = np.ones(c, dtype=np.float64)
+    for j in present:
+        if j in trivial:
+            continue
+        comp = counts[j][:, : pools[j].size]
+        stats.problem_rows += int(comp.sum())
+        sizes = comp.sum(1) if count == "all" else comp[:, 0]
+        frac_own[j] = sizes / max(int(sizes.sum()), 1)
+    nontriv = np.ones(c, dtype=bool)
+    nontriv[trivial] = False
+    sel = nontriv[labels]
+    w_sel = frac_own[labels[sel], own[sel].astype(np.int64)]
+    if normalize == "class_mean":
+        sums = np.bincount(labels[sel], weights=w_sel, minlength=c)
+        cnt = np.bincount(labels[sel], minlength=c)
+        scale = np.where(sums > 0, cnt / np.where(sums > 0, sums, 1.0), 1.0)
+    elif normalize == "n_groups":
+        scale = np.full(c, float(k))
+    weights[sel] = w_sel * scale[labels[sel]]
+    if return_details:
+        by_problem: dict[int, list] = {}
+        for p, col, rows, groups in pieces:
+            by_problem.setdefault(p, []).append((rows, groups))
+        for j in present:
+            if j in trivial:
+                continue
+            rows = np.concatenate([r for r, _ in by_problem[j]])
+            groups = np.concatenate([g for _, g in by_problem[j]])
+            order = np.argsort(rows, kind="stable")
+            details[j] = ClassClusters(
+                cls=j, classes=pools[j], indices=rows[order], groups=groups[order],
+                composition=counts[j][:, : pools[j].size].copy(), group_weights=frac_own[j] * scale[j],
+            )
+    for j in trivial:  # n <= K rows: each its own group
+        pooled = pools[j]
+        prows = _sorted_union([by_class[int(t)] for t in pooled])
+        xs = np.asarray(features[prows], dtype=np.float32)
+        bad = nonfinite_rows(xs)
+        if bad.size:
+            raise ValueError(f"features contain NaN or inf in {bad.size} row(s), first at row {int(prows[bad[0]])}")
+        groups = np.arange(prows.size, dtype=np.int64)
+        col = np.argsort(pooled)[np.searchsorted(np.sort(pooled), labels[prows])]
+        composition = np.bincount(groups * pooled.size + col, minlength=prows.size * pooled.size).reshape(
+            prows.size, pooled.size)
+        stats.problem_rows += prows.size
+        _finish_problem(j, pooled, prows, groups, composition, labels, count, normalize, weights, details,
+                        return_details)
+    return weights, details
+
+
+def _finish_problem(j, pooled, prows, groups, composition, labels, count, normalize, weights, details,
+                    return_details) -> None:
+    """Eq. 7 weights of class ``j``'s own rows from one problem's groups (block mode and trivial problems)."""
+    n_groups = composition.shape[0]
+    sizes = composition.sum(1) if count == "all" else composition[:, 0]
+    frac = sizes / max(int(sizes.sum()), 1)  # eq. 7
+    own = labels[prows] == j
+    w = frac[groups[own]]
+    if normalize == "class_mean":
+        scale = 1.0 / w.mean()
+    elif normalize == "n_groups":
+        scale = float(n_groups)
+    else:
+        scale = 1.0
+    weights[prows[own]] = w * scale
+    if return_details:
+        details[j] = ClassClusters(cls=j, classes=pooled, indices=prows, groups=groups,
+                                   composition=composition, group_weights=frac * scale)
+
+
+
 def cluster_weights(
     features: np.ndarray,
     labels: np.ndarray,
@@ -370,6 +690,7 @@ def cluster_weights(
     max_block_bytes: int = DEFAULT_BLOCK_BYTES,
     return_details: bool = False,
     stats: ClusterStats | None = None,
+    one_pass: bool | None = None,
 ) -> np.ndarray | tuple[np.ndarray, list[ClassClusters | None]]:
     """Per-instance cluster weights ``wG`` (eq. 5-7).
 
@@ -404,6 +725,11 @@ def cluster_weights(
         Also return one :class:`ClassClusters` per class (None for empty classes).
     stats : ClusterStats, optional
         Filled in place with the schedule and timings.
+    one_pass : bool, optional
+        One-pass mode (default for the faiss backend; see "One pass" in the module docstring):
+        centres trained on each problem's faiss subsample, then every row read once and
+        assigned in every problem it belongs to. ``False`` runs the block schedule (every
+        backend; faiss then assigns each problem's gathered rows).
 
     Returns
     -------
@@ -442,6 +768,26 @@ def cluster_weights(
     stats.n_problems, stats.n_blocks = len(present), len(blocks)
     stats.block_sizes = [len(b) for b in blocks]
 
+    if one_pass is None:
+        one_pass = backend == "faiss"
+    if one_pass:
+        if backend != "faiss":
+            raise ValueError(f"one_pass needs backend='faiss' (its subsampled training), got {backend!r}")
+        stats.mode = "one_pass"
+        weights, details = _cluster_one_pass(
+            features, labels, by_class, sizes_c, present, pools, problem_index, k=k, count=count,
+            normalize=normalize, seed=seed, max_iter=max_iter, n_jobs=n_jobs, return_details=return_details,
+            stats=stats,
+        )
+        stats.n_blocks, stats.block_sizes = 0, []
+        stats.seconds_read, stats.seconds_kmeans = stats.seconds_assign, stats.seconds_train
+        stats.read_amplification = stats.rows_read / max(n, 1)
+        logger.info(
+            "cluster weights (one pass): %d problems, train %.1fs on %d rows, assign pass %.1fs over %d rows",
+            stats.n_problems, stats.seconds_train, stats.train_rows, stats.seconds_assign, n,
+        )
+        return (weights, details) if return_details else weights
+    stats.mode = "blocks"
     weights = np.ones(n, dtype=np.float64)
     details: list[ClassClusters | None] = [None] * c
     chunk_rows = max(1, (64 << 20) // (4 * max(features.shape[1], 1)))  # 64 MB read chunks

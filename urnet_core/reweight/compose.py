@@ -13,9 +13,12 @@ strategy's raw per-instance weight, so ``prod(components) / mean(prod(components
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
-from typing import Mapping
+from typing import Iterator, Mapping
 
 import numpy as np
 
@@ -32,6 +35,8 @@ from urnet_core.reweight.class_weight import CLASS_SCHEMES, class_weights, effec
 from urnet_core.reweight.cluster_weight import COUNT_MODES, cluster_weights, confusion_matrix, predicted_classes
 from urnet_core.reweight.instance_weight import instance_weights
 from urnet_core.reweight.label_weight import LabelPairs, expand_label_targets
+
+logger = logging.getLogger(__name__)
 
 #: Above this many target values (n x C), :func:`compose_weights` returns compact label targets.
 DENSE_TARGET_LIMIT = 1 << 26
@@ -179,6 +184,7 @@ def compose_weights(
     sources: np.ndarray | None = None,
     seed: int = 0,
     compact_targets: bool | None = None,
+    timings: dict[str, float] | None = None,
 ) -> WeightSet:
     """Per-instance weights and targets of the configured URNet rung.
 
@@ -207,6 +213,12 @@ def compose_weights(
         Return label targets as :class:`~urnet_core.reweight.label_weight.LabelPairs`
         (``O(n)``) instead of dense ``(n, C)`` rows. Default: compact when ``n * C`` exceeds
         :data:`DENSE_TARGET_LIMIT` (67M values, 268 MB).
+    timings : dict, optional
+        Filled with the wall seconds of each stage: ``validate_features`` (the NaN/inf pass over
+        the features), ``validate_probs`` (the pass over the probabilities or class ids),
+        ``class``, ``cluster`` (confusion matrix + cluster weights), ``instance``, ``combine``,
+        ``label``. Each stage is also logged at INFO as ``stage <name> took <seconds>s``
+        (``urnet -v weights`` shows them; ``urnet bench`` parses them).
 
     Returns
     -------
@@ -219,21 +231,32 @@ def compose_weights(
     n = labels.shape[0]
     if n == 0:
         raise ValueError("labels is empty")
+    timings = timings if timings is not None else {}
+
+    @contextlib.contextmanager
+    def stage(name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        yield
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
+        logger.info("stage %s took %.3fs", name, timings[name])
+
     if features is not None:
-        features = as_features(features, n_rows=n)
+        with stage("validate_features"):  # streamed: pages released chunk by chunk
+            features = as_features(features, n_rows=n)
     predicted = None
     if pred_probs is not None:
-        if np.ndim(pred_probs) == 1:
-            predicted = as_labels(pred_probs, num_classes=num_classes, name="pred_probs (class ids)")
-            if predicted.shape[0] != n:
-                raise ValueError(f"pred_probs (class ids) has {predicted.shape[0]} rows but {n} were expected")
-        else:  # one streamed pass: NaN/inf and [0, 1] checks, argmax
-            shape = np.shape(pred_probs)
-            if len(shape) != 2 or shape[0] != n:
-                raise ValueError(f"pred_probs has shape {shape}, expected ({n}, {num_classes}) or ({n},)")
-            if shape[1] != num_classes:
-                raise ValueError(f"pred_probs has {shape[1]} columns but num_classes={num_classes}")
-            predicted = predicted_classes(pred_probs, num_classes, n, name="pred_probs", check_range=True)
+        with stage("validate_probs"):
+            if np.ndim(pred_probs) == 1:
+                predicted = as_labels(pred_probs, num_classes=num_classes, name="pred_probs (class ids)")
+                if predicted.shape[0] != n:
+                    raise ValueError(f"pred_probs (class ids) has {predicted.shape[0]} rows but {n} were expected")
+            else:  # one streamed pass: NaN/inf and [0, 1] checks, argmax
+                shape = np.shape(pred_probs)
+                if len(shape) != 2 or shape[0] != n:
+                    raise ValueError(f"pred_probs has shape {shape}, expected ({n}, {num_classes}) or ({n},)")
+                if shape[1] != num_classes:
+                    raise ValueError(f"pred_probs has {shape[1]} columns but num_classes={num_classes}")
+                predicted = predicted_classes(pred_probs, num_classes, n, name="pred_probs", check_range=True)
 
     def need(value, name: str, strategy: str):
         if value is None:
@@ -242,33 +265,38 @@ def compose_weights(
 
     components: dict[str, np.ndarray] = {}
     if config.class_reweight:
-        if config.class_scheme == "effective_number":
-            wc = effective_number_weights(labels, num_classes, beta=config.cb_beta)
-        else:
-            wc = class_weights(labels, num_classes, alpha=config.alpha, scheme=config.class_scheme)
-        components["class"] = wc[labels]
+        with stage("class"):
+            if config.class_scheme == "effective_number":
+                wc = effective_number_weights(labels, num_classes, beta=config.cb_beta)
+            else:
+                wc = class_weights(labels, num_classes, alpha=config.alpha, scheme=config.class_scheme)
+            components["class"] = wc[labels]
     if config.cluster_reweight:
         feats = need(features, "features", "cluster")
-        conf = confusion_matrix(labels, need(predicted, "pred_probs", "cluster"), num_classes)
-        components["cluster"] = cluster_weights(
-            feats, labels, conf, top_k=config.top_k, n_clusters=config.n_clusters,
-            count=config.cluster_count, backend=config.kmeans_backend, seed=seed,
-        )
+        with stage("cluster"):
+            conf = confusion_matrix(labels, need(predicted, "pred_probs", "cluster"), num_classes)
+            components["cluster"] = cluster_weights(
+                feats, labels, conf, top_k=config.top_k, n_clusters=config.n_clusters,
+                count=config.cluster_count, backend=config.kmeans_backend, seed=seed,
+            )
     if config.instance_reweight:
         feats = need(features, "features", "instance")
         vecs = need(label_vectors, "label_vectors", "instance")
         if np.asarray(vecs).shape[0] != num_classes:
             raise ValueError(f"label_vectors has {np.asarray(vecs).shape[0]} rows, expected num_classes={num_classes}")
-        components["instance"] = instance_weights(
-            feats, labels, vecs, ranks=ranks, sources=sources, top_r=config.top_r,
-            clean_source=config.clean_source, epochs=config.instance_epochs, seed=seed, device=config.device,
-        )
-    sample_weights = combine_components(components, n=n)
+        with stage("instance"):
+            components["instance"] = instance_weights(
+                feats, labels, vecs, ranks=ranks, sources=sources, top_r=config.top_r,
+                clean_source=config.clean_source, epochs=config.instance_epochs, seed=seed, device=config.device,
+            )
+    with stage("combine"):
+        sample_weights = combine_components(components, n=n)
     targets: np.ndarray | LabelPairs | None = None
     if config.label_reweight:
-        pairs = LabelPairs(need(predicted, "pred_probs", "label"), config.beta)
-        compact = use_compact_targets(n, num_classes) if compact_targets is None else bool(compact_targets)
-        targets = pairs if compact else expand_label_targets(labels, pairs.predicted, num_classes, beta=pairs.beta)
+        with stage("label"):
+            pairs = LabelPairs(need(predicted, "pred_probs", "label"), config.beta)
+            compact = use_compact_targets(n, num_classes) if compact_targets is None else bool(compact_targets)
+            targets = pairs if compact else expand_label_targets(labels, pairs.predicted, num_classes, beta=pairs.beta)
     return WeightSet(
         sample_weights=sample_weights,
         soft_targets=targets,

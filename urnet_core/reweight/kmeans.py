@@ -220,22 +220,83 @@ def _kmeanspp(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     return xf[np.array(chosen)].copy()
 
 
-def _kmeans_faiss(x: np.ndarray, k: int, seed: int, max_iter: int) -> KMeansResult:
-    xf = np.ascontiguousarray(x, dtype=np.float32)
+#: Rows per centroid a faiss problem trains on (faiss's ``max_points_per_centroid``).
+TRAIN_POINTS_PER_CENTROID = 256
+
+
+def training_subsample(n: int, k: int, seed: int) -> tuple[np.ndarray | None, np.random.Generator]:
+    """Positions (sorted) of the rows a faiss problem of ``n`` rows trains on, and the generator after the draw.
+
+    ``None`` means every row (``n <= 256 k``); else ``256 k`` positions drawn without
+    replacement by ``np.random.default_rng(seed)``. The returned generator then seeds the
+    k-means++ initialisation, exactly as :func:`kmeans` with ``backend='faiss'`` does.
+    """
     rng = np.random.default_rng(seed)
+    cap = TRAIN_POINTS_PER_CENTROID * k
+    if n <= cap:
+        return None, rng
+    return np.sort(rng.choice(n, cap, replace=False)), rng
+
+
+def faiss_train(sub: np.ndarray, k: int, seed: int, max_iter: int, rng: np.random.Generator) -> np.ndarray:
+    """Centroids ``(k, d)`` float32 of faiss k-means on ``sub`` (``k < len(sub)``), k-means++ seeded from ``rng``.
+
+    ``sub`` is the training set (at most ``256 k`` rows from :func:`training_subsample`, so
+    faiss subsamples nothing itself); assigning rows is left to the caller.
+    """
+    sub = np.ascontiguousarray(sub, dtype=np.float32)
     # faiss initialises from random rows (one run), which often puts two centres in one
-    # cluster; seed it with greedy k-means++ on the same-size subsample faiss trains on.
-    sub = xf if xf.shape[0] <= 256 * k else xf[np.sort(rng.choice(xf.shape[0], 256 * k, replace=False))]
+    # cluster; seed it with greedy k-means++ on the rows it trains on.
     init = _kmeanspp(sub, k, rng)
     # faiss.Clustering directly, not the faiss.Kmeans wrapper: the wrapper copies every
     # iteration's statistics into Python dicts, which costs as much as the clustering itself on
     # the many small class problems here. min_points_per_centroid=1 only silences faiss's
     # "please provide at least 39*k points" warning; small class problems are expected.
+    d = sub.shape[1]
+    params = faiss.ClusteringParameters()
+    params.niter = int(max_iter)
+    params.seed = int(seed)
+    params.max_points_per_centroid = TRAIN_POINTS_PER_CENTROID
+    params.min_points_per_centroid = 1
+    params.verbose = False
+    clus = faiss.Clustering(d, k, params)
+    faiss.copy_array_to_vector(np.ascontiguousarray(init, dtype=np.float32).ravel(), clus.centroids)
+    index = faiss.IndexFlatL2(d)
+    clus.train(sub, index)
+    return np.asarray(faiss.vector_float_to_array(clus.centroids).reshape(k, d), dtype=np.float32).copy()
+
+
+def nearest_centroid(x, centers) -> np.ndarray:
+    """Index of the nearest centre (squared Euclidean) of every row: ``argmax(x c - |c|^2 / 2)``.
+
+    ``x`` (m, d) and ``centers`` (..., k, d) as float32 torch tensors or arrays; ``centers`` of shape
+    (P, k, d) stacks P problems' centres and returns (m, P) indices, one per problem. Each row's
+    result depends only on that row and the centres (one matrix product, first index on ties), so
+    assigning a row inside one stacked pass equals assigning it in its problem alone.
+    """
+    import torch
+
+    xt = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    ct = centers if isinstance(centers, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(centers, dtype=np.float32))
+    stacked = ct.ndim == 3
+    c2 = ct.reshape(-1, ct.shape[-1])
+    scores = xt @ c2.T - 0.5 * (c2 * c2).sum(1)
+    k = ct.shape[-2]
+    out = scores.view(xt.shape[0], -1, k).argmax(2)
+    return out.numpy() if stacked else out[:, 0].numpy()
+
+
+def _kmeans_faiss(x: np.ndarray, k: int, seed: int, max_iter: int) -> KMeansResult:
+    xf = np.ascontiguousarray(x, dtype=np.float32)
+    rng = np.random.default_rng(seed)
+    # k-means++ on the same-size subsample faiss trains on (faiss draws its own 256 k rows below).
+    sub = xf if xf.shape[0] <= 256 * k else xf[np.sort(rng.choice(xf.shape[0], 256 * k, replace=False))]
+    init = _kmeanspp(sub, k, rng)
     d = xf.shape[1]
     params = faiss.ClusteringParameters()
     params.niter = int(max_iter)
     params.seed = int(seed)
-    params.max_points_per_centroid = 256
+    params.max_points_per_centroid = TRAIN_POINTS_PER_CENTROID
     params.min_points_per_centroid = 1
     params.verbose = False
     clus = faiss.Clustering(d, k, params)

@@ -55,8 +55,81 @@ def check_fraction(value: Any, name: str, *, low: float = 0.0, high: float = 1.0
     return out
 
 
+def release_pages(arr: Any, start: int | None = None, stop: int | None = None) -> None:
+    """Drop this process's resident pages of a memory-mapped array (no-op for other arrays).
+
+    ``arr`` is an ``np.memmap`` or a view of one (``np.load(path, mmap_mode='r')``, also after
+    ``np.asarray``). With ``start``/``stop``, only the pages of rows ``arr[start:stop]`` are
+    released (``madvise(MADV_DONTNEED)`` on that byte range), else the whole mapping. The pages
+    stay in the OS page cache; only the resident set shrinks, so a pass over a file larger than
+    RAM keeps the RSS near one chunk. Copy-on-write maps (``mmap_mode='c'``) are left alone:
+    dropping their pages would discard the process's edits.
+    """
+    import mmap
+
+    obj, mm = arr, None
+    for _ in range(8):  # views of views: follow .base to the mapping
+        if getattr(obj, "mode", None) == "c":
+            return
+        mm = getattr(obj, "_mmap", None)
+        if mm is None and isinstance(obj, mmap.mmap):
+            mm = obj
+        if mm is not None:
+            break
+        obj = getattr(obj, "base", None)
+        if obj is None:
+            return
+    if mm is None:
+        return
+    try:
+        if start is None and stop is None:
+            mm.madvise(mmap.MADV_DONTNEED)
+            return
+        view = np.asarray(arr)[start:stop]
+        if view.size == 0:
+            return
+        if not view.flags.c_contiguous:  # strided view: the whole mapping
+            mm.madvise(mmap.MADV_DONTNEED)
+            return
+        base = np.frombuffer(mm, dtype=np.uint8)  # the mapping's address (read-only export, dropped below)
+        first = view.ctypes.data - base.ctypes.data
+        del base
+        page = mmap.PAGESIZE
+        lo = (first // page) * page
+        hi = min(len(mm), first + view.nbytes)
+        if 0 <= lo < hi:
+            mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+    except (AttributeError, OSError, ValueError, BufferError, TypeError):  # no madvise, closed map
+        pass
+
+
+def _chunk_all_finite(block: np.ndarray) -> bool:
+    """Fast screen: True when every value of the float ``block`` is finite.
+
+    float32/float64: the sum of the block is finite unless some value is NaN/inf (or the sum
+    overflows; the caller then checks row by row, so a huge finite value is never reported).
+    float16: no value has an all-ones exponent (integer view, no conversion).
+    """
+    if block.dtype == np.float16:
+        bits = block.view(np.uint16)
+        return bool(np.bitwise_and(bits, 0x7FFF).max(initial=0) < 0x7C00)
+    return bool(np.isfinite(np.add.reduce(block, axis=None)))
+
+
+def nonfinite_rows(block: np.ndarray) -> np.ndarray:
+    """Indices of the rows of a 2-D float ``block`` holding NaN or inf (screened fast, exact)."""
+    if block.size == 0 or _chunk_all_finite(block):
+        return np.zeros(0, dtype=np.int64)
+    return np.flatnonzero(~np.isfinite(block).all(axis=1))
+
+
 def as_features(features: Any, *, n_rows: int | None = None, name: str = "features") -> np.ndarray:
-    """Return a 2-D float array, raising on NaN/inf (naming the first bad row) or a row-count mismatch."""
+    """Return a 2-D float array, raising on NaN/inf (naming the first bad row) or a row-count mismatch.
+
+    The check streams row chunks of :data:`CHECK_CHUNK_VALUES` values and, for a memory map,
+    releases each chunk's pages after it (:func:`release_pages`), so validating a file of any
+    size keeps the resident set near one chunk.
+    """
     arr = np.asarray(features)
     if arr.ndim != 2:
         raise ValueError(f"{name} must be 2-D (n, d), got shape {arr.shape}")
@@ -69,7 +142,8 @@ def as_features(features: Any, *, n_rows: int | None = None, name: str = "featur
         chunk = max(1, CHECK_CHUNK_VALUES // max(arr.shape[1], 1))
         n_bad, first = 0, -1
         for start in range(0, arr.shape[0], chunk):
-            bad = np.flatnonzero(~np.isfinite(arr[start : start + chunk]).all(axis=1))
+            bad = nonfinite_rows(arr[start : start + chunk])
+            release_pages(arr, start, start + chunk)  # no-op unless memory-mapped
             if bad.size:
                 n_bad += bad.size
                 first = start + int(bad[0]) if first < 0 else first
