@@ -150,3 +150,19 @@ def test_a_second_study_on_the_same_reports_folder_refuses(tmp_path):
     with FolderLock(tmp_path / "reports"):
         with pytest.raises(FolderLockedError, match=str(__import__("os").getpid())):
             run_study(study, reports_dir=tmp_path / "reports")
+
+
+def test_cli_default_manifest_is_found_from_any_working_folder(tmp_path, monkeypatch):
+    import argparse
+
+    from urnet_core.cli import get_parser
+    from urnet_core.cli.study import build_config
+
+    monkeypatch.chdir(tmp_path)
+    args = get_parser().parse_args(["study"])
+    study = build_config(args)
+    assert Path(study.data.manifest) == REPO_ROOT / "data_manifests" / "fashion_mnist_web.yaml"
+    assert Path(study.run.run_dir) == tmp_path / "runs" / "default"  # outputs go where the user runs
+    args = get_parser().parse_args(["study", "--manifest", "mine.yaml"])
+    assert Path(build_config(args).data.manifest) == tmp_path / "mine.yaml"
+    assert isinstance(args, argparse.Namespace)

@@ -55,16 +55,17 @@ def build_config(args: argparse.Namespace):
     """The study config the flags describe (absolute paths), validated before any work."""
     from pathlib import Path
 
-    from urnet_core.config import StudyConfig, load_study_config
+    from urnet_core.config import REPO_ROOT, StudyConfig, load_study_config
     from urnet_core.study.runner import SMOKE
 
     study = load_study_config(args.config) if args.config else StudyConfig()
+    if study.data.manifest == StudyConfig().data.manifest:
+        # The default manifest ships with the package: found from any working folder.
+        study = study.with_overrides({"data.manifest": str(REPO_ROOT / study.data.manifest)})
     base = Path(args.config).resolve().parent if args.config else Path.cwd()
     study = study.resolve_paths(base)
     if args.smoke:
         study = StudyConfig.from_dict(SMOKE, source="--smoke", base=study)
-        from urnet_core.config import REPO_ROOT
-
         study = study.resolve_paths(REPO_ROOT)
         if not args.run_dir:
             study = study.with_overrides({"run.run_dir": str(Path("runs/smoke").resolve())})
