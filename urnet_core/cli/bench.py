@@ -130,7 +130,10 @@ def bench_command(args: argparse.Namespace) -> int:
         fig_path = Path(args.figure) if args.figure else out.parent / "figures" / "benchmark_scaling.png"
         B.save_figure(B.scaling_figure(table, proj), fig_path)
         report = {
-            "command": "urnet " + " ".join(sys.argv[1:]),
+            # no paths of this machine in the report: the cache folder is named, not spelled out
+            "command": "urnet " + " ".join("<cache-dir>" if
+                                           sys.argv[i - 1] == "--cache-dir" else a
+                                           for i, a in enumerate(sys.argv) if i > 0),
             "wall_seconds": wall, "sizes": sizes, "sections": sections, "backends": backends,
             "pipeline_sizes": settings.pipeline_sizes,
             "max_problems": max_problems, "instance_epochs": settings.instance_epochs,
