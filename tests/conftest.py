@@ -195,3 +195,27 @@ def make_csv_crawl(root: Path, *, classes: int = 4, per_class: int = 24, test: i
                 rows.append(f"{rel},{label},{source},{k},{split},{truth},{names[label]}")
     _write_lines(root / "crawl.csv", rows)
     return root
+
+
+from torch.utils.data import Dataset as _TorchDataset  # noqa: E402  (after the fixtures that need no torch)
+
+
+class DigitsDataset(_TorchDataset):
+    """scikit-learn's 8x8 digits as ``(image (1, 8, 8), label, index)`` tensors, for training
+    tests (``noise``: light random augmentation drawn from torch's global RNG, like torchvision's)."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, *, noise: float = 0.0) -> None:
+        import torch
+
+        self.x = torch.tensor(images, dtype=torch.float32).reshape(-1, 1, 8, 8) / 16.0
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.noise = noise
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        import torch
+
+        x = self.x[i] + self.noise * torch.randn(self.x[i].shape) if self.noise else self.x[i]
+        return x, int(self.labels[i]), int(i)

@@ -7,7 +7,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from sklearn.datasets import load_digits
-from torch.utils.data import Dataset
 
 from urnet_core.models.backbones import build_model
 from urnet_core.peers import SoftmaxEnsemble, train_coteaching, train_dividemix, train_elr
@@ -15,22 +14,9 @@ from urnet_core.peers import dividemix as dm
 from urnet_core.peers.coteaching import coteaching_keep_rate, coteaching_loss, default_num_gradual, small_loss_indices
 from urnet_core.peers.elr import ELRTargets, elr_loss, elr_regularizer
 from urnet_core.training.loop import TrainConfig, evaluate, predict, train
+from conftest import DigitsDataset as Digits
 
 
-class Digits(Dataset):
-    """scikit-learn's 8x8 digits as (image (1, 8, 8), label, index) (as in test_train.py)."""
-
-    def __init__(self, images: np.ndarray, labels: np.ndarray, *, noise: float = 0.0) -> None:
-        self.x = torch.tensor(images, dtype=torch.float32).reshape(-1, 1, 8, 8) / 16.0
-        self.labels = np.asarray(labels, dtype=np.int64)
-        self.noise = noise  # random augmentation drawn from torch's global RNG, like torchvision's
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int):
-        x = self.x[i] + self.noise * torch.randn(self.x[i].shape) if self.noise else self.x[i]
-        return x, int(self.labels[i]), int(i)
 
 
 @pytest.fixture(scope="module")
