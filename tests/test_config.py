@@ -166,3 +166,24 @@ def test_cli_default_manifest_is_found_from_any_working_folder(tmp_path, monkeyp
     args = get_parser().parse_args(["study", "--manifest", "mine.yaml"])
     assert Path(build_config(args).data.manifest) == tmp_path / "mine.yaml"
     assert isinstance(args, argparse.Namespace)
+
+
+def test_notebook_runs_with_notebooks_as_working_folder(tmp_path):
+    """As JupyterLab starts kernels in notebooks/: relative parameters resolve against the
+    repository, the run folder too (not notebooks/runs/), and the parameters reach the library."""
+    import nbformat
+    import papermill as pm
+
+    from urnet_core.study.runner import NOTEBOOKS_DIR, kernel_name
+
+    out = tmp_path / "03.ipynb"
+    run_dir = tmp_path / "runs"
+    pm.execute_notebook(str(NOTEBOOKS_DIR / "03_class_reweight.ipynb"), str(out), kernel_name=kernel_name(),
+                        cwd=str(NOTEBOOKS_DIR), progress_bar=False,
+                        parameters={"data": {"manifest": "data_manifests/digits_web.yaml", "scale": "smoke"},
+                                    "urnet": '{"alpha": 0.9}', "training": {"epochs": 1},
+                                    "run": {"run_dir": str(run_dir), "seeds": [0]}})
+    text = "\n".join(o.get("text", "") for c in nbformat.read(str(out), as_version=4).cells
+                     for o in c.get("outputs", []) if o.get("output_type") == "stream")
+    assert "(alpha=0.9)" in text and ": True" in text  # the stored weights are the alpha-0.9 ones
+    assert (run_dir / "weights").is_dir() and not (NOTEBOOKS_DIR / "runs").exists()

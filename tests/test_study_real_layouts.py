@@ -88,8 +88,9 @@ def test_csv_with_true_label_gets_noise_type_and_oracles(csv_study):
 
 def test_compact_label_targets_match_dense(tmp_path, monkeypatch):
     """The ablation's label rows with compact targets (LabelPairs, forced by lowering the dense
-    limit to 0) against dense (n, C) targets: same weights stage outputs, same test metrics
-    within float rounding."""
+    limit to 0) against dense (n, C) targets: the same targets, the same first-epoch training
+    loss up to float rounding, and test metrics that differ only as far as that rounding,
+    amplified by SGD, moves a handful of test predictions."""
     import urnet_core.reweight.compose as compose
     from urnet_core.study.ablation import default_methods, run_ablation
     from urnet_core.study.pipeline import load_label_targets, weight_components
@@ -101,13 +102,17 @@ def test_compact_label_targets_match_dense(tmp_path, monkeypatch):
     for mode, limit in (("dense", compose.DENSE_TARGET_LIMIT), ("compact", 0)):
         monkeypatch.setattr(compose, "DENSE_TARGET_LIMIT", limit)
         study = smoke_config().with_overrides({"run.run_dir": str(tmp_path / mode), "run.seeds": (0,),
-                                               "training.epochs": 2})
+                                               "training.epochs": 1})
         targets = load_label_targets(weight_components(study, 0))
         assert isinstance(targets, LabelPairs) == (mode == "compact")
         results[mode] = (run_ablation(study, rows, n_jobs=1).set_index("method"), targets)
     (dense, dense_targets), (compact, compact_targets) = results["dense"], results["compact"]
     labels = np.argmax(dense_targets, axis=1)  # beta > 0.5: the label keeps the larger share
     np.testing.assert_allclose(compact_targets.expand(labels, dense_targets.shape[1]), dense_targets, atol=1e-7)
+    for method in ("label only", "+label"):
+        losses = [json.loads((Path(r.loc[method, "folder"]) / "metrics.json").read_text())["history"][0]["train_loss"]
+                  for r in (dense, compact)]
+        assert losses[1] == pytest.approx(losses[0], rel=1e-4), method
     for metric in ("top1", "balanced_accuracy", "macro_f1"):
-        np.testing.assert_allclose(compact[metric], dense[metric], atol=0.02, err_msg=metric)
+        np.testing.assert_allclose(compact[metric], dense[metric], atol=0.03, err_msg=metric)
     assert dense.loc["baseline", "top1"] == compact.loc["baseline", "top1"]  # no label targets: identical
