@@ -36,16 +36,19 @@ def environment() -> dict[str, Any]:
             "packages": versions, "git_revision": git_revision()}
 
 
-def git_revision(cwd: str | Path | None = None) -> str:
-    """``git describe``-style revision of ``cwd`` (``"unknown"`` outside a checkout); flagged when the tree has uncommitted changes."""
+def git_revision(cwd: str | Path | None = None, *, outputs: str = "reports") -> str:
+    """``git describe``-style revision of ``cwd`` (``"unknown"`` outside a checkout); flagged when
+    the tree has uncommitted changes, not counting the study's own outputs under ``outputs``
+    (the reports being written are always newer than the last commit)."""
     try:
         from urnet_core.config import REPO_ROOT
 
         cwd = cwd or REPO_ROOT
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=cwd, capture_output=True, text=True,
                              timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                f":(exclude){outputs}"], cwd=cwd, capture_output=True, text=True,
+                               timeout=10).stdout.strip()
         return rev + (" (with uncommitted changes)" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
