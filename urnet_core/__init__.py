@@ -6,9 +6,12 @@ The package follows the pipeline of the paper::
              -> class / cluster / instance / label weights -> URNet training (+ bag branch)
              -> metrics -> ablation tables and figures -> HTML report
 
-Sub-packages: ``data`` (manifests, readers, web-noise benchmark, datasets), ``models``
-(backbones, confidence model, bag branch), ``reweight`` (one module per strategy),
-plus ``kmeans``, ``text``, ``train``, ``metrics``, ``ablation``, ``report`` and ``cli``.
+Folders follow that pipeline: ``config`` (the one study configuration), ``utils``, ``data``
+(manifests, readers, the web-noise benchmark, datasets), ``models`` (backbones, confidence
+model, bag branch), ``reweight`` (one module per strategy, k-means, text vectors),
+``training`` (loop, checkpoints, losses, targets, features, DDP), ``peers`` (the methods URNet
+is compared with), ``study`` (cached stages, ablation, analysis, plots, reports, the notebook
+runner), ``cli`` (the ``urnet`` command) and ``benchmarks``. See ``docs/DESIGN.md``.
 """
 
 __version__ = "0.1.0"

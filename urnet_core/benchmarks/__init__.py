@@ -1,1 +1,2 @@
-"""benchmarks"""
+"""``urnet bench``: the scale benchmark (``urnet weights`` end to end, k-means backends,
+training-step overhead, data loading)."""

@@ -1,1 +1,2 @@
-"""training"""
+"""Training: the loop (``train``, ``train_one_epoch``, ``evaluate``), checkpoints, losses,
+training targets (``LabelPairs``), metrics, feature extraction and DistributedDataParallel."""
