@@ -118,6 +118,21 @@ def synthetic_images():
     return images, labels
 
 
+@pytest.fixture(scope="session")
+def tiny_text_model(tmp_path_factory) -> str:
+    """A small fastText .bin of the shipped class-description corpus (the documented
+    ``text_model_path`` route), so stage runs do not train a full-size text model each time
+    (the default one is 2.3 GB: one per study run folder would fill a CI disk)."""
+    pytest.importorskip("fasttext")
+    from urnet_core.reweight.text import default_corpus, train_text_model
+
+    folder = tmp_path_factory.mktemp("text")
+    # train_text_model retries with a lower learning rate when skipgram diverges on this tiny corpus
+    model = train_text_model(default_corpus(), cache_dir=folder, dim=16, epoch=5)
+    model.save_model(str(folder / "tiny.bin"))
+    return str(folder / "tiny.bin")
+
+
 # --------------------------------------------------------------------------- study-sized trees
 def make_webvision1_tree(root: Path, *, classes: int = 4, google: int = 16, flickr: int = 8, val: int = 6,
                          size: tuple[int, int] = (16, 16)) -> Path:

@@ -125,14 +125,15 @@ def test_stage_keys_follow_versions_and_device(monkeypatch):
     assert stages.stage_key("baseline", "data") != key
 
 
-def test_weights_stage_is_keyed_by_the_backend_actually_used(tmp_path, monkeypatch):
+def test_weights_stage_is_keyed_by_the_backend_actually_used(tmp_path, monkeypatch, tiny_text_model):
     """kmeans_backend='auto' resolves per machine (torch on CUDA, faiss, sklearn): the key holds
     the resolved backend, so a cache made with one is never reused for another."""
     import urnet_core.reweight.kmeans as km
     from urnet_core.study import pipeline
     from urnet_core.study.runner import smoke_config
 
-    study = smoke_config().with_overrides({"run.run_dir": str(tmp_path), "run.seeds": [0], "training.epochs": 1})
+    study = smoke_config().with_overrides({"run.run_dir": str(tmp_path), "run.seeds": [0], "training.epochs": 1,
+                                           "data.text_model_path": tiny_text_model})
     first = pipeline.weight_components(study, 0)
     assert pipeline.weight_components(study, 0) == first
     real = km.resolve_backend
@@ -168,7 +169,7 @@ def test_cli_default_manifest_is_found_from_any_working_folder(tmp_path, monkeyp
     assert isinstance(args, argparse.Namespace)
 
 
-def test_notebook_runs_with_notebooks_as_working_folder(tmp_path):
+def test_notebook_runs_with_notebooks_as_working_folder(tmp_path, tiny_text_model):
     """As JupyterLab starts kernels in notebooks/: relative parameters resolve against the
     repository, the run folder too (not notebooks/runs/), and the parameters reach the library."""
     import nbformat
@@ -180,7 +181,8 @@ def test_notebook_runs_with_notebooks_as_working_folder(tmp_path):
     run_dir = tmp_path / "runs"
     pm.execute_notebook(str(NOTEBOOKS_DIR / "03_class_reweight.ipynb"), str(out), kernel_name=kernel_name(),
                         cwd=str(NOTEBOOKS_DIR), progress_bar=False,
-                        parameters={"data": {"manifest": "data_manifests/digits_web.yaml", "scale": "smoke"},
+                        parameters={"data": {"manifest": "data_manifests/digits_web.yaml", "scale": "smoke",
+                                             "text_model_path": tiny_text_model},
                                     "urnet": '{"alpha": 0.9}', "training": {"epochs": 1},
                                     "run": {"run_dir": str(run_dir), "seeds": [0]}})
     text = "\n".join(o.get("text", "") for c in nbformat.read(str(out), as_version=4).cells

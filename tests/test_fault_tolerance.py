@@ -201,18 +201,6 @@ print("FOLDERS " + json.dumps({{k: str(v) for k, v in folders.items()}}))
 """
 
 
-@pytest.fixture(scope="module")
-def tiny_text_model(tmp_path_factory) -> str:
-    """A small fastText .bin of the shipped class-description corpus (the documented
-    ``text_model_path`` route), so stage runs do not train a full-size text model each time."""
-    pytest.importorskip("fasttext")
-    from urnet_core.reweight.text import default_corpus, train_text_model
-
-    folder = tmp_path_factory.mktemp("text")
-    # train_text_model retries with a lower learning rate when skipgram diverges on this tiny corpus
-    model = train_text_model(default_corpus(), cache_dir=folder, dim=16, epoch=5)
-    model.save_model(str(folder / "tiny.bin"))
-    return str(folder / "tiny.bin")
 
 
 def _folders(log: str) -> dict[str, Path]:

@@ -24,33 +24,33 @@ FAST = ["--seeds", "0", "--epochs", "1", "--n-jobs", "1", "--set", "urnet.top_r=
         "--set", "training.batch_size=16"]
 
 
-def _study(tmp_path: Path, manifest: Path, *extra: str) -> tuple[Path, Path]:
+def _study(tmp_path: Path, manifest: Path, text_model: str, *extra: str) -> tuple[Path, Path]:
     run_dir, reports = tmp_path / "runs", tmp_path / "reports"
     code = cli_main(["study", "--manifest", str(manifest), "--run-dir", str(run_dir), "--reports", str(reports),
-                     *FAST, *extra])
+                     "--text-model", text_model, *FAST, *extra])
     assert code == 0
     return run_dir, reports
 
 
 @pytest.fixture(scope="module")
-def webvision_study(tmp_path_factory):
+def webvision_study(tmp_path_factory, tiny_text_model):
     base = tmp_path_factory.mktemp("wv")
     root = make_webvision1_tree(base / "webvision")
     manifest = base / "webvision1.yaml"
     manifest.write_text(f"name: webvision1_tiny\nreader: webvision\nroot: {root}\noptions:\n  version: 1\n"
                         "  sources: [google, flickr]\n  rank_from: meta\nimage_size: 16\nin_channels: 3\n"
                         "splits:\n  test: val\nsmoke:\n  max_per_class: 20\n  max_test: 100\n")
-    return _study(base, manifest, "--scale", "smoke")
+    return _study(base, manifest, tiny_text_model, "--scale", "smoke")
 
 
 @pytest.fixture(scope="module")
-def csv_study(tmp_path_factory):
+def csv_study(tmp_path_factory, tiny_text_model):
     base = tmp_path_factory.mktemp("csv")
     root = make_csv_crawl(base / "crawl")
     manifest = base / "crawl.yaml"
     manifest.write_text(f"name: crawl\nreader: csv\nroot: {root}\noptions:\n  path: crawl.csv\n"
                         "image_size: 16\nin_channels: 3\n")
-    return _study(base, manifest)
+    return _study(base, manifest, tiny_text_model)
 
 
 def _tables(run_dir: Path) -> dict:
@@ -86,7 +86,7 @@ def test_csv_with_true_label_gets_noise_type_and_oracles(csv_study):
     assert "has no ground truth" not in (reports / "index.html").read_text()
 
 
-def test_compact_label_targets_match_dense(tmp_path, monkeypatch):
+def test_compact_label_targets_match_dense(tmp_path, monkeypatch, tiny_text_model):
     """The ablation's label rows with compact targets (LabelPairs, forced by lowering the dense
     limit to 0) against dense (n, C) targets: the same targets, the same first-epoch training
     loss up to float rounding, and test metrics that differ only as far as that rounding,
@@ -102,7 +102,7 @@ def test_compact_label_targets_match_dense(tmp_path, monkeypatch):
     for mode, limit in (("dense", compose.DENSE_TARGET_LIMIT), ("compact", 0)):
         monkeypatch.setattr(compose, "DENSE_TARGET_LIMIT", limit)
         study = smoke_config().with_overrides({"run.run_dir": str(tmp_path / mode), "run.seeds": (0,),
-                                               "training.epochs": 1})
+                                               "training.epochs": 1, "data.text_model_path": tiny_text_model})
         targets = load_label_targets(weight_components(study, 0))
         assert isinstance(targets, LabelPairs) == (mode == "compact")
         results[mode] = (run_ablation(study, rows, n_jobs=1).set_index("method"), targets)
