@@ -139,15 +139,16 @@ def run_study(study: StudyConfig, *, reports_dir: str | Path = "reports", notebo
     """
     from urnet_core.utils.locks import FolderLock
 
-    select_notebooks(list_notebooks(notebooks_dir), only)  # an --only that matches nothing fails before any work
+    notebooks = list_notebooks(notebooks_dir)
+    selected = select_notebooks(notebooks, only)  # an --only that matches nothing fails before any work
     reports = Path(reports_dir)
     reports.mkdir(parents=True, exist_ok=True)
     # One study per reports folder and per run folder: a second one refuses, naming the holder.
     with FolderLock(reports, what="reports folder"), FolderLock(study.run.run_dir, what="study run folder"):
-        return _run_study(study, reports, notebooks_dir, force=force, only=only, execution_timeout=execution_timeout)
+        return _run_study(study, reports, notebooks, selected, force=force, execution_timeout=execution_timeout)
 
 
-def _run_study(study: StudyConfig, reports: Path, notebooks_dir: str | Path, *, force: bool, only: list[str] | None,
+def _run_study(study: StudyConfig, reports: Path, notebooks: list[Path], selected: list[Path], *, force: bool,
                execution_timeout: int) -> Path:
     import papermill as pm
 
@@ -156,8 +157,6 @@ def _run_study(study: StudyConfig, reports: Path, notebooks_dir: str | Path, *, 
     from urnet_core.study.report import render_notebook_html, write_index
 
     start = time.time()
-    notebooks = list_notebooks(notebooks_dir)
-    selected = select_notebooks(notebooks, only)
     executed_dir = reports / "_executed"
     executed_dir.mkdir(parents=True, exist_ok=True)
     state_path = reports / "study_state.json"
