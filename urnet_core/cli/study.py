@@ -13,7 +13,10 @@ import argparse
 SHORTCUTS = {"manifest": "data.manifest", "scale": "data.scale", "text_model": "data.text_model_path",
              "init_weights": "data.init_weights", "run_dir": "run.run_dir", "seeds": "run.seeds",
              "n_jobs": "run.n_jobs", "model": "training.model", "epochs": "training.epochs",
-             "batch_size": "training.batch_size", "lr": "training.lr", "kmeans_backend": "urnet.kmeans_backend"}
+             "batch_size": "training.batch_size", "lr": "training.lr", "kmeans_backend": "urnet.kmeans_backend",
+             "profile": "run.profile", "protocol": "run.protocol"}
+#: ``--quick``: the ladder and every tuned method with 3 candidates each, 3 seeds, one selection seed.
+QUICK = {"run": {"profile": "quick", "seeds": [0, 1, 2], "selection_seeds": 1}}
 
 
 def register(subparsers) -> None:
@@ -32,6 +35,15 @@ def register(subparsers) -> None:
     p.add_argument("--smoke", action="store_true",
                    help="the smoke study: digits manifest at --scale smoke, 6 epochs of batch 16, seeds 0 1, runs/smoke and "
                         "reports/smoke (minutes); for the data alone, --scale smoke")
+    p.add_argument("--quick", action="store_true",
+                   help="a first answer in about a quarter of the time: the ladder and every tuned method with 3 "
+                        "candidates each, seeds 0 1 2, selection on seed 0 (run.profile=quick)")
+    p.add_argument("--profile", choices=["default", "quick", "full", "peers"],
+                   help="which rows the ablation runs (run.profile): full adds each step alone, the cross-fitted "
+                        "ladder, the ladder from scratch and the untuned peers; peers: baseline and tuned peers only")
+    p.add_argument("--protocol", choices=["finetune", "scratch"],
+                   help="every row fine-tuned from its seed's baseline (default, the paper's) or trained from "
+                        "scratch (run.protocol)")
     p.add_argument("--manifest", help="dataset manifest YAML (data.manifest; default: the Fashion-MNIST benchmark)")
     p.add_argument("--scale", choices=["smoke"], help="shrink the data to the manifest's smoke subset (data.scale)")
     p.add_argument("--run-dir", help="where stage caches go (run.run_dir; default runs/default, runs/smoke with --smoke)")
@@ -69,6 +81,8 @@ def build_config(args: argparse.Namespace):
         study = study.resolve_paths(REPO_ROOT)
         if not args.run_dir:
             study = study.with_overrides({"run.run_dir": str(Path("runs/smoke").resolve())})
+    if args.quick:
+        study = StudyConfig.from_dict(QUICK, source="--quick", base=study)
     shortcuts = {key: getattr(args, flag) for flag, key in SHORTCUTS.items() if getattr(args, flag) is not None}
     study = study.with_overrides(shortcuts, source="command line")
     study = study.with_overrides(args.assignments, source="--set")
@@ -82,4 +96,21 @@ def _run(args: argparse.Namespace) -> int:
     reports = args.reports or ("reports/smoke" if args.smoke else "reports")
     index = run_study(study, reports_dir=reports, force=args.force, only=args.only)
     print(f"report: {index}")
+    _print_chosen(study)
     return 0
+
+
+def _print_chosen(study) -> None:
+    """The settings every tuned method chose on the noisy validation split (the recommended first)."""
+    from urnet_core.study.ablation import RECOMMENDED, read_tables
+    from urnet_core.study.tuning import chosen_settings
+
+    tables = read_tables(study.run.run_dir)
+    if tables is None or tables["selection"].empty:
+        return
+    chosen = chosen_settings(tables["selection"])
+    if RECOMMENDED in chosen:
+        print(f"recommended: {RECOMMENDED} = {chosen.pop(RECOMMENDED)} (reproduce its weights with "
+              f"`urnet weights --config` as in the README)")
+    for method, candidate in chosen.items():
+        print(f"  tuned {method}: {candidate}")

@@ -15,7 +15,8 @@ import pandas as pd
 from urnet_core.utils.validation import as_labels, check_positive_int, check_probabilities
 
 
-def confident_learning_keep_mask(labels, pred_probs, *, filter_by: str = "prune_by_noise_rate") -> np.ndarray:
+def confident_learning_keep_mask(labels, pred_probs, *, filter_by: str = "prune_by_noise_rate",
+                                 frac_noise: float = 1.0) -> np.ndarray:
     """Boolean mask of the instances cleanlab does *not* flag as label issues.
 
     Parameters
@@ -28,14 +29,20 @@ def confident_learning_keep_mask(labels, pred_probs, *, filter_by: str = "prune_
         weights get), which makes cleanlab flag fewer instances than it would with
         cross-validated probabilities.
     filter_by : str, default="prune_by_noise_rate"
-        Passed to :func:`cleanlab.filter.find_label_issues`.
+        Passed to :func:`cleanlab.filter.find_label_issues` (the confident-learning variants of
+        Northcutt et al. 2021, section 3.2: ``prune_by_noise_rate``, ``prune_by_class``,
+        ``both``, ``confident_learning``, ``predicted_neq_given``).
+    frac_noise : float in (0, 1], default=1.0
+        Share of the estimated number of label issues to remove (cleanlab's ``frac_noise``;
+        for the ``prune_by_*`` and ``both`` filters).
     """
     from cleanlab.filter import find_label_issues
 
     probs = check_probabilities(pred_probs)
     y = as_labels(labels, num_classes=probs.shape[1])
     # n_jobs=1: cleanlab's own worker pool relies on fork-inherited globals and fails in spawned workers.
-    issues = find_label_issues(y, probs, filter_by=filter_by, n_jobs=1)
+    options = {"frac_noise": frac_noise} if filter_by in ("prune_by_noise_rate", "prune_by_class", "both") else {}
+    issues = find_label_issues(y, probs, filter_by=filter_by, n_jobs=1, **options)
     return ~np.asarray(issues, dtype=bool)
 
 

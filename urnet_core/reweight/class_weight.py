@@ -37,6 +37,7 @@ def class_weights(
     *,
     alpha: float = 0.5,
     scheme: str = "balanced",
+    counts: np.ndarray | None = None,
 ) -> np.ndarray:
     """Per-class weights ``wC`` of URNet's class reweighting (eq. 2-4).
 
@@ -53,6 +54,8 @@ def class_weights(
           instance is 1 and at ``alpha=1`` each class's total weight is ``N / C``.
         - ``'literal'``: eq. 3 as printed, ``wC_j = (1 - alpha) + alpha * r_j / sum_k r_k``
           with ``r_j = 1 / N_j``.
+    counts : array of float, shape (C,), optional
+        Class sizes to use instead of the label counts (e.g. URNet+'s estimated clean counts).
 
     Returns
     -------
@@ -66,7 +69,7 @@ def class_weights(
     """
     alpha = check_fraction(alpha, "alpha")
     check_option(scheme, "scheme", CLASS_SCHEMES)
-    counts = class_counts(labels, num_classes).astype(np.float64)
+    counts = _counts(labels, num_classes, counts)
     present = counts > 0
     term = np.zeros_like(counts)
     if present.any():
@@ -78,7 +81,17 @@ def class_weights(
     return (1.0 - alpha) + alpha * term
 
 
-def effective_number_weights(labels: np.ndarray, num_classes: int, *, beta: float = 0.999) -> np.ndarray:
+def _counts(labels: np.ndarray, num_classes: int, counts: np.ndarray | None) -> np.ndarray:
+    if counts is None:
+        return class_counts(labels, num_classes).astype(np.float64)
+    counts = np.asarray(counts, dtype=np.float64)
+    if counts.shape != (num_classes,) or not np.isfinite(counts).all() or (counts < 0).any():
+        raise ValueError(f"counts must be {num_classes} finite non-negative class sizes, got shape {counts.shape}")
+    return counts
+
+
+def effective_number_weights(labels: np.ndarray, num_classes: int, *, beta: float = 0.999,
+                             counts: np.ndarray | None = None) -> np.ndarray:
     """Class-balanced weights by effective number of samples (Cui et al., CVPR 2019).
 
     ``w_j = (1 - beta) / (1 - beta ** N_j)``, then rescaled so the mean weight per *instance*
@@ -91,6 +104,8 @@ def effective_number_weights(labels: np.ndarray, num_classes: int, *, beta: floa
     labels : array of int, shape (n,)
     num_classes : int
     beta : float in [0, 1), default=0.999
+    counts : array of float, shape (C,), optional
+        Class sizes to use instead of the label counts (see :func:`class_weights`).
 
     Returns
     -------
@@ -100,7 +115,7 @@ def effective_number_weights(labels: np.ndarray, num_classes: int, *, beta: floa
     beta = check_fraction(beta, "beta")
     if beta >= 1.0:
         raise ValueError("beta must be < 1 (beta=1 divides by zero); use 0.9999 for near-inverse frequency")
-    counts = class_counts(labels, num_classes).astype(np.float64)
+    counts = _counts(labels, num_classes, counts)
     present = counts > 0
     w = np.zeros_like(counts)
     # 1 - beta**N = -expm1(N ln beta): accurate for beta close to 1.

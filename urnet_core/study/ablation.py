@@ -27,15 +27,12 @@ from urnet_core.study.pipeline import (
     load_test_metrics, subset_targets, weight_components,
 )
 from urnet_core.study.stages import run_stage, stage_key
-from urnet_core.study.stats import gap_closed, mean_ci, paired_difference
+from urnet_core.study.stats import detectable_difference, gap_closed, mean_ci, paired_difference
 
 logger = logging.getLogger(__name__)
 
 #: The paper's ablation (WebVision 2.0 validation, top-5 accuracy, single runs).
 PAPER_TOP5 = {"baseline": 71.7, "+class": 72.8, "+cluster": 75.3, "+instance": 76.0, "+bag": 76.3, "+label": 76.5}
-#: The paper's tricks on top of full URNet (top-5).
-PAPER_TRICKS_TOP5 = {"top-15 Flickr": 77.0, "29-model ensemble": 78.3, "multi-crop test": 79.3,
-                     "multi-scale test": 79.8}
 
 METRICS = ("top1", "balanced_accuracy", "macro_f1", "top5", "ece")
 
@@ -46,13 +43,17 @@ class MethodSpec:
 
     ``strategies`` names the URNet components combined into the weights (subset of
     {"class", "class_literal", "cluster", "cluster_own_class", "instance", "instance_combined",
-    "label"}, files of :func:`~urnet_core.study.pipeline.weight_components`); ``signals`` says
-    whether they come from the in-sample baseline (the paper) or the cross-fitted one
-    (``"cross_fit"``); ``bag`` turns on the bag branch; ``loss`` is "ce" or "gce";
-    ``class_balanced`` multiplies effective-number class weights (Cui et al. 2019); ``subset``
-    restricts the training table ("clean_oracle", "cleanlab", "flickr_top_k"); ``trainer``
-    names a peer's own training procedure (:data:`PEER_TRAINERS`); ``selected`` marks the row
-    whose configuration :func:`select_configuration` picks on the noisy validation split.
+    "label"}, files of :func:`~urnet_core.study.pipeline.weight_components}`, and URNet+'s
+    {"clean_weight", "clean_filter", "clean_class", "label_agree"}, see :func:`method_weights`);
+    ``signals`` says whether they come from the in-sample baseline (the paper) or the
+    cross-fitted one (``"cross_fit"``); ``bag`` turns on the bag branch; ``loss`` is "ce" or
+    "gce"; ``class_balanced`` multiplies effective-number class weights (Cui et al. 2019);
+    ``subset`` restricts the training table ("clean_oracle", "cleanlab", "flickr_top_k");
+    ``trainer`` names a peer's own training procedure (:data:`PEER_TRAINERS`); ``hyper`` holds
+    the row's hyperparameters as ``(name, value)`` pairs (:data:`WEIGHT_HYPER`,
+    :data:`CONFIG_HYPER`, :data:`SUBSET_HYPER`; any other name goes to the trainer); ``family``
+    marks a *tuned* row whose hyperparameters :func:`urnet_core.study.tuning.resolve_tuned`
+    selects on the noisy validation split; ``protocol`` overrides ``run.protocol``.
     """
 
     name: str
@@ -64,94 +65,87 @@ class MethodSpec:
     subset: str | None = None
     signals: str = "in_sample"
     trainer: str | None = None
-    selected: bool = False
+    hyper: tuple[tuple[str, Any], ...] = ()
+    family: str | None = None
+    protocol: str | None = None
+
+    def option(self, name: str, default: Any = None) -> Any:
+        """The value of hyperparameter ``name`` (``default`` when the row does not set it)."""
+        return dict(self.hyper).get(name, default)
 
 
-LADDER = ("baseline", "+class", "+cluster", "+instance", "+bag", "+label")
+#: Hyperparameters read by :func:`method_weights`, by the training config and by the subset filter.
+WEIGHT_HYPER = ("alpha", "class_scheme", "cb_beta", "clean_threshold")
+CONFIG_HYPER = ("gce_q",)
+SUBSET_HYPER = ("filter_by", "frac_noise")
+
+#: The paper's ladder: each rung adds one URNet step to the one above (in-sample signals).
+LADDER_STEPS = (("baseline", ()), ("+class", ("class",)), ("+cluster", ("class", "cluster")),
+                ("+instance", ("class", "cluster", "instance")), ("+bag", ("class", "cluster", "instance")),
+                ("+label", ("class", "cluster", "instance", "label")))
+LADDER = tuple(name for name, _ in LADDER_STEPS)
 CF = " (cross-fitted)"
-LADDER_CROSS_FIT = ("baseline", "+class") + tuple(r + CF for r in LADDER[2:])
-SELECTED = "URNet (selected on noisy validation)"
+SCRATCH = " (from scratch)"
+SELECTED = "URNet (tuned)"
+RECOMMENDED = "URNet+ (tuned)"
 #: Peer trainers: ``module:function`` taking the arguments of :func:`urnet_core.training.loop.train`.
 PEER_TRAINERS = {"elr": "urnet_core.peers.elr:train_elr", "coteaching": "urnet_core.peers.coteaching:train_coteaching",
                  "dividemix": "urnet_core.peers.dividemix:train_dividemix"}
-#: Row groups and what they mean (the report's legend).
-GROUPS = {
-    "ladder": "the paper's ladder: each rung adds one URNet step to the one above, signals from the baseline "
-              "trained on all rows (in-sample)",
-    "ladder (cross-fitted)": "the same rungs with out-of-sample signals (K-fold cross-fitted baseline)",
-    "alone": "one URNet step on its own",
-    "new": "the study's instance weight: image-text confidence x out-of-sample label confidence",
-    "selected": "the URNet configuration chosen on the noisy validation split (never on test)",
-    "peer": "other methods for noisy labels, same backbone, epochs, seeds and data",
-    "oracle": "trained on the truly clean rows only: an upper reference that needs ground truth",
-    "variant": "alternative readings of a step", "trick": "the paper's data trick",
-}
 
 
-def default_methods(*, include_tricks: bool = False, ground_truth: bool = True,
-                    include_variants: bool = False) -> list[MethodSpec]:
-    """The study's rows: both ladders, each strategy alone, the new instance weight, the
-    selected configuration, peers and oracles (variants and the top-K Flickr trick on request).
+def ladder_rows(*, group: str = "ladder", suffix: str = "", **fields: Any) -> list[MethodSpec]:
+    """The rungs of :data:`LADDER_STEPS` (``+bag`` and ``+label`` with the bag branch), renamed with ``suffix``."""
+    rows = []
+    for name, strategies in LADDER_STEPS:
+        bag = name in ("+bag", "+label")
+        rows.append(MethodSpec(name if name == "baseline" and not suffix else name + suffix, group, strategies,
+                               bag=bag, **fields))
+    return rows
 
-    Without ``ground_truth`` (real web data: no ``noise_type``/``true_label``) the oracle rows,
-    which train on the truly clean rows only, are left out.
+
+def paper_default_peers() -> list[MethodSpec]:
+    """The peers at their papers' default hyperparameters (untuned; the ``full`` profile's rows)."""
+    group = "peer (paper defaults)"
+    return [
+        MethodSpec("class-balanced loss, beta 0.999", group, class_balanced=True),
+        MethodSpec("cleanlab, prune by noise rate", group, subset="cleanlab", signals="cross_fit"),
+        MethodSpec("generalized CE, q 0.7", group, loss="gce"),
+        MethodSpec("ELR, lambda 3, beta 0.7", group, trainer="elr"),
+        MethodSpec("co-teaching, tau 0.2", group, trainer="coteaching"),
+        MethodSpec("DivideMix, lambda_u 0", group, trainer="dividemix"),
+    ]
+
+
+def default_methods(*, profile: str = "default", ground_truth: bool = True,
+                    include_tricks: bool = False) -> list[MethodSpec]:
+    """The study's rows for ``profile`` (see :class:`~urnet_core.config.RunConfig`).
+
+    Always: the paper's ladder, every tuned family (:data:`urnet_core.study.tuning.FAMILIES`:
+    URNet, URNet+ and the six peers) and, with ground truth, the oracle trained on the truly
+    clean rows with class-balanced weights. ``full`` adds each step alone, the cross-fitted
+    ladder, the ladder trained from scratch, the peers at their papers' defaults and the plain
+    oracle; ``peers`` keeps the baseline, the tuned peers and the oracle only. Without
+    ``ground_truth`` (real web data) the oracle rows are left out.
     """
-    rungs = [
-        MethodSpec("baseline", "ladder"),
-        MethodSpec("+class", "ladder", ("class",)),
-        MethodSpec("+cluster", "ladder", ("class", "cluster")),
-        MethodSpec("+instance", "ladder", ("class", "cluster", "instance")),
-        MethodSpec("+bag", "ladder", ("class", "cluster", "instance"), bag=True),
-        MethodSpec("+label", "ladder", ("class", "cluster", "instance", "label"), bag=True),
-    ]
-    cross_fitted = [dataclasses.replace(r, name=r.name + CF, group="ladder (cross-fitted)", signals="cross_fit")
-                    for r in rungs[2:]]
-    alone = [
-        MethodSpec("class (literal eq. 3)", "alone", ("class_literal",)),
-        MethodSpec("cluster only", "alone", ("cluster",)),
-        MethodSpec("instance only", "alone", ("instance",)),
-        MethodSpec("bag only", "alone", (), bag=True),
-        MethodSpec("label only", "alone", ("label",)),
-    ]
-    new = [MethodSpec("+instance, combined instance weight" + CF, "new", ("class", "cluster", "instance_combined"),
-                      signals="cross_fit")]
-    selected = [MethodSpec(SELECTED, "selected", selected=True)]
-    peers = [
-        MethodSpec("class-balanced loss (Cui 2019)", "peer", class_balanced=True),
-        MethodSpec("confident learning (cleanlab, out-of-sample)", "peer", subset="cleanlab", signals="cross_fit"),
-        MethodSpec("generalized CE (Zhang 2018)", "peer", loss="gce"),
-        MethodSpec("ELR (Liu 2020)", "peer", trainer="elr"),
-        MethodSpec("co-teaching (Han 2018)", "peer", trainer="coteaching"),
-        MethodSpec("DivideMix (Li 2020)", "peer", trainer="dividemix"),
-    ]
-    oracles = [
-        MethodSpec("oracle: clean only", "oracle", subset="clean_oracle"),
-        MethodSpec("oracle: clean only, class-balanced", "oracle", subset="clean_oracle", class_balanced=True),
-    ]
-    # Our reading of eq. 7 that counts only the class's own instances in a group (see
-    # cluster_weight.py); the selection considers it with the paper's reading.
-    own = ("class", "cluster_own_class", "instance")
-    variants = [
-        MethodSpec("+bag, own-class cluster count", "variant", own, bag=True),
-        MethodSpec("+label, own-class cluster count", "variant", own + ("label",), bag=True),
-    ]
-    tricks = [MethodSpec("URNet + top-K Flickr", "trick", rungs[-1].strategies, bag=True, subset="flickr_top_k")]
-    return (rungs + cross_fitted + alone + new + selected + peers + (oracles if ground_truth else [])
-            + (variants if include_variants else []) + (tricks if include_tricks else []))
+    from urnet_core.study.tuning import tuned_rows
 
-
-def selection_candidates() -> list[MethodSpec]:
-    """What the noisy validation split chooses among (cross-fitted signals, bag branch on): the
-    cluster count (the paper's pooled count or the class's own), the instance weight (the
-    paper's image-text confidence or the combined one) and label reweighting on or off."""
-    out = []
-    for cluster, cluster_name in (("cluster", "pooled"), ("cluster_own_class", "own-class")):
-        for instance, instance_name in (("instance", "image-text"), ("instance_combined", "combined")):
-            for label in (False, True):
-                strategies = ("class", cluster, instance) + (("label",) if label else ())
-                name = f"cluster count {cluster_name}, instance {instance_name}, label {'on' if label else 'off'}"
-                out.append(MethodSpec(name, "candidate", strategies, bag=True, signals="cross_fit"))
-    return out
+    rows = ladder_rows() + tuned_rows()
+    if profile == "peers":
+        rows = rows[:1] + [r for r in tuned_rows() if r.group == "peer"]
+    oracles = [MethodSpec("oracle: clean only, class-balanced", "oracle", subset="clean_oracle", class_balanced=True)]
+    if profile == "full":
+        rows += [r for r in ladder_rows(group="ladder (cross-fitted)", suffix=CF, signals="cross_fit")[2:]]
+        rows += ladder_rows(group="ladder (from scratch)", suffix=SCRATCH, protocol="scratch")
+        rows += [MethodSpec("class (literal eq. 3)", "alone", ("class_literal",)),
+                 MethodSpec("cluster only", "alone", ("cluster",)),
+                 MethodSpec("instance only", "alone", ("instance",)),
+                 MethodSpec("bag only", "alone", (), bag=True),
+                 MethodSpec("label only", "alone", ("label",))]
+        rows += paper_default_peers()
+        oracles.insert(0, MethodSpec("oracle: clean only", "oracle", subset="clean_oracle"))
+    if include_tricks:
+        rows.append(MethodSpec("URNet + top-K Flickr", "trick", LADDER_STEPS[-1][1], bag=True, subset="flickr_top_k"))
+    return rows + (oracles if ground_truth else [])
 
 
 # --------------------------------------------------------------------------- one method
@@ -170,12 +164,50 @@ def _subset_mask(spec: MethodSpec, study: StudyConfig, seed: int, table: pd.Data
 
         source = (baseline(study, seed) / "train_probs.npy" if spec.signals == "in_sample"
                   else cross_fit(study, seed) / "oof_probs.npy")
-        return confident_learning_keep_mask(table["label"].to_numpy(), load_npy(source, mmap=False))
+        return confident_learning_keep_mask(table["label"].to_numpy(), load_npy(source, mmap=False),
+                                            filter_by=spec.option("filter_by", "prune_by_noise_rate"),
+                                            frac_noise=spec.option("frac_noise", 1.0))
     if spec.subset == "flickr_top_k":
         from urnet_core.peers.filters import top_k_source_mask
 
         return top_k_source_mask(table, source="flickr", k=flickr_top_k)
     raise ValueError(f"unknown subset {spec.subset!r}")
+
+
+#: URNet+'s strategies (docs/DESIGN.md section 5.7), read from the cross-fitted weights stage.
+CLEAN_STRATEGIES = ("clean_weight", "clean_filter", "label_agree")
+
+
+def _class_factor(spec: MethodSpec, study: StudyConfig, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Per-row class weight of ``spec``: eq. 2-4 with the row's ``alpha``/``class_scheme`` (the
+    study's by default)."""
+    from urnet_core.reweight.class_weight import class_weights
+
+    per_class = class_weights(labels, num_classes, alpha=spec.option("alpha", study.urnet.alpha),
+                              scheme=spec.option("class_scheme", study.urnet.class_scheme))
+    return np.asarray(per_class, dtype=np.float64)[labels]
+
+
+def _clean_weights(spec: MethodSpec, study: StudyConfig, folder: Path, labels: np.ndarray, num_classes: int):
+    """URNet+'s weights and targets (:func:`urnet_core.reweight.clean_probability.urnet_plus_weights`):
+    P(clean) as a weight (``clean_weight``) or a filter at ``clean_threshold`` (``clean_filter``),
+    the class step on the estimated clean counts, and with ``label_agree`` the agreeing relabel
+    as one-hot targets."""
+    from urnet_core.reweight.clean_probability import urnet_plus_weights
+    from urnet_core.study.pipeline import cross_fit
+    from urnet_core.training.targets import LabelPairs
+
+    seed = int(read_json(Path(folder) / "stage.json")["description"]["seed"])
+    relabel = {}
+    if "label_agree" in spec.strategies:
+        relabel = {"oof_probs": load_npy(cross_fit(study, seed) / "oof_probs.npy", mmap=False),
+                   "in_sample_predicted": load_npy(baseline(study, seed) / "train_probs.npy", mmap=False).argmax(1)}
+    weights, new_labels = urnet_plus_weights(
+        labels, load_component(folder, "clean_probability"), num_classes,
+        use="filter" if "clean_filter" in spec.strategies else "weight",
+        threshold=spec.option("clean_threshold", 0.5), class_scheme=spec.option("class_scheme", "balanced"),
+        alpha=spec.option("alpha", 1.0), cb_beta=spec.option("cb_beta", 0.999), **relabel)
+    return weights, (LabelPairs(new_labels, 0.0) if new_labels is not None else None)
 
 
 def method_weights(spec: MethodSpec, study: StudyConfig, seed: int, table: pd.DataFrame,
@@ -185,21 +217,29 @@ def method_weights(spec: MethodSpec, study: StudyConfig, seed: int, table: pd.Da
     from urnet_core.reweight.compose import combine_components
 
     weights = targets = None
+    labels_all = table["label"].to_numpy()
     if spec.strategies:
         folder = weight_components(study, seed, signals=spec.signals)
-        comps = {s: load_component(folder, s) for s in spec.strategies if s != "label"}
-        if comps:
-            weights = combine_components(comps)
-        if "label" in spec.strategies:
-            targets = load_label_targets(folder)
-    labels = table["label"].to_numpy()[keep]
+        if set(spec.strategies) & set(CLEAN_STRATEGIES):
+            weights, targets = _clean_weights(spec, study, folder, labels_all, num_classes)
+        else:
+            comps = {s: load_component(folder, s) for s in spec.strategies if s != "label"}
+            if "class" in comps and (spec.option("alpha") is not None or spec.option("class_scheme") is not None):
+                comps["class"] = _class_factor(spec, study, labels_all, num_classes)
+            if comps:
+                weights = combine_components(comps)
+            if "label" in spec.strategies:
+                targets = load_label_targets(folder)
+    labels = labels_all[keep]
     if weights is not None:
         weights = weights[keep]
     targets = subset_targets(targets, keep)
     if spec.class_balanced:
-        cb = effective_number_weights(labels, num_classes)[labels]
+        cb = effective_number_weights(labels, num_classes, beta=spec.option("cb_beta", 0.999))[labels]
         weights = cb if weights is None else weights * cb
     if weights is not None:
+        if not weights.sum() > 0:
+            raise ValueError(f"{spec.name}: every training row has weight 0")
         weights = (weights / weights.mean()).astype(np.float32)
     return weights, targets
 
@@ -216,85 +256,76 @@ def peer_trainer(name: str | None):
     return getattr(importlib.import_module(module), function)
 
 
+def trainer_options(spec: MethodSpec) -> dict[str, Any]:
+    """The hyperparameters of ``spec`` its trainer takes (those not read by weights, config or subset)."""
+    options = {k: v for k, v in spec.hyper if k not in WEIGHT_HYPER + CONFIG_HYPER + SUBSET_HYPER}
+    if options and spec.trainer is None:
+        raise ValueError(f"{spec.name}: hyperparameters {sorted(options)} need a peer trainer")
+    return options
+
+
 def run_method(study: StudyConfig, spec: MethodSpec, seed: int, *, force: bool = False,
                flickr_top_k: int = 15, validation: bool = False) -> Path:
     """Train ``spec`` for ``seed`` (cached) and return its run folder (``test_metrics.json``, ``test_probs.npy``).
 
+    Under ``run.protocol='finetune'`` (or the row's ``protocol``) the row starts from the
+    seed's baseline and trains ``run.finetune_epochs``; under ``'scratch'`` it trains
+    ``training.epochs`` from a fresh initialisation (the scratch baseline row *is* the baseline).
     With ``validation`` the run trains on the training rows minus the noisy validation split
-    (:func:`~urnet_core.study.pipeline.validation_mask`) and its metrics are scored on that
-    split's observed (noisy) labels, not on the test split: what selection may look at.
+    (:func:`~urnet_core.study.pipeline.validation_mask`), starting from that split's
+    :func:`~urnet_core.study.pipeline.selection_baseline`, and also predicts the validation rows
+    (``validation_probs.npy``): what a selection may look at.
     """
-    from urnet_core.study.pipeline import validation_mask
+    from urnet_core.study.pipeline import selection_baseline, validation_mask
 
-    if spec.selected:
-        raise ValueError(f"{spec.name}: resolve the selected row with select_configuration() first")
-    if spec.name == "baseline" and not validation:
+    if spec.family is not None:
+        raise ValueError(f"{spec.name}: resolve the tuned row with tuning.resolve_tuned() first")
+    protocol = spec.protocol or study.run.protocol
+    if spec.name.startswith("baseline") and not spec.strategies and protocol == "scratch" and not validation \
+            and spec.subset is None:
         return baseline(study, seed, force=force)
     bundle = load_bundle(study, seed)
     table = bundle.train
-    config = study.train_config(seed, loss=spec.loss, bag_branch=spec.bag)
+    config = study.row_config(seed, protocol=protocol, loss=spec.loss, bag_branch=spec.bag,
+                              **{k: v for k, v in spec.hyper if k in CONFIG_HYPER})
+    source = None
+    if protocol == "finetune":
+        source = selection_baseline(study, seed) if validation else baseline(study, seed)
     base_key = read_json(baseline(study, seed) / "stage.json")["key"]
+    source_key = read_json(source / "stage.json")["key"] if source is not None else None
     # The weights stage's key covers study.urnet, the signals, the backend used and the text model.
     weights_key = weight_components(study, seed, signals=spec.signals).name if spec.strategies else None
     fraction = study.run.validation_fraction if validation else None
     key = stage_key("method", base_key, weights_key, dataclasses.replace(spec, name="", group=""), config,
-                    flickr_top_k, fraction)
+                    flickr_top_k, fraction, protocol, source_key)
 
     def compute(folder: Path) -> dict:
         keep = _subset_mask(spec, study, seed, table, flickr_top_k)
-        eval_table = None
+        validation_table = None
         if validation:
             val = validation_mask(study, table["label"].to_numpy(), seed)
             keep = keep & ~val
-            eval_table = table.loc[val].reset_index(drop=True)
+            validation_table = table.loc[val].reset_index(drop=True)
         if keep.sum() == 0:
             raise ValueError(f"{spec.name}: the training subset is empty")
         weights, targets = method_weights(spec, study, seed, table, bundle.num_classes, keep)
         sub = table.loc[keep].reset_index(drop=True)
+        init = str(source / "checkpoint.pt") if source is not None else study.data.init_weights
         metrics, _ = fit_and_evaluate(bundle, sub, config, folder, sample_weights=weights, soft_targets=targets,
-                                      init_weights=study.data.init_weights, trainer=peer_trainer(spec.trainer),
-                                      eval_table=eval_table)
+                                      init_weights=init, trainer=peer_trainer(spec.trainer),
+                                      trainer_options=trainer_options(spec), validation_table=validation_table)
         return {"metrics": {k: v for k, v in metrics.items() if not isinstance(v, (list, dict))},
-                "n_train": int(len(sub)), "kept_fraction": float(keep.mean()), "validation": validation}
+                "n_train": int(len(sub)), "kept_fraction": float(keep.mean()), "validation": validation,
+                "protocol": protocol}
 
     folder, _ = run_stage(study.run.run_dir, "validation" if validation else "method", key, compute, force=force,
                           description={"method": spec.name, "seed": seed})
     return folder
 
 
-#: Validation metric of the selection: balanced accuracy on the noisy labels (macro recall), so
-#: the long-tailed validation split does not favour the head classes the balanced test ignores.
-SELECTION_METRIC = "balanced_accuracy"
-
-
-def selection_table(study: StudyConfig, folders: list[str] | None = None) -> pd.DataFrame:
-    """Validation scores of every candidate (:func:`selection_candidates`) on the first seed."""
-    seed = study.run.seeds[0]
-    candidates = selection_candidates()
-    if folders is None:
-        folders = [str(run_method(study, spec, seed, validation=True)) for spec in candidates]
-    rows = []
-    for spec, folder in zip(candidates, folders):
-        metrics = load_test_metrics(folder)
-        rows.append({"candidate": spec.name, "strategies": "+".join(spec.strategies), "seed": seed,
-                     "val_top1": float(metrics["top1"]), "val_balanced_accuracy": float(metrics["balanced_accuracy"])})
-    table = pd.DataFrame(rows)
-    table["chosen"] = table[f"val_{SELECTION_METRIC}"] == table[f"val_{SELECTION_METRIC}"].max()
-    first = int(np.flatnonzero(table["chosen"].to_numpy())[0])  # ties: the first, i.e. the simplest
-    table["chosen"] = np.arange(len(table)) == first
-    return table
-
-
-def select_configuration(study: StudyConfig, table: pd.DataFrame | None = None) -> MethodSpec:
-    """The selected row: the candidate with the best noisy-validation score, named :data:`SELECTED`."""
-    table = selection_table(study) if table is None else table
-    chosen = selection_candidates()[int(np.flatnonzero(table["chosen"].to_numpy())[0])]
-    return dataclasses.replace(chosen, name=SELECTED, group="selected")
-
-
 def study_methods(study: StudyConfig) -> list[MethodSpec]:
-    """The rows this study's data allows: no oracle without ground truth."""
-    return default_methods(ground_truth=has_ground_truth(load_bundle(study).train))
+    """The rows this study's profile and data allow: no oracle without ground truth."""
+    return default_methods(profile=study.run.profile, ground_truth=has_ground_truth(load_bundle(study).train))
 
 
 # --------------------------------------------------------------------------- many runs
@@ -307,8 +338,12 @@ def _init_worker() -> None:
 
 
 def _job(kind: str, study: StudyConfig, seed: int, spec: MethodSpec | None) -> str:
+    from urnet_core.study.pipeline import selection_baseline
+
     if kind == "baseline":
         return str(baseline(study, seed))
+    if kind == "selection_baseline":
+        return str(selection_baseline(study, seed))
     if kind in SIGNALS:
         return str(weight_components(study, seed, signals=kind))
     if kind == "validation":
@@ -339,12 +374,40 @@ def _run_jobs(jobs: list[tuple], n_jobs: int, desc: str) -> list[str]:
     return results  # type: ignore[return-value]
 
 
+def run_selection(study: StudyConfig, families: list[str], *, n_jobs: int | None = None) -> pd.DataFrame:
+    """Train every candidate of ``families`` on every selection seed (cached) and return the
+    selection table (:func:`urnet_core.study.tuning.selection_table`)."""
+    from urnet_core.study import tuning
+
+    n_jobs = study.run.n_jobs if n_jobs is None else n_jobs
+    seeds = list(study.run.selecting_seeds)
+    if study.run.protocol == "finetune":
+        _run_jobs([("selection_baseline", study, s, None) for s in seeds], n_jobs, "selection baselines")
+    jobs = tuning.selection_jobs(study, families)
+    folders = _run_jobs([("validation", study, seed, spec) for _, seed, spec in jobs], n_jobs, "selection")
+    return tuning.selection_table(study, jobs, folders)
+
+
+def resolve_methods(study: StudyConfig, methods: list[MethodSpec], *,
+                    n_jobs: int | None = None) -> tuple[list[MethodSpec], pd.DataFrame]:
+    """``methods`` with every tuned row replaced by its family's pick, and the selection table
+    (empty when no row is tuned)."""
+    from urnet_core.study import tuning
+
+    families = [m.family for m in methods if m.family is not None]
+    if not families:
+        return methods, pd.DataFrame()
+    table = run_selection(study, families, n_jobs=n_jobs)
+    return [tuning.resolve_tuned(m, study, table) if m.family is not None else m for m in methods], table
+
+
 def run_ablation(study: StudyConfig, methods: Iterable[MethodSpec] | None = None, *,
                  n_jobs: int | None = None) -> pd.DataFrame:
     """Run every method for every seed (cached) and return one row per (method, seed).
 
+    Tuned rows are first resolved on the noisy validation split (:func:`resolve_methods`).
     Columns: method, group, seed, the metrics of :data:`METRICS`, ``per_class_accuracy``
-    (list) and ``folder``.
+    (list) and ``folder``; ``results.attrs["selection"]`` holds the selection table.
     """
     if methods is None:
         methods = study_methods(study)
@@ -352,14 +415,10 @@ def run_ablation(study: StudyConfig, methods: Iterable[MethodSpec] | None = None
     n_jobs = study.run.n_jobs if n_jobs is None else n_jobs
     seeds = list(study.run.seeds)
     _run_jobs([("baseline", study, s, None) for s in seeds], n_jobs, "baselines")
-    selecting = any(m.selected for m in methods)
-    signals = {m.signals for m in methods if m.strategies or m.subset == "cleanlab"} | ({"cross_fit"} if selecting else set())
+    signals = {m.signals for m in methods if m.strategies or m.subset == "cleanlab" or m.family} | \
+        ({"cross_fit"} if any(m.family for m in methods) else set())
     _run_jobs([(kind, study, s, None) for kind in sorted(signals) for s in seeds], n_jobs, "weights")
-    if selecting:
-        candidates = selection_candidates()
-        folders = _run_jobs([("validation", study, seeds[0], c) for c in candidates], n_jobs, "selection")
-        chosen = select_configuration(study, selection_table(study, folders))
-        methods = [chosen if m.selected else m for m in methods]
+    methods, selection = resolve_methods(study, methods, n_jobs=n_jobs)
     jobs = [("method", study, s, m) for m in methods for s in seeds]
     folders = _run_jobs(jobs, n_jobs, "ablation")
     rows = []
@@ -369,7 +428,9 @@ def run_ablation(study: StudyConfig, methods: Iterable[MethodSpec] | None = None
         row.update({m: float(metrics[m]) for m in METRICS})
         row["per_class_accuracy"] = metrics["per_class_accuracy"]
         rows.append(row)
-    return pd.DataFrame(rows)
+    results = pd.DataFrame(rows)
+    results.attrs["selection"] = selection
+    return results
 
 
 # --------------------------------------------------------------------------- tables
@@ -391,16 +452,25 @@ def _by_seed(results: pd.DataFrame, method: str, metric: str) -> pd.Series:
     return results[results["method"] == method].set_index("seed")[metric].sort_index()
 
 
+def paired_row(results: pd.DataFrame, before: str, after: str, metric: str = "top1") -> dict[str, Any]:
+    """``after - before`` paired by seed, in pp: mean, 95% interval, its half-width, the
+    smallest difference the seeds could detect (:func:`~urnet_core.study.stats.detectable_difference`),
+    ``significant`` (the interval excludes zero) and the number of seeds."""
+    a, b = _by_seed(results, before, metric), _by_seed(results, after, metric)
+    seeds = a.index.intersection(b.index)
+    diffs = b[seeds].to_numpy() - a[seeds].to_numpy()
+    ci = paired_difference(a[seeds].to_numpy(), b[seeds].to_numpy())
+    return {"diff_pp": ci.mean * 100, "low_pp": ci.low * 100, "high_pp": ci.high * 100,
+            "half_width_pp": ci.half_width * 100, "detectable_pp": detectable_difference(diffs) * 100,
+            "significant": ci.excludes_zero(), "seeds": int(len(seeds))}
+
+
 def ladder_differences(results: pd.DataFrame, *, metric: str = "top1") -> pd.DataFrame:
     """Paired (by seed) differences between consecutive ladder rungs, in percentage points."""
     rows = []
     present = [r for r in LADDER if r in set(results["method"])]
     for prev, cur in zip(present, present[1:]):
-        a, b = _by_seed(results, prev, metric), _by_seed(results, cur, metric)
-        seeds = a.index.intersection(b.index)
-        ci = paired_difference(a[seeds].to_numpy(), b[seeds].to_numpy())
-        rows.append({"step": f"{prev} -> {cur}", "diff_pp": ci.mean * 100, "low_pp": ci.low * 100,
-                     "high_pp": ci.high * 100, "significant": ci.excludes_zero(),
+        rows.append({"step": f"{prev} -> {cur}", **paired_row(results, prev, cur, metric),
                      "paper_top5_diff": (PAPER_TOP5[cur] - PAPER_TOP5[prev])})
     return pd.DataFrame(rows)
 
@@ -458,10 +528,10 @@ def seed_ensemble_metrics(results: pd.DataFrame, method: str, test_labels: np.nd
 
 # --------------------------------------------------------------------------- tables for the report
 TABLE_FILES = ("results.csv", "summary.csv", "ladder_differences.csv", "gap_closed.csv", "selection.csv",
-               "head_to_head.csv", "data.json")
+               "selection_regret.csv", "head_to_head.csv", "data.json")
 
 
-def write_tables(study: StudyConfig, results: pd.DataFrame) -> Path:
+def write_tables(study: StudyConfig, results: pd.DataFrame, selection: pd.DataFrame | None = None) -> Path:
     """Write the ablation's tables into ``<run_dir>/ablation/`` as one complete set.
 
     Files: :data:`TABLE_FILES` (per-run results, the summary, the ladder's paired differences,
@@ -486,12 +556,20 @@ def write_tables(study: StudyConfig, results: pd.DataFrame) -> Path:
         summary_table(results).to_csv(tmp / "summary.csv", index=False)
         ladder_differences(results).to_csv(tmp / "ladder_differences.csv", index=False)
         gap_closed_table(results).to_csv(tmp / "gap_closed.csv", index=False)
-        selection = selection_table(study) if (results["group"] == "selected").any() else pd.DataFrame()
+        from urnet_core.study.tuning import SELECTION_RULE, selection_regret
+
+        if selection is None:
+            selection = results.attrs.get("selection", pd.DataFrame())
         selection.to_csv(tmp / "selection.csv", index=False)
+        (selection_regret(selection) if len(selection) else pd.DataFrame()).to_csv(tmp / "selection_regret.csv",
+                                                                                  index=False)
         head_to_head(results).to_csv(tmp / "head_to_head.csv", index=False)
         info = {**describe(study, bundle), "data_hash": data_key(bundle),
                 "draw_per_seed": bundle.manifest.benchmark is not None and study.run.draw_per_seed,
-                "cross_fit_folds": study.run.cross_fit_folds, "validation_fraction": study.run.validation_fraction}
+                "cross_fit_folds": study.run.cross_fit_folds, "validation_fraction": study.run.validation_fraction,
+                "protocol": study.run.protocol, "finetune_epochs": study.run.finetune_epochs,
+                "epochs": study.training.epochs, "selection_seeds": list(study.run.selecting_seeds),
+                "selection_rule": SELECTION_RULE, "profile": study.run.profile}
         (tmp / "data.json").write_text(json.dumps(info, indent=1, default=str))
         old = out.with_name(f".ablation-old-{os.getpid()}")
         if out.exists():
@@ -532,29 +610,27 @@ def best_of_group(results: pd.DataFrame, group: str, *, metric: str = "top1") ->
     return str(rows.groupby("method", sort=False)[metric].mean().idxmax())
 
 
+HEAD_TO_HEAD_COLUMNS = ["method", "versus", "other", "diff_pp", "low_pp", "high_pp", "half_width_pp",
+                       "detectable_pp", "significant", "seeds"]
+
+
 def head_to_head(results: pd.DataFrame, *, metric: str = "top1") -> pd.DataFrame:
     """Paired (by seed) differences, in percentage points of ``metric``, between URNet's rows
-    (the paper's full ladder "+label", its cross-fitted version, the selected configuration)
-    and the baseline, the best peer and the best oracle. ``significant``: the 95% interval
-    excludes zero."""
+    (the paper's full ladder "+label", the tuned URNet and the tuned URNet+) and the baseline,
+    the best tuned peer and the best oracle. ``significant``: the 95% interval excludes zero;
+    ``half_width_pp`` and ``detectable_pp`` say how fine the seeds resolve the question."""
     methods = set(results["method"])
-    ours = [m for m in ("+label", "+label" + CF, SELECTED) if m in methods]
+    ours = [m for m in ("+label", SELECTED, RECOMMENDED) if m in methods]
     others = {"baseline": "baseline" if "baseline" in methods else None,
               "best peer": best_of_group(results, "peer", metric=metric),
               "best oracle": best_of_group(results, "oracle", metric=metric)}
     rows = []
     for method in ours:
         for role, other in others.items():
-            if other is None:
-                continue
-            a, b = _by_seed(results, other, metric), _by_seed(results, method, metric)
-            seeds = a.index.intersection(b.index)
-            ci = paired_difference(a[seeds].to_numpy(), b[seeds].to_numpy())
-            rows.append({"method": method, "versus": role, "other": other, "diff_pp": ci.mean * 100,
-                         "low_pp": ci.low * 100, "high_pp": ci.high * 100, "significant": ci.excludes_zero(),
-                         "seeds": int(len(seeds))})
-    return pd.DataFrame(rows, columns=["method", "versus", "other", "diff_pp", "low_pp", "high_pp", "significant",
-                                       "seeds"])
+            if other is not None:
+                rows.append({"method": method, "versus": role, "other": other,
+                             **paired_row(results, other, method, metric)})
+    return pd.DataFrame(rows, columns=HEAD_TO_HEAD_COLUMNS)
 
 
 def per_class_gap(results: pd.DataFrame, method: str, other: str, train: pd.DataFrame,

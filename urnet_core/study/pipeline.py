@@ -98,12 +98,15 @@ def make_dataset(bundle, table: pd.DataFrame, *, train: bool, model: str = "smal
 def fit_and_evaluate(bundle, table: pd.DataFrame, config, run_dir: str | Path, *, sample_weights=None,
                      soft_targets=None, init_weights: str | None = None, resume: bool = True,
                      progress: bool = False, distributed: bool = False, trainer=None,
-                     eval_table: pd.DataFrame | None = None):
-    """Train on ``table``, evaluate on the bundle's test split (or ``eval_table``, e.g. the
-    noisy validation rows) and write the run folder.
+                     trainer_options: dict | None = None, validation_table: pd.DataFrame | None = None):
+    """Train on ``table``, evaluate on the bundle's test split and write the run folder.
+
+    With ``validation_table`` (the noisy validation rows a selection scores) the model also
+    predicts those rows: ``validation_probs.npy`` and ``validation_metrics.json`` (against
+    their observed labels).
 
     ``trainer`` (default :func:`urnet_core.training.loop.train`) may be a peer's training
-    function with the same signature. Under torchrun (``distributed``) every rank trains and
+    function with the same signature; ``trainer_options`` are its own hyperparameters. Under torchrun (``distributed``) every rank trains and
     evaluates its shard; rank 0 alone writes. Returns ``(test_metrics, model)``.
     """
     from urnet_core.training import distributed as dist_util
@@ -121,15 +124,19 @@ def fit_and_evaluate(bundle, table: pd.DataFrame, config, run_dir: str | Path, *
             if arguments[name] is not None and name not in accepted:
                 raise ValueError(f"{trainer.__name__} does not take {name}")
         arguments = {k: v for k, v in arguments.items() if k in accepted}
+    arguments.update(trainer_options or {})
     result = (trainer or train)(make_dataset(bundle, table, train=True, model=config.model), **arguments)
-    test_ds = make_dataset(bundle, bundle.test if eval_table is None else eval_table, train=False, model=config.model)
     device = next(result.model.parameters()).device
-    metrics, test_probs = evaluate(result.model, test_ds, num_classes=bundle.num_classes,
-                                   batch_size=max(config.batch_size, 256), device=device,
-                                   progress=progress and dist_util.is_main(), distributed=distributed)
-    if dist_util.is_main():
-        save_npy(run_dir / TEST_PROBS, np.asarray(test_probs, dtype=np.float32))
-        write_json(run_dir / TEST_METRICS, {**metrics, "train_loss": result.final_metrics.get("train_loss")})
+    splits = {"test": bundle.test} if validation_table is None else {"validation": validation_table,
+                                                                        "test": bundle.test}
+    for split, split_table in splits.items():
+        metrics, probs = evaluate(result.model, make_dataset(bundle, split_table, train=False, model=config.model),
+                                  num_classes=bundle.num_classes, batch_size=max(config.batch_size, 256),
+                                  device=device, progress=progress and dist_util.is_main(), distributed=distributed)
+        if dist_util.is_main():
+            save_npy(run_dir / f"{split}_probs.npy", np.asarray(probs, dtype=np.float32))
+            write_json(run_dir / f"{split}_metrics.json",
+                       {**metrics, "train_loss": result.final_metrics.get("train_loss")})
     return metrics, result.model
 
 
@@ -163,6 +170,27 @@ def baseline(study: StudyConfig, seed: int, *, force: bool = False) -> Path:
     return folder
 
 
+def selection_baseline(study: StudyConfig, seed: int, *, force: bool = False) -> Path:
+    """The baseline of a selection seed: plain cross entropy on the training rows minus the
+    noisy validation split (:func:`validation_mask`), so the candidates fine-tuned from it
+    (``run.protocol='finetune'``) never saw the rows they are scored on."""
+    bundle = load_bundle(study, seed)
+    config = study.train_config(seed)
+    key = stage_key("selection_baseline", data_key(bundle), config, study.data.init_weights,
+                    study.run.validation_fraction)
+
+    def compute(folder: Path) -> dict:
+        val = validation_mask(study, bundle.train["label"].to_numpy(), seed)
+        rest = bundle.train.loc[~val].reset_index(drop=True)
+        metrics, _ = fit_and_evaluate(bundle, rest, config, folder, init_weights=study.data.init_weights,
+                                      validation_table=bundle.train.loc[val].reset_index(drop=True))
+        return _summary(metrics, len(rest))
+
+    folder, _ = run_stage(study.run.run_dir, "selection_baseline", key, compute, force=force,
+                          description={"seed": seed})
+    return folder
+
+
 def load_test_metrics(folder: str | Path) -> dict:
     """The test metrics of a run folder."""
     return read_json(Path(folder) / TEST_METRICS)
@@ -175,13 +203,6 @@ def label_vectors(study: StudyConfig, bundle) -> np.ndarray:
 
     return _label_vectors(bundle.class_names, model_path=study.data.text_model_path,
                           cache_dir=Path(study.run.run_dir) / "text")
-
-
-def every_strategy(study: StudyConfig):
-    """``study.urnet`` with every strategy on: the weights stage computes them all once, and the
-    ablation's rows pick which to combine."""
-    return dataclasses.replace(study.urnet, class_reweight=True, cluster_reweight=True, instance_reweight=True,
-                               label_reweight=True, bag_branch=True)
 
 
 def stratified_folds(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
@@ -262,6 +283,8 @@ def every_strategy(study: StudyConfig):
 
 
 SIGNALS = ("in_sample", "cross_fit")
+#: Bumped when the weights stage writes other files (in its cache key: an older folder is not reused).
+WEIGHTS_FORMAT = 2
 
 
 def weight_components(study: StudyConfig, seed: int, *, signals: str = "in_sample", force: bool = False) -> Path:
@@ -281,12 +304,16 @@ def weight_components(study: StudyConfig, seed: int, *, signals: str = "in_sampl
     the name is kept for the default scheme), ``class_literal.npy`` (eq. 3 as printed),
     ``cluster.npy`` (wG with ``study.urnet.cluster_count``), ``cluster_own_class.npy`` (wG
     counting the class's own instances only), ``instance.npy`` (wI), ``self_confidence.npy``
-    (the probability the signal's baseline gives each observed label) and the eq. 10 targets
+    (the probability the signal's baseline gives each observed label), with cross-fitted
+    signals also ``oof_margin.npy`` (that probability minus the strongest other class's),
+    ``oof_predicted.npy`` (the fold model's class) and URNet+'s ``clean_probability.npy``
+    (:mod:`urnet_core.reweight.clean_probability`), and the eq. 10 targets
     (``label_targets.npy`` dense, or ``label_targets.npz`` compact above
     :data:`~urnet_core.reweight.compose.DENSE_TARGET_LIMIT` values; read them with
     :func:`load_label_targets`). The summary records the k-means backend actually used.
     """
     from urnet_core.reweight.class_weight import class_weights
+    from urnet_core.reweight.clean_probability import clean_probability_from_signals, label_margin
     from urnet_core.reweight.compose import compose_weights, use_compact_targets
     from urnet_core.reweight.instance_weight import combined_instance_weights
     from urnet_core.reweight.kmeans import resolve_backend
@@ -302,7 +329,10 @@ def weight_components(study: StudyConfig, seed: int, *, signals: str = "in_sampl
                                         cluster_count="class")
     backend = resolve_backend(cfg.kmeans_backend, batched=True)
     compact = use_compact_targets(len(bundle.train), bundle.num_classes)
-    key = stage_key("weights", read_json(source / "stage.json")["key"], signals, cfg, backend, compact,
+    sources = [read_json(source / "stage.json")["key"]]
+    if signals == "cross_fit":  # URNet+'s clean probability also reads the in-sample baseline
+        sources.append(read_json(baseline(study, seed) / "stage.json")["key"])
+    key = stage_key("weights", WEIGHTS_FORMAT, sources, signals, cfg, backend, compact,
                     study.data.text_model_path)
 
     def compute(folder: Path) -> dict:
@@ -318,6 +348,7 @@ def weight_components(study: StudyConfig, seed: int, *, signals: str = "in_sampl
             features = load_npy(source / "oof_features.npy", mmap=False)
             probs = load_npy(source / "oof_probs.npy", mmap=False)
             folds = load_npy(source / "folds.npy", mmap=False)
+            in_sample_probs = load_npy(baseline(study, seed) / "train_probs.npy", mmap=False)
         predicted = probs.argmax(1)
         comps = {name: np.zeros(n, dtype=np.float32) for name in ("class", "cluster", "instance", "cluster_own_class")}
         for f in np.unique(folds):
@@ -340,6 +371,12 @@ def weight_components(study: StudyConfig, seed: int, *, signals: str = "in_sampl
         if signals == "cross_fit":
             comps["instance_combined"] = combined_instance_weights(np.clip(comps["instance"], 0, 1),
                                                                    np.clip(confidence, 0, 1)).astype(np.float32)
+            comps["oof_margin"] = label_margin(probs, labels).astype(np.float32)
+            comps["clean_probability"] = clean_probability_from_signals(
+                {"oof_confidence": confidence, "oof_margin": comps["oof_margin"], "instance": comps["instance"],
+                 "cluster_own_class": comps["cluster_own_class"],
+                 "in_sample_confidence": in_sample_probs[np.arange(n), labels]}, seed=seed)
+            comps["oof_predicted"] = predicted.astype(np.float32)
         for name, values in comps.items():
             save_npy(folder / f"{COMPONENT_FILES[name]}.npy", values)
         pairs = label_pairs(labels, predicted, num_classes, beta=cfg.beta)
@@ -360,7 +397,9 @@ def weight_components(study: StudyConfig, seed: int, *, signals: str = "in_sampl
 #: Strategy name of an ablation row -> file written by :func:`weight_components`.
 COMPONENT_FILES = {"class": "class_balanced", "class_literal": "class_literal", "cluster": "cluster",
                    "cluster_own_class": "cluster_own_class", "instance": "instance",
-                   "instance_combined": "instance_combined", "self_confidence": "self_confidence"}
+                   "instance_combined": "instance_combined", "self_confidence": "self_confidence",
+                   "oof_margin": "oof_margin", "clean_probability": "clean_probability",
+                   "oof_predicted": "oof_predicted"}
 
 
 def load_component(folder: str | Path, name: str) -> np.ndarray:

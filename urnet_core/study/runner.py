@@ -24,7 +24,8 @@ NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 
 #: Smoke scale: tiny digits benchmark, short training, two seeds - minutes on a laptop.
 SMOKE = {"data": {"manifest": "data_manifests/digits_web.yaml", "scale": "smoke"},
-         "training": {"epochs": 6, "batch_size": 16}, "urnet": {"top_r": 10}, "run": {"seeds": [0, 1], "n_jobs": 1}}
+         "training": {"epochs": 6, "batch_size": 16}, "urnet": {"top_r": 10},
+         "run": {"seeds": [0, 1], "n_jobs": 1, "finetune_epochs": 2, "selection_seeds": 1, "profile": "quick"}}
 
 
 def smoke_config(base: StudyConfig | None = None) -> StudyConfig:

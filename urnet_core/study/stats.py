@@ -65,6 +65,23 @@ def paired_difference(values_a, values_b, *, confidence: float = 0.95) -> Interv
     return mean_ci(b - a, confidence=confidence)
 
 
+def detectable_difference(differences, *, confidence: float = 0.95, power: float = 0.8) -> float:
+    """The smallest true mean of paired ``differences`` that a two-sided paired t-test at
+    ``confidence`` would detect with probability ``power``, given their observed spread and
+    count: ``(t_{(1+confidence)/2, n-1} + t_{power, n-1}) * sd / sqrt(n)`` (NaN below 2 values).
+
+    It answers "could these seeds have told a difference of this size from zero?": a step whose
+    interval includes zero but whose detectable difference is small is genuinely small.
+    """
+    arr = np.asarray(differences, dtype=np.float64)
+    arr = arr[np.isfinite(arr)]
+    if arr.size < 2:
+        return float("nan")
+    df = arr.size - 1
+    t = _scipy_stats.t.ppf(0.5 + confidence / 2.0, df) + _scipy_stats.t.ppf(power, df)
+    return float(t * arr.std(ddof=1) / math.sqrt(arr.size))
+
+
 def gap_closed(method: float, baseline: float, oracle: float) -> float:
     """Fraction of the baseline -> oracle gap that ``method`` closes (1 = reaches the oracle).
 
