@@ -9,6 +9,7 @@ Ctrl-C (kernel shutdown, lock release, partial outputs removed) also runs for it
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from contextlib import contextmanager
@@ -27,13 +28,20 @@ def sigterm_as_interrupt() -> Iterator[None]:
     """Within the block, SIGTERM raises :class:`Terminated` in the main thread (once: a second
     SIGTERM during the clean-up is ignored, so the clean-up finishes; SIGKILL still ends it).
 
-    Outside the main thread (where Python cannot set handlers) the block runs unchanged.
+    Outside the main thread (where Python cannot set handlers) the block runs unchanged. A
+    process forked inside the block keeps SIGTERM's default action.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
+    owner = os.getpid()
+
     def handler(signum, frame) -> None:
+        if os.getpid() != owner:  # a forked worker (DataLoader, pool) inherited it: die as before
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise Terminated("terminated (SIGTERM)")
 
