@@ -301,7 +301,7 @@ def test_typecheck_module():
         g: Optional[float] = None
 
     check_dataclass_types(C(e=[3], g=2))
-    with pytest.raises(TypeError, match=r"field 'e' must be a list of an integer, got list \[1, 'x'\]"):
+    with pytest.raises(TypeError, match=r"field 'e' must be a list of integers, got list \[1, 'x'\]"):
         check_dataclass_types(C(e=[1, "x"]))
     with pytest.raises(ValueError, match=r"field 'f' must be one of 'x', 'y', got str 'z'"):
         check_dataclass_types(C(f="z"))

@@ -216,7 +216,7 @@ class StudyConfig:
         for name, section_values in values.items():
             if section_values is None:
                 continue
-            updates[name] = _replace_section(getattr(config, name), section_values, f"{source}: {name}")
+            updates[name] = _replace_section(getattr(config, name), section_values, source, name)
         return dataclasses.replace(config, **updates)
 
     def with_overrides(self, assignments: Mapping[str, Any] | list[str] | None, *,
@@ -331,7 +331,9 @@ def load_study_config(path: str | os.PathLike) -> StudyConfig:
     return StudyConfig.from_dict(values or {}, source=str(path))
 
 
-def _replace_section(section: Any, values: Any, where: str) -> Any:
+def _replace_section(section: Any, values: Any, source: str, name: str) -> Any:
+    """``section`` with ``values`` replaced; every error reads ``SOURCE: NAME.KEY ...`` (once)."""
+    where = f"{source}: {name}"
     if not isinstance(values, Mapping):
         raise ValueError(f"{where}: expected a mapping of keys, got {type(values).__name__} {values!r}")
     known = {f.name: f for f in dataclasses.fields(section)}
@@ -344,12 +346,28 @@ def _replace_section(section: Any, values: Any, where: str) -> Any:
         if isinstance(value, list) and typing.get_origin(hints[key]) is tuple:
             value = tuple(value)  # YAML/JSON lists stand for tuples
         if not matches_type(value, hints[key]):
-            raise ValueError(f"{where}.{key} must be {describe_type(hints[key])}, got {type(value).__name__} {value!r}")
+            given = values[key]  # as the user wrote it (a list, not the tuple it stands for)
+            raise ValueError(f"{where}.{key} must be {describe_type(hints[key])}, got {type(given).__name__} {given!r}")
         coerced[key] = value
     try:
         return dataclasses.replace(section, **coerced)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{where}: {exc}") from None
+        raise ValueError(f"{source}: {_dotted_message(str(exc), name, known)}") from None
+
+
+def _dotted_message(message: str, name: str, fields: Mapping[str, Any]) -> str:
+    """A section's own check message with its key dotted once: ``run.n_jobs must ...`` stays,
+    ``alpha must ...`` becomes ``urnet.alpha must ...``, anything else is ``urnet: ...``."""
+    if message.startswith(f"{name}."):
+        return message
+    first = message.split(" ", 1)[0]
+    if first in fields:
+        return f"{name}.{message}"
+    if message.startswith("field '"):  # the type check's wording: field 'alpha' must be ...
+        key = message[len("field '"):].split("'", 1)[0]
+        if key in fields:
+            return f"{name}.{key}{message[len('field ') + len(key) + 2:]}"
+    return f"{name}: {message}"
 
 
 def _parse_value(raw: str, where: str) -> Any:

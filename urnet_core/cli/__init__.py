@@ -111,8 +111,19 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from urnet_core.study.errors import NotebookFailedError
+    from urnet_core.utils.signals import SIGTERM_EXIT, Terminated, sigterm_as_interrupt
+
     try:
-        return int(args.func(args) or 0)
+        with sigterm_as_interrupt():  # a scheduler's stop cleans up like Ctrl-C
+            return int(args.func(args) or 0)
+    except NotebookFailedError as exc:
+        # The notebook's own error, its cell and its executed copy: the kernel's traceback is
+        # in that copy (and logged with -v); the runner's frames would say nothing more.
+        if args.verbose:
+            raise
+        print(f"urnet {args.command}: error: {exc} (-v for the traceback)", file=sys.stderr)
+        return 1
     except FileNotFoundError as exc:
         # A missing input is bad input: one clear line (-v/--verbose shows the traceback).
         if args.verbose:
@@ -126,6 +137,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"urnet {args.command}: error: {exc}; {RESUME_HINT} (-v for the traceback)",
               file=sys.stderr)
         return 1
+    except Terminated:
+        if args.verbose:
+            import traceback
+
+            traceback.print_exc()
+        print(f"urnet {args.command}: terminated (SIGTERM); {RESUME_HINT}", file=sys.stderr)
+        return SIGTERM_EXIT
     except KeyboardInterrupt:
         if args.verbose:
             raise

@@ -1,6 +1,7 @@
 """``urnet data``: describe a dataset manifest, or materialise its benchmark to disk.
 
-- ``urnet data describe MANIFEST [--scale smoke]`` prints the class counts (the long tail)
+- ``urnet data describe MANIFEST [--scale smoke]`` prints warnings for classes with no or
+  fewer than 5 training images (:mod:`urnet_core.data.coverage`), the class counts (the long tail)
   and, for benchmark data with ground truth, the realised noise per class, overall, by
   source and by search rank.
 - ``urnet data make-benchmark MANIFEST --out DIR [--scale smoke]`` writes
@@ -17,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from urnet_core.data import table as T
+from urnet_core.data.coverage import class_coverage
 from urnet_core.data.manifest import load_dataset, save_bundle
 from urnet_core.data.webnoise import noise_rate_by_rank, realised_noise_rates
 
@@ -55,6 +57,10 @@ def describe_text(bundle) -> str:
         + (f", {len(bundle.extra_test)} extra test rows" if bundle.extra_test is not None else ""),
         f"images: {bundle.image_size}x{bundle.image_size}, {bundle.in_channels} channel(s), "
         + ("in memory" if bundle.images is not None else f"files under {bundle.root}"),
+    ]
+    # Said first: a class the training split cannot teach drags every mean over classes.
+    lines += [f"warning: {message}" for message in class_coverage(bundle).messages()]
+    lines += [
         "",
         f"train class counts (observed labels; largest/smallest = {counts.max() / max(counts.min(), 1):.1f}):",
     ]

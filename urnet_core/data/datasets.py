@@ -24,7 +24,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from urnet_core.utils import io
 from urnet_core.utils.validation import check_option
@@ -116,8 +116,22 @@ def convert_mode(img: Image.Image, mode: str) -> Image.Image:
     return img if img.mode == mode else img.convert(mode)
 
 
+def upright(img: Image.Image) -> Image.Image:
+    """``img`` turned by its EXIF Orientation tag (in place; a no-op without the tag).
+
+    Phone photos store the sensor's pixels plus the tag, and every viewer shows them turned
+    upright: the model must see them the same way. A malformed EXIF block leaves the pixels as
+    they are (the image itself is fine; quarantining it would lose a usable row).
+    """
+    try:
+        ImageOps.exif_transpose(img, in_place=True)
+    except Exception as exc:  # noqa: BLE001 - PIL raises many kinds for a broken EXIF block
+        logger.debug("ignoring unreadable EXIF orientation: %s", exc)
+    return img
+
+
 def load_image(path: str | os.PathLike, *, mode: str = "RGB", max_pixels: int | None = MAX_IMAGE_PIXELS) -> Image.Image:
-    """Decode an image file fully and convert it to ``mode``.
+    """Decode an image file fully, turn it upright by its EXIF orientation and convert it to ``mode``.
 
     Raises
     ------
@@ -141,7 +155,7 @@ def load_image(path: str | os.PathLike, *, mode: str = "RGB", max_pixels: int | 
                 "(decompression-bomb guard); pass max_pixels=... to ImageFileDataset for trusted large images"
             )
         img.load()  # decode now so truncation is caught here, not inside a transform
-        return convert_mode(img, mode)
+        return convert_mode(upright(img), mode)
 
 
 def _pil_to_tensor(img: Image.Image) -> torch.Tensor:

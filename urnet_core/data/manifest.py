@@ -16,7 +16,7 @@ that turns the reader's clean in-memory data into a web-noisy training set
 
 Top-level keys (:data:`MANIFEST_KEYS`): ``name`` and ``reader`` are required; ``root``
 (relative paths resolve against the manifest's folder; ``~`` and ``$VARS`` expand),
-``options`` (reader keyword arguments), ``class_names``, ``description``,
+``options`` (reader keyword arguments, checked against the reader's signature), ``class_names``, ``description``,
 ``image_size`` and ``in_channels`` (for file-based data; defaults 224 and 3),
 ``splits`` (``{test: test|val}``: which split is the evaluation table), ``benchmark`` and
 ``smoke`` are optional, as is ``allow_outside_root`` (bool, default false): file-based readers
@@ -50,6 +50,7 @@ from urnet_core.data import readers as R
 from urnet_core.data import table as T
 from urnet_core.data import webnoise as W
 from urnet_core.data._text import read_utf8
+from urnet_core.data.reader_options import check_reader_options
 
 logger = logging.getLogger(__name__)
 
@@ -215,6 +216,9 @@ def load_manifest(path: str | os.PathLike) -> Manifest:
                     f"{where(str(sub_key), sub)}: unknown key {key}.{sub_key}; allowed: {list(allowed)}"
                 )
         sections[key] = dict(value)
+    if "options" in sections:  # against the reader's signature, so a typo names its line
+        option_lines = _sub_lines(node, "options")
+        check_reader_options(data["reader"], sections["options"], lambda k: where(k, option_lines))
     if "benchmark" in sections and data["reader"] not in ARRAY_READERS:
         raise ValueError(f"{where('benchmark')}: a benchmark needs an in-memory reader {list(ARRAY_READERS)}")
     if data.get("splits", {}) and data["splits"].get("test", "test") not in ("test", "val"):

@@ -879,13 +879,15 @@ def _auroc_words(auroc: float) -> str:
 
 
 def findings_data(profile: Mapping[str, Any], noise: pd.DataFrame | None = None,
-                  by_source: pd.DataFrame | None = None) -> str:
+                  by_source: pd.DataFrame | None = None, coverage: Any = None) -> str:
     """00_data: how long-tailed and how noisy the training set is.
 
     ``profile``: :func:`class_size_profile`; ``noise`` / ``by_source``: realised noise rates
-    overall and by source (``urnet_core.data.webnoise.realised_noise_rates``), None without truth.
+    overall and by source (``urnet_core.data.webnoise.realised_noise_rates``), None without truth;
+    ``coverage``: :func:`urnet_core.data.coverage.class_coverage`, whose warnings come first.
     """
-    parts = [f"The training set has {profile['n']} images in {profile['num_classes']} classes; the largest class is "
+    warnings = [f"Warning: {m}" for m in coverage.messages()] if coverage is not None else []
+    parts = warnings + [f"The training set has {profile['n']} images in {profile['num_classes']} classes; the largest class is "
              f"{profile['imbalance_ratio']:.1f} times the smallest (Gini {profile['gini']:.2f}), and the largest 20% of "
              f"the classes hold {_pct(profile['top20_share'])} of the images."]
     if noise is None or not len(noise):
@@ -1293,7 +1295,28 @@ def study_verdict(tables: Mapping[str, Any], *, metric: str = "top1") -> list[st
         elif g is not None:
             text += "; it is not better than the baseline, so the gap closed is undefined"
         out.append(text + ".")
+    coverage = coverage_sentence(data)
+    if coverage:
+        out.append(coverage)
     return out
+
+
+def coverage_sentence(data: Mapping[str, Any]) -> str | None:
+    """The verdict's warning about classes the training split cannot teach (None when every
+    class has enough images), from ``data['class_coverage']``
+    (:meth:`urnet_core.data.coverage.ClassCoverage.to_dict`)."""
+    cov = data.get("class_coverage") or {}
+    n = int(cov.get("n_flagged") or 0)
+    if not n:
+        return None
+    classes = data.get("classes")
+    text = (f"Caution: {n}{f' of the {classes}' if classes else ''} class{'es' if n != 1 else ''} "
+            f"{'have' if n != 1 else 'has'} no or fewer than {cov.get('min_train_images', 5)} training images")
+    test_only = len(cov.get("test_only") or [])
+    if test_only:
+        text += (f", {test_only} of them in the test split but absent from training (scoring 0 by construction, "
+                 "which lowers every mean over classes)")
+    return text + "; the data section names them."
 
 
 def _num(value: Any, digits: int = 2) -> str:

@@ -23,10 +23,17 @@ warnings.filterwarnings("ignore", message="IProgress not found")
 os.environ["TQDM_DISABLE"] = "1"
 
 from urnet_core.config import StudyConfig  # noqa: E402
+from urnet_core.study.errors import StudyInputError  # noqa: E402
 
 
 def setup(namespace: Mapping[str, Any]):
-    """``(study, bundle)`` for a notebook whose ``globals()`` is ``namespace``."""
+    """``(study, bundle)`` for a notebook whose ``globals()`` is ``namespace``.
+
+    Raises
+    ------
+    StudyInputError
+        A bad parameter or bad data; Jupyter shows its one-line message, not a traceback.
+    """
     import pandas as pd
 
     from urnet_core.study.pipeline import load_bundle
@@ -44,8 +51,13 @@ def setup(namespace: Mapping[str, Any]):
     pd.set_option("display.max_columns", 30)
     pd.set_option("display.width", 160)
     _register_figure_alt_text()
-    study = StudyConfig.from_notebook(namespace)
-    return study, load_bundle(study)
+    try:
+        study = StudyConfig.from_notebook(namespace)
+        return study, load_bundle(study)
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        # Bad parameters or data: the message names the key or the file and line; the frames
+        # through config.py and the readers would only bury it (and `from None` drops the chain).
+        raise StudyInputError(str(exc)) from None
 
 
 def figure_alt_text(fig: Any) -> str:

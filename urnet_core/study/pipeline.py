@@ -436,7 +436,10 @@ def dense_label_targets(targets, labels: np.ndarray, num_classes: int) -> np.nda
 
 
 def describe(study: StudyConfig, bundle) -> dict[str, Any]:
-    """A short description of the data a study ran on (for the report)."""
+    """A short description of the data a study ran on (for the report), with the classes the
+    training split cannot teach (:func:`urnet_core.data.coverage.class_coverage`)."""
+    from urnet_core.data.coverage import class_coverage
+
     train = bundle.train
     counts = np.bincount(train["label"].to_numpy(), minlength=bundle.num_classes)
     nonzero = counts[counts > 0]
@@ -444,6 +447,8 @@ def describe(study: StudyConfig, bundle) -> dict[str, Any]:
            "train_rows": int(len(train)), "test_rows": int(len(bundle.test)), "classes": int(bundle.num_classes),
            "imbalance_ratio": float(nonzero.max() / nonzero.min()) if nonzero.size else float("nan"),
            "ground_truth": has_ground_truth(train), "seeds": list(study.run.seeds)}
+    # The same numbers as `urnet data describe` and notebook 00 (one function computes them).
+    out["class_coverage"] = class_coverage(bundle).to_dict()
     if has_ground_truth(train):
         out["noise_mix"] = {str(k): float(v) for k, v in train["noise_type"].value_counts(normalize=True).items()}
     return out

@@ -123,11 +123,9 @@ def load_image(table: pd.DataFrame, row: int, *, images: np.ndarray | None = Non
         return img.squeeze(-1) if img.ndim == 3 and img.shape[-1] == 1 else img
     if root is None:
         raise ValueError("pass images= (in-memory data) or root= (file-based data) to show images")
-    from PIL import Image
+    from urnet_core.data.datasets import load_image as load_file  # upright, as the model sees it
 
-    path = table["path"].iloc[row]
-    with Image.open(os.path.join(str(root), str(path))) as im:
-        return np.asarray(im.convert("RGB"))
+    return np.asarray(load_file(os.path.join(str(root), str(table["path"].iloc[row])), mode="RGB"))
 
 
 def _show(ax, img: np.ndarray, title: str | None = None, *, color: str | None = None, fontsize: int = 7) -> None:

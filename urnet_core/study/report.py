@@ -341,6 +341,9 @@ def _data_html(data: dict[str, Any], parameters: dict[str, Any]) -> str:
         items.append(f"<li>{data['train_rows']} training rows and {data.get('test_rows', '?')} test rows in "
                      f"{data.get('classes', '?')} classes; the largest class is "
                      f"{float(data.get('imbalance_ratio', float('nan'))):.1f} times the smallest.</li>")
+    from urnet_core.data.coverage import coverage_messages
+
+    items += [f"<li class='warning'><b>Warning:</b> {html.escape(m)}</li>" for m in coverage_messages(data)]
     if data.get("ground_truth", True) and data.get("noise_mix"):
         mix = ", ".join(f"{k} {100 * float(v):.1f}%" for k, v in data["noise_mix"].items())
         items.append(f"<li>Ground truth is known for every training row; what the rows are: {html.escape(mix)} "

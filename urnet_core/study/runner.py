@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from urnet_core.config import REPO_ROOT, StudyConfig
+from urnet_core.study.errors import NotebookFailedError
 from urnet_core.study.stages import package_version, runtime_fingerprint, source_digest
 from urnet_core.utils.io import file_hash, read_json, stable_hash, write_json
 
@@ -130,18 +131,24 @@ def run_study(study: StudyConfig, *, reports_dir: str | Path = "reports", notebo
     """Execute every notebook (or those whose name starts with an entry of ``only``), render HTML
     into ``reports_dir`` and write ``reports_dir/index.html``. Returns the index path.
 
-    ``study`` must hold absolute paths (:meth:`StudyConfig.resolve_paths`). A notebook that
-    fails stops the study with an error naming it; its partly executed copy is kept next to
-    the reports (``_executed/``) for inspection. A second study on the same reports or run
+    ``study`` must hold absolute paths (:meth:`StudyConfig.resolve_paths`). The config's files
+    and the data are checked here first (:func:`~urnet_core.study.inputs.check_study_inputs`),
+    before any kernel starts. A notebook that fails stops the study with a
+    :class:`~urnet_core.study.errors.NotebookFailedError` naming it; its partly executed copy is
+    kept next to the reports (``_executed/``) for inspection. An interrupted notebook (Ctrl-C,
+    or SIGTERM under :func:`~urnet_core.utils.signals.sigterm_as_interrupt`) has its kernel shut
+    down and its partial copy removed. A second study on the same reports or run
     folder refuses at once, naming the process that holds it. Progress goes to the
     ``urnet_core.study.runner`` logger: ``[3/9] 02_baseline: executing (last run took 40 s)``,
     what the kernel reports in the run folder's ``progress.json`` while a notebook runs, and an
     estimate of the time left.
     """
+    from urnet_core.study.inputs import check_study_inputs
     from urnet_core.utils.locks import FolderLock
 
     notebooks = list_notebooks(notebooks_dir)
     selected = select_notebooks(notebooks, only)  # an --only that matches nothing fails before any work
+    check_study_inputs(study)  # a bad manifest or data is one line here, not a failed cell of notebook 00
     reports = Path(reports_dir)
     reports.mkdir(parents=True, exist_ok=True)
     # One study per reports folder and per run folder: a second one refuses, naming the holder.
@@ -149,9 +156,22 @@ def run_study(study: StudyConfig, *, reports_dir: str | Path = "reports", notebo
         return _run_study(study, reports, notebooks, selected, force=force, execution_timeout=execution_timeout)
 
 
+def _plain(text: str) -> str:
+    """``text`` without ANSI colour codes (the kernel colours its tracebacks)."""
+    import re
+
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else ""
+
+
 def _run_study(study: StudyConfig, reports: Path, notebooks: list[Path], selected: list[Path], *, force: bool,
                execution_timeout: int) -> Path:
     import papermill as pm
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
     from urnet_core.study.ablation import read_tables
     from urnet_core.study.progress import format_duration
@@ -194,8 +214,15 @@ def _run_study(study: StudyConfig, reports: Path, notebooks: list[Path], selecte
                                     execution_timeout=execution_timeout, progress_bar=False, log_output=False,
                                     extra_arguments=_kernel_arguments())
         except pm.PapermillExecutionError as exc:
-            raise RuntimeError(f"notebook {nb.name} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}; "
-                               f"see {out_nb}") from None
+            logger.debug("%s failed; the kernel's traceback:\n%s", nb.name, _plain("\n".join(exc.traceback or [])))
+            raise NotebookFailedError(f"notebook {nb.name} failed in cell {exc.exec_count}: {exc.ename}: "
+                                      f"{exc.evalue}; see {out_nb}", notebook=nb.name, executed=out_nb) from None
+        except (DeadKernelError, CellTimeoutError) as exc:
+            raise NotebookFailedError(f"notebook {nb.name} failed: {type(exc).__name__}: {_first_line(exc)}; "
+                                      f"see {out_nb}", notebook=nb.name, executed=out_nb) from None
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the kernel is shut down; a half-run copy would mislead
+            out_nb.unlink(missing_ok=True)
+            raise
         render_notebook_html(out_nb, reports / html_name, paths={str(study.run.run_dir): "[run_dir]"})
         seconds = time.time() - t0
         state[name] = {"key": key, "seconds": seconds}

@@ -23,18 +23,26 @@ import typing
 from typing import Any, Literal, Union
 
 _NAMES = {bool: "a bool (true/false)", int: "an integer", float: "a number", str: "a string", type(None): "null"}
+#: The same types as the items of a list ("a list of integers", not "a list of an integer").
+_PLURALS = {bool: "bools (true/false)", int: "integers", float: "numbers", str: "strings", type(None): "nulls"}
 
 
-def _describe(tp: Any) -> str:
-    if tp in _NAMES:
-        return _NAMES[tp]
+def _describe(tp: Any, *, plural: bool = False) -> str:
+    names = _PLURALS if plural else _NAMES
+    if tp in names:
+        return names[tp]
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
-        return " or ".join(_describe(a) for a in typing.get_args(tp))
+        return " or ".join(_describe(a, plural=plural) for a in typing.get_args(tp))
     if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+        return ("values among " if plural else "one of ") + ", ".join(repr(a) for a in typing.get_args(tp))
     if origin in (tuple, list):
-        return f"a list of {_describe(typing.get_args(tp)[0])}" if typing.get_args(tp) else "a list"
+        args = typing.get_args(tp)
+        if not args:
+            return "lists" if plural else "a list"
+        if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):  # a fixed-length tuple
+            return f"{'lists' if plural else 'a list'} of {len(args)} items ({', '.join(_describe(a) for a in args)})"
+        return f"{'lists' if plural else 'a list'} of {_describe(args[0], plural=True)}"
     return getattr(tp, "__name__", str(tp))
 
 
