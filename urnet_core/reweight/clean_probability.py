@@ -92,6 +92,21 @@ def clean_probability_from_signals(signals: Mapping[str, np.ndarray], *, seed: i
     return clean_probability(fused_clean_score(signals), seed=seed).astype(np.float32)
 
 
+def study_signals(labels: np.ndarray, oof_probs: np.ndarray, in_sample_probs: np.ndarray, instance: np.ndarray,
+                  cluster_own_class: np.ndarray) -> dict[str, np.ndarray]:
+    """The :data:`SIGNALS` the study fuses, from the cross-fitted (``oof_probs``) and the
+    in-sample baseline's probabilities, the instance weight and the own-class cluster weight
+    (each one value per row; the instance and cluster weights computed on out-of-sample features)."""
+    oof_probs = np.asarray(oof_probs)
+    labels = as_labels(labels, num_classes=oof_probs.shape[1])
+    rows = np.arange(labels.size)
+    return {"oof_confidence": oof_probs[rows, labels].astype(np.float64),
+            "oof_margin": label_margin(oof_probs, labels),
+            "instance": np.asarray(instance, dtype=np.float64),
+            "cluster_own_class": np.asarray(cluster_own_class, dtype=np.float64),
+            "in_sample_confidence": np.asarray(in_sample_probs)[rows, labels].astype(np.float64)}
+
+
 def estimated_clean_counts(labels: np.ndarray, p_clean: np.ndarray, num_classes: int) -> np.ndarray:
     """``sum_{i: y_i = j} P(clean | i)`` per class j: how many clean rows each class is estimated to hold."""
     labels = as_labels(labels, num_classes=num_classes)

@@ -313,7 +313,7 @@ def weight_components(study: StudyConfig, seed: int, *, signals: str = "in_sampl
     :func:`load_label_targets`). The summary records the k-means backend actually used.
     """
     from urnet_core.reweight.class_weight import class_weights
-    from urnet_core.reweight.clean_probability import clean_probability_from_signals, label_margin
+    from urnet_core.reweight.clean_probability import clean_probability_from_signals, study_signals
     from urnet_core.reweight.compose import compose_weights, use_compact_targets
     from urnet_core.reweight.instance_weight import combined_instance_weights
     from urnet_core.reweight.kmeans import resolve_backend
@@ -371,11 +371,9 @@ def weight_components(study: StudyConfig, seed: int, *, signals: str = "in_sampl
         if signals == "cross_fit":
             comps["instance_combined"] = combined_instance_weights(np.clip(comps["instance"], 0, 1),
                                                                    np.clip(confidence, 0, 1)).astype(np.float32)
-            comps["oof_margin"] = label_margin(probs, labels).astype(np.float32)
-            comps["clean_probability"] = clean_probability_from_signals(
-                {"oof_confidence": confidence, "oof_margin": comps["oof_margin"], "instance": comps["instance"],
-                 "cluster_own_class": comps["cluster_own_class"],
-                 "in_sample_confidence": in_sample_probs[np.arange(n), labels]}, seed=seed)
+            fused_inputs = study_signals(labels, probs, in_sample_probs, comps["instance"], comps["cluster_own_class"])
+            comps["oof_margin"] = fused_inputs["oof_margin"].astype(np.float32)
+            comps["clean_probability"] = clean_probability_from_signals(fused_inputs, seed=seed)
             comps["oof_predicted"] = predicted.astype(np.float32)
         for name, values in comps.items():
             save_npy(folder / f"{COMPONENT_FILES[name]}.npy", values)
