@@ -14,7 +14,7 @@ from urnet_core.training.loop import TrainConfig
 
 def test_defaults_and_sections():
     study = StudyConfig()
-    assert study.urnet == URNetConfig() and study.training.epochs == 12 and study.run.seeds == (0, 1, 2)
+    assert study.urnet == URNetConfig() and study.training.epochs == 12 and study.run.seeds == tuple(range(8))
     back = StudyConfig.from_dict(study.to_dict())
     assert back == study
 

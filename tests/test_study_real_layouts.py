@@ -79,7 +79,7 @@ def test_csv_with_true_label_gets_noise_type_and_oracles(csv_study):
     run_dir, reports = csv_study
     tables = _tables(run_dir)
     summary = tables["summary"]
-    assert (summary["group"] == "oracle").sum() == 2
+    assert (summary["group"] == "oracle").sum() == 1  # the class-balanced clean oracle (default profile)
     assert tables["data"]["ground_truth"] is True
     assert {"clean", "flip", "open"} <= set(tables["data"]["noise_mix"])
     assert not tables["gap_closed"].empty
@@ -97,7 +97,7 @@ def test_compact_label_targets_match_dense(tmp_path, monkeypatch, tiny_text_mode
     from urnet_core.study.runner import smoke_config
     from urnet_core.training.targets import LabelPairs
 
-    rows = [m for m in default_methods() if m.name in ("baseline", "label only", "+label")]
+    rows = [m for m in default_methods(profile="full") if m.name in ("baseline", "label only", "+label")]
     results = {}
     for mode, limit in (("dense", compose.DENSE_TARGET_LIMIT), ("compact", 0)):
         monkeypatch.setattr(compose, "DENSE_TARGET_LIMIT", limit)
