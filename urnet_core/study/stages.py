@@ -32,8 +32,8 @@ def package_version() -> str:
 
 #: Package paths that only present, launch or benchmark: editing them keeps cached stage
 #: artefacts valid (the study's notebook skip key still follows them, see :func:`source_digest`).
-PRESENTATION_PATHS = ("cli/", "benchmarks/", "study/analysis.py", "study/plots.py", "study/report.py",
-                      "study/runner.py", "study/stats.py")
+PRESENTATION_PATHS = ("cli/", "benchmarks/", "study/analysis.py", "study/findings.py", "study/figures.py",
+                      "study/plots.py", "study/report.py", "study/runner.py", "study/stats.py")
 
 
 def package_files() -> list[Path]:
