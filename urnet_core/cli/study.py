@@ -96,21 +96,28 @@ def _run(args: argparse.Namespace) -> int:
     reports = args.reports or ("reports/smoke" if args.smoke else "reports")
     index = run_study(study, reports_dir=reports, force=args.force, only=args.only)
     print(f"report: {index}")
-    _print_chosen(study)
+    _print_chosen(study, reports)
     return 0
 
 
-def _print_chosen(study) -> None:
-    """The settings every tuned method chose on the noisy validation split (the recommended first)."""
-    from urnet_core.study.ablation import RECOMMENDED, read_tables
-    from urnet_core.study.tuning import chosen_settings
+def _print_chosen(study, reports: str) -> None:
+    """The settings every tuned method chose on the noisy validation split (the recommended
+    first), and the recommended row's ``urnet weights --config`` file in the reports folder."""
+    from pathlib import Path
+
+    from urnet_core.cli.weights_plus import recommended_config, write_recommended
+    from urnet_core.study.ablation import RECOMMENDED, MethodSpec, read_tables
+    from urnet_core.study.tuning import FAMILIES, chosen_settings, resolve_tuned
 
     tables = read_tables(study.run.run_dir)
     if tables is None or tables["selection"].empty:
         return
     chosen = chosen_settings(tables["selection"])
     if RECOMMENDED in chosen:
-        print(f"recommended: {RECOMMENDED} = {chosen.pop(RECOMMENDED)} (reproduce its weights with "
-              f"`urnet weights --config` as in the README)")
+        family = next(f for f, (name, _) in FAMILIES.items() if name == RECOMMENDED)
+        spec = resolve_tuned(MethodSpec(RECOMMENDED, "urnet", family=family), study, tables["selection"])
+        path = write_recommended(Path(reports) / "urnet_plus.yaml", recommended_config(study, spec))
+        print(f"recommended: {RECOMMENDED} = {chosen.pop(RECOMMENDED)}; its weights at scale: "
+              f"`urnet weights --config {path} ...` (README, 'URNet+ at scale')")
     for method, candidate in chosen.items():
         print(f"  tuned {method}: {candidate}")

@@ -26,6 +26,10 @@ interrupted run (a kill, a full disk) leaves the previous complete set, never ne
 beside old targets. ``DIR`` is therefore replaced as a whole and must not hold other files.
 Write access and free space are checked before the computation starts.
 
+A config with an ``urnet_plus:`` section computes URNet+ instead (the study's recommended row;
+:mod:`urnet_core.cli.weights_plus`): then ``--features``/``--probs`` are out-of-sample arrays,
+``--in-sample-probs`` is required and ``--folds`` names the fold model of each row.
+
 Config values are type-checked strictly (:mod:`urnet_core.utils.typecheck`): ``"false"`` is
 not a bool and ``"0.5"`` not a number; errors name the file and the key.
 """
@@ -58,6 +62,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--config", help="URNetConfig fields as YAML or JSON")
     group.add_argument("--rung", help="a rung of URNetConfig.ladder(), e.g. +cluster")
+    parser.add_argument("--in-sample-probs", help="URNet+ only: probabilities of the baseline trained on every row "
+                                                  "(.npy, n x C; the study's train_probs.npy)")
+    parser.add_argument("--folds", help="URNet+ only: fold id of the model behind each row of --features/--probs "
+                                        "(.npy, n; the study's folds.npy); default: one model")
     parser.add_argument("--label-vectors", help="class text vectors (.npy, C x T); default: built from class names")
     parser.add_argument("--split", default="train", help="table split the arrays cover ('all' for every row)")
     parser.add_argument("--num-classes", type=int, help="default: columns of --probs, else max label + 1")
@@ -70,6 +78,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def load_config(path: str | Path):
     """Read a URNetConfig from YAML/JSON, naming the file on unknown fields or bad values."""
+    return read_config(path)[0]
+
+
+def read_config(path: str | Path):
+    """``(URNetConfig, URNet+ settings or None)`` from a YAML/JSON file: URNetConfig fields, and
+    optionally an ``urnet_plus:`` section (:func:`urnet_core.cli.weights_plus.plus_settings`)."""
+    from urnet_core.cli.weights_plus import SECTION, plus_settings
     from urnet_core.reweight.compose import URNetConfig
 
     path = Path(path)
@@ -84,6 +99,8 @@ def load_config(path: str | Path):
             raise ValueError(f"{path}: malformed YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping of URNetConfig fields")
+    data = dict(data)
+    plus = plus_settings(data.pop(SECTION), source=str(path)) if SECTION in data else None
     known = {f.name for f in dataclasses.fields(URNetConfig)}
     unknown = sorted(set(data) - known)
     if unknown:
@@ -99,7 +116,7 @@ def load_config(path: str | Path):
                 f.default_factory is not dataclasses.MISSING else f.default
             object.__setattr__(config, f.name, data.get(f.name, default))
         check_dataclass_types(config)
-        return URNetConfig(**data)
+        return URNetConfig(**data), plus
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{path}: {exc}") from None
 
@@ -135,8 +152,9 @@ def weights_command(args: argparse.Namespace) -> int:
     from urnet_core.reweight.label_weight import LabelPairs, label_targets, save_label_pairs
     from urnet_core.utils.artefacts import artefact_set
 
+    plus = None
     if args.config:
-        config = load_config(args.config)
+        config, plus = read_config(args.config)
     else:
         ladder = URNetConfig.ladder()
         if args.rung not in ladder:
@@ -150,6 +168,15 @@ def weights_command(args: argparse.Namespace) -> int:
     labels = table["label"].to_numpy(np.int64)
     features = np.asarray(load_npy(args.features)) if args.features else None
     probs = np.asarray(load_npy(args.probs)) if args.probs else None
+    if plus is None and (args.in_sample_probs or args.folds):
+        raise ValueError("--in-sample-probs and --folds are for URNet+ only (a config with an urnet_plus: section)")
+    if plus is not None:
+        missing = [flag for flag, v in (("--features", args.features), ("--probs", args.probs),
+                                        ("--in-sample-probs", args.in_sample_probs)) if not v]
+        if missing:
+            raise ValueError(f"{args.config}: URNet+ needs {', '.join(missing)}")
+        if probs.ndim != 2:
+            raise ValueError(f"--probs {args.probs}: URNet+ needs probabilities (n x C), not class ids")
     for name, arr in (("--features", features), ("--probs", probs)):
         if arr is not None and arr.shape[0] != len(labels):
             raise ValueError(f"{name} has {arr.shape[0]} rows but the table's {args.split!r} rows are {len(labels)}")
@@ -161,7 +188,7 @@ def weights_command(args: argparse.Namespace) -> int:
     compact = use_compact_targets(len(labels), num_classes)
     _preflight(out, len(labels), num_classes, compact)
     vectors = None
-    if config.instance_reweight:
+    if config.instance_reweight or plus is not None:
         if args.label_vectors:
             vectors = np.asarray(load_npy(args.label_vectors))
         else:
@@ -173,16 +200,28 @@ def weights_command(args: argparse.Namespace) -> int:
                     f"{args.table}: no class_name for label(s) {list(names.index[names.isna()])}; pass --label-vectors"
                 )
             vectors = label_vectors(list(names))
-    ws = compose_weights(
-        config, labels=labels, num_classes=num_classes, features=features, pred_probs=probs,
-        label_vectors=vectors,
-        ranks=table["rank"].to_numpy(np.float64) if "rank" in table.columns else None,
-        sources=table["source"].to_numpy(object) if "source" in table.columns else None,
-        seed=args.seed,
-    )
-    targets = ws.soft_targets
-    if targets is None:  # one-hot of the labels, so `urnet train --targets` always has a file
-        targets = LabelPairs(labels, 1.0) if compact else label_targets(labels, labels, num_classes, beta=1.0)
+    ranks = table["rank"].to_numpy(np.float64) if "rank" in table.columns else None
+    sources = table["source"].to_numpy(object) if "source" in table.columns else None
+    if plus is not None:
+        from urnet_core.cli.weights_plus import urnet_plus_arrays
+
+        in_sample = np.asarray(load_npy(args.in_sample_probs))
+        folds = np.asarray(load_npy(args.folds)) if args.folds else None
+        sample_weights, new_labels, components = urnet_plus_arrays(
+            config, plus, labels=labels, num_classes=num_classes, features=features, oof_probs=probs,
+            in_sample_probs=in_sample, label_vectors=vectors, folds=folds, ranks=ranks, sources=sources,
+            seed=args.seed)
+        targets_labels = labels if new_labels is None else new_labels
+        soft = new_labels is not None
+    else:
+        ws = compose_weights(config, labels=labels, num_classes=num_classes, features=features, pred_probs=probs,
+                             label_vectors=vectors, ranks=ranks, sources=sources, seed=args.seed)
+        sample_weights, components, soft = ws.sample_weights, ws.components, ws.soft_targets is not None
+        targets_labels = labels
+    targets = ws.soft_targets if plus is None else None
+    if targets is None:  # one-hot (of the new labels for URNet+'s relabel), so `urnet train --targets` always has a file
+        targets = (LabelPairs(targets_labels, 1.0) if compact
+                   else label_targets(targets_labels, targets_labels, num_classes, beta=1.0))
     targets_name = "targets.npz" if isinstance(targets, LabelPairs) else "targets.npy"
 
     def stats(w: np.ndarray) -> dict:
@@ -190,29 +229,31 @@ def weights_command(args: argparse.Namespace) -> int:
 
     inputs = {k: file_hash(v) for k, v in
               (("table", args.table), ("features", args.features), ("probs", args.probs),
+               ("in_sample_probs", args.in_sample_probs), ("folds", args.folds),
                ("label_vectors", args.label_vectors)) if v}  # fmt: skip
     summary = {
         "config": dataclasses.asdict(config),
+        "urnet_plus": plus,
         "n": int(len(labels)),
         "num_classes": int(num_classes),
         "split": args.split,
         "seed": args.seed,
         "inputs": inputs,
-        "sample_weights": stats(ws.sample_weights),
-        "components": {k: stats(v) for k, v in ws.components.items()},
-        "soft_targets": ws.soft_targets is not None,
+        "sample_weights": stats(sample_weights),
+        "components": {k: stats(v) for k, v in components.items()},
+        "soft_targets": soft,
         "targets_file": targets_name,
     }
-    key = stable_hash("weights-v2", summary["config"], inputs, args.split, args.seed, int(num_classes))
+    key = stable_hash("weights-v2", summary["config"], plus, inputs, args.split, args.seed, int(num_classes))
     # One artefact set: built next to --out and renamed into place whole (never new weights beside old targets).
     with artefact_set(out, key=key, meta=summary, index_name=INDEX_NAME) as tmp:
-        save_npy(tmp / "weights.npy", ws.sample_weights)
+        save_npy(tmp / "weights.npy", sample_weights)
         if isinstance(targets, LabelPairs):  # n x C would not fit: the compact form (urnet train reads both)
             save_label_pairs(tmp / targets_name, targets)
         else:
             save_npy(tmp / targets_name, targets)
         with open(tmp / "components.npz", "wb") as fh:
-            np.savez(fh, **ws.components)
+            np.savez(fh, **components)
     print(f"wrote {out / 'weights.npy'} ({len(labels)} rows) and {out / targets_name}; "
           f"`urnet train --weights {out / 'weights.npy'} --targets {out}` reads them")
     return 0
