@@ -690,7 +690,7 @@ def bag_saliency(branch: Any, features: Any, bags: Any) -> np.ndarray:
 
 
 def per_class_accuracy_table(per_class_accuracy: Sequence[Sequence[float]], counts: Any,
-                             class_names: Sequence[str] | None = None) -> pd.DataFrame:
+                             class_names: Sequence[str] | None = None, test_counts: Any | None = None) -> pd.DataFrame:
     """Per-class test accuracy over seeds beside the class's training size.
 
     Parameters
@@ -699,8 +699,12 @@ def per_class_accuracy_table(per_class_accuracy: Sequence[Sequence[float]], coun
     counts : array, shape (C,)
         Training instances per class.
 
+    test_counts : array, shape (C,), optional
+        Test images per class: adds ``low``/``high``, the 95% Wilson interval of the class's
+        accuracy over its test predictions pooled over seeds (inside [0, 1], unlike mean ± sd).
+
     Returns one row per class: ``class``, ``name``, ``count``, ``group`` (head/medium/tail),
-    ``accuracy`` (mean over seeds), ``accuracy_std``.
+    ``accuracy`` (mean over seeds), ``accuracy_std`` (and ``low``, ``high`` with ``test_counts``).
     """
     acc = np.asarray(per_class_accuracy, dtype=np.float64)
     if acc.ndim == 1:
@@ -710,12 +714,49 @@ def per_class_accuracy_table(per_class_accuracy: Sequence[Sequence[float]], coun
     with np.errstate(invalid="ignore"):
         mean = np.nanmean(acc, axis=0) if np.isfinite(acc).any() else np.full(c, np.nan)
         std = np.nanstd(acc, axis=0) if acc.shape[0] > 1 else np.zeros(c)
-    return pd.DataFrame({
+    out = pd.DataFrame({
         "class": np.arange(c),
         "name": list(class_names) if class_names is not None else [str(i) for i in range(c)],
         "count": counts.astype(np.int64), "group": size_groups(counts) if c >= 3 else "head",
         "accuracy": mean, "accuracy_std": std,
     })
+    if test_counts is not None:
+        from urnet_core.study.stats import wilson_interval
+
+        n = _as_1d(test_counts, "test_counts", c).astype(np.float64) * acc.shape[0]
+        out["low"], out["high"] = wilson_interval(np.round(np.nan_to_num(mean) * n), n)
+    return out
+
+
+def accuracy_by_size(results: pd.DataFrame, class_counts: Any, test_counts: Any) -> pd.DataFrame:
+    """Test accuracy of each method on the head / medium / tail thirds of the classes (by training
+    size, :func:`size_groups`), with the 95% Wilson interval of a proportion (always inside [0, 1]).
+
+    ``accuracy`` is the share of the group's test images classified correctly, pooled over the
+    seeds (equal to the mean per-class accuracy when every class has as many test images);
+    ``low``/``high`` its Wilson interval over those predictions. ``results``: rows with
+    ``method`` and ``per_class_accuracy`` (one list per seed).
+
+    Returns ``method``, ``group``, ``accuracy``, ``low``, ``high``, ``test_images`` (per seed).
+    """
+    from urnet_core.study.stats import wilson_interval
+
+    counts = _as_1d(class_counts, "class_counts")
+    tests = _as_1d(test_counts, "test_counts", counts.shape[0]).astype(np.float64)
+    groups = size_groups(counts) if counts.shape[0] >= 3 else np.full(counts.shape[0], "head")
+    rows = []
+    for method, df in results.groupby("method", sort=False):
+        acc = np.asarray([np.asarray(v, dtype=np.float64) for v in df["per_class_accuracy"]])
+        for name in SIZE_GROUPS:
+            members = groups == name
+            if not members.any():
+                continue
+            hits = float(np.nansum(acc[:, members] * tests[members]))
+            trials = float(tests[members].sum() * acc.shape[0])
+            low, high = wilson_interval(round(hits), trials)
+            rows.append({"method": method, "group": name, "accuracy": hits / trials if trials else np.nan,
+                         "low": float(low), "high": float(high), "test_images": int(tests[members].sum())})
+    return pd.DataFrame(rows)
 
 
 def saliency_by_noise_type(bags: Any, saliency: Any, noise_type: Any) -> pd.DataFrame:
