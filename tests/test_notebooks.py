@@ -222,6 +222,9 @@ def test_step_pages_state_the_measured_effect_the_index_states(study):
         assert sentence in _text_of(_executed(study, name)), name
         page = (study["reports"] / f"{name}.html").read_text().replace("&#x27;", "'")
         assert re.search(r"id='takeaway'><b>Takeaway:</b> " + re.escape(sentence), page), name
+    page = (study["reports"] / "08_ablation.html").read_text().replace("&#x27;", "'")
+    takeaway = re.search(r"id='takeaway'>(.*?)</div>", page, flags=re.S).group(1)
+    assert all(line in takeaway for line in findings.verdict(tables)["lines"])  # the verdict's three lines
 
 
 @pytest.mark.parametrize("name", NOTEBOOK_NAMES)

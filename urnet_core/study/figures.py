@@ -44,9 +44,13 @@ def _group_color(group: str, spare: dict[str, str]) -> str:
     return spare[group]
 
 
-def _differences(ax, labels: Sequence[str], rows: pd.DataFrame, *, paper: Sequence[float] | None = None) -> None:
-    """Horizontal paired differences (pp) with 95% intervals, coloured and marked by outcome."""
-    from urnet_core.study.findings import STEP_WORDS, outcome
+def _differences(ax, labels: Sequence[str], rows: pd.DataFrame, *, paper: Sequence[float] | None = None,
+                 versus: bool = False) -> None:
+    """Horizontal paired differences (pp) with 95% intervals, coloured and marked by outcome, each
+    with the verdict's word for it (a step helps / hurts; a row beats / loses to the other)."""
+    from urnet_core.study.findings import STEP_WORDS, VERSUS_WORDS, outcome
+
+    word_of = VERSUS_WORDS if versus else STEP_WORDS
 
     y = np.arange(len(rows))[::-1].astype(float)
     for yi, (_, r) in zip(y, rows.iterrows()):
@@ -56,10 +60,11 @@ def _differences(ax, labels: Sequence[str], rows: pd.DataFrame, *, paper: Sequen
         if kind != "untested":
             ax.plot([lo, hi], [yi, yi], color=color, lw=2.2, solid_capstyle="butt")
         ax.plot([d], [yi], marker=marker, color=color, ms=8, ls="none")
-        words = STEP_WORDS[kind]
-        text = f"{d:+.1f}" + (f"  [{lo:+.1f}, {hi:+.1f}]" if kind != "untested" else "") + f"  {words}"
-        ax.annotate(text, (max(hi, d) if kind != "untested" else d, yi), xytext=(6, 0), textcoords="offset points",
-                    va="center", fontsize=8, color="#222222")
+        words = word_of[kind]
+        text = f"{d:+.1f}" + (f" [{lo:+.1f}, {hi:+.1f}]" if kind != "untested" else "") + f"  {words}"
+        # The values in a column right of the axes (axes x, data y): never over a point or the legend.
+        ax.text(1.02, yi, text, transform=ax.get_yaxis_transform(), va="center", ha="left", fontsize=8,
+                color=color if kind != "tie" else "#222222")
     if paper is not None:
         ok = [(yi, p) for yi, p in zip(y, paper) if p is not None and np.isfinite(p)]
         if ok:
@@ -74,15 +79,16 @@ def _differences(ax, labels: Sequence[str], rows: pd.DataFrame, *, paper: Sequen
     values = values[np.isfinite(values)]
     lo, hi = (min(values.min(), 0.0), max(values.max(), 0.0)) if values.size else (-1.0, 1.0)
     span = max(hi - lo, 1.0)
-    ax.set_xlim(lo - 0.08 * span, hi + 0.45 * span)  # room right of the points for the values
+    ax.set_xlim(lo - 0.08 * span, hi + 0.08 * span)
     ax.grid(axis="x", color="#dddddd", lw=0.6)
     ax.set_axisbelow(True)
     handles = [ax.plot([], [], marker=OUTCOME_STYLE[k][1], color=OUTCOME_STYLE[k][0], ls="none", ms=7,
-                       label=STEP_WORDS[k])[0] for k in ("better", "worse", "tie")]
+                       label=word_of[k])[0] for k in ("better", "worse", "tie")]
     if paper is not None:
         handles += [h for h in ax.get_lines() if h.get_label().startswith("the paper")]
-    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
-              title="95% interval")
+    # Below the axes (the values take the right): never over the points.
+    ax.legend(handles=handles, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13 - 0.3 / max(len(rows), 1)),
+              frameon=False, ncol=len(handles), title="mean over seeds and 95% interval:", title_fontsize=8)
 
 
 def ladder_steps_figure(ladder: pd.DataFrame, *, metric: str = "top-1") -> Figure:
@@ -108,7 +114,7 @@ def headline_figure(head: pd.DataFrame, *, metric: str = "top-1") -> Figure:
     fig = _figure(8.5, 0.55 * len(head) + 1.7)
     ax = fig.add_subplot()
     labels = [f"{m}  minus  {o}" for m, o in zip(head["method"], head["other"])]
-    _differences(ax, labels, head)
+    _differences(ax, labels, head, versus=True)
     ax.set_xlabel(f"difference in test {metric} (percentage points), mean over seeds and 95% paired interval")
     ax.set_title("Does URNet beat the baseline and the best tuned peer?", fontsize=10)
     fig.tight_layout()
@@ -187,7 +193,7 @@ def versus_baseline_figure(table: pd.DataFrame, *, metric: str = "top-1") -> Fig
     (:func:`urnet_core.study.findings.versus_baseline`)."""
     fig = _figure(8.5, 0.55 * len(table) + 1.7)
     ax = fig.add_subplot()
-    _differences(ax, [f"{m}  minus  baseline" for m in table["method"]], table)
+    _differences(ax, [f"{m}  minus  baseline" for m in table["method"]], table, versus=True)
     ax.set_xlabel(f"difference in test {metric} (percentage points), mean over seeds and 95% paired interval")
     ax.set_title("Which tuned peer beats the baseline?", fontsize=10)
     fig.tight_layout()

@@ -656,7 +656,7 @@ def coverage_sentence(data: Mapping[str, Any]) -> str | None:
     if not n:
         return None
     classes = data.get("classes")
-    text = (f"Caution: {n}{f' of the {classes}' if classes else ''} class{'es' if n != 1 else ''} "
+    text = (f"Caution: {n}{f' of the {classes} classes' if classes else (' classes' if n != 1 else ' class')} "
             f"{'have' if n != 1 else 'has'} no or fewer than {cov.get('min_train_images', 5)} training images")
     test_only = len(cov.get("test_only") or [])
     if test_only:

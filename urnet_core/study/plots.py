@@ -476,11 +476,12 @@ def weight_histograms(weights: Mapping[str, np.ndarray], noise_type: Sequence[st
                 if np.isfinite(med):
                     ax.plot([med, med], [base, base + top], color=color, lw=1.5, ls=":")
             ax.set_yticks([(len(groups) - 1 - k) * 1.15 * top + top / 2 for k in range(len(groups))])
-            ax.set_yticklabels([g for g, _ in groups], fontsize=8)
+            ax.set_yticklabels([f"{g}\n(n={m.sum()})" for g, m in groups], fontsize=8)
             ax.set_xlabel("weight (dotted: the group's median)")
             ax.set_ylabel("share of the group per bin, one strip per group")
         ax.set_title(f"{name} weight")
-        ax.legend(fontsize=7)
+        if values.size <= discrete_max:  # the strips of a continuous weight are named on the y axis
+            ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 

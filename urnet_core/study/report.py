@@ -64,7 +64,8 @@ HIDDEN_TAGS = ("parameters", "injected-parameters", "setup")
 
 
 def render_notebook_html(notebook: str | Path, html_path: str | Path, *,
-                         paths: dict[str, str] | None = None, nav: dict[str, str | None] | None = None) -> Path:
+                         paths: dict[str, str] | None = None, nav: dict[str, str | None] | None = None,
+                         takeaway: list[str] | None = None) -> Path:
     """Render an executed notebook to a standalone HTML file (written atomically).
 
     The page works offline: it loads no script from a CDN (JupyterLab's template loads
@@ -77,8 +78,9 @@ def render_notebook_html(notebook: str | Path, html_path: str | Path, *,
 
     The page opens with the answer: its ``<title>`` is the notebook's name (its first heading),
     a link bar (``nav``: ``{"index", "previous", "next"}`` file names, None for none) and the
-    notebook's one-line takeaway (the first paragraph of its "What this shows" conclusion) come
-    first; the cells tagged :data:`HIDDEN_TAGS` are left out of the page.
+    notebook's one-line takeaway (the first paragraph of its "What this shows" conclusion, or the
+    paragraphs ``takeaway``: the ablation's page opens with the verdict's lines) come first; the
+    cells tagged :data:`HIDDEN_TAGS` are left out of the page.
     """
     import nbformat
     from nbconvert import HTMLExporter
@@ -102,7 +104,9 @@ def render_notebook_html(notebook: str | Path, html_path: str | Path, *,
                     meta = output.setdefault("metadata", {}).setdefault(mime, {})
                     meta.setdefault("alt", f"figure of cell {index + 1} of {Path(notebook).stem}")
     title = page_title(nb, Path(notebook).stem)
-    takeaway = notebook_takeaway(nb)
+    if takeaway is None:
+        first = notebook_takeaway(nb)
+        takeaway = [first] if first else None
     nb.cells = [c for c in nb.cells if not set(c.get("metadata", {}).get("tags", [])) & set(HIDDEN_TAGS)]
     exporter = HTMLExporter(template_name="urnet", extra_template_basedirs=[str(TEMPLATE_DIR)])
     body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
@@ -153,7 +157,7 @@ def nav_html(nav: dict[str, str | None] | None) -> str:
     return "<nav class='urnet-nav' id='urnet-nav'>" + "".join(links) + "</nav>"
 
 
-def _page_header(body: str, nav: dict[str, str | None] | None, takeaway: str | None) -> str:
+def _page_header(body: str, nav: dict[str, str | None] | None, takeaway: list[str] | None) -> str:
     """``body`` with the link bar first in ``<main>`` and the takeaway right after the first heading."""
     body = body.replace("</head>", NAV_CSS + "</head>", 1)
     bar = nav_html(nav)
@@ -161,7 +165,8 @@ def _page_header(body: str, nav: dict[str, str | None] | None, takeaway: str | N
     if match:
         body = body[:match.end()] + bar + body[match.end():]
     if takeaway:
-        box = f"<p class='urnet-takeaway' id='takeaway'><b>Takeaway:</b> {html.escape(takeaway)}</p>"
+        box = ("<div class='urnet-takeaway' id='takeaway'><b>Takeaway:</b> "
+               + "<br>".join(html.escape(t) for t in takeaway) + "</div>")
         end = body.find("</h1>")
         if end >= 0:
             body = body[:end + 5] + box + body[end + 5:]

@@ -240,8 +240,16 @@ def _run_study(study: StudyConfig, reports: Path, notebooks: list[Path], selecte
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the kernel is shut down; a half-run copy would mislead
             out_nb.unlink(missing_ok=True)
             raise
+        takeaway = None
+        if "write_tables(" in nb.read_text(encoding="utf-8"):  # the ablation's page opens with the verdict's lines
+            from urnet_core.study.findings import verdict
+
+            tables = read_tables(run_dir)
+            if tables is not None:
+                lines = verdict(tables)
+                takeaway = lines["warnings"] + lines["lines"]
         render_notebook_html(out_nb, reports / f"{name}.html", paths={str(run_dir): "[run_dir]"},
-                             nav=page_links(notebooks, nb))
+                             nav=page_links(notebooks, nb), takeaway=takeaway)
         seconds = time.time() - t0
         state[name] = {"key": notebook_key(nb, study, ablation_digest(run_dir)), "seconds": seconds}
         write_json(state_path, state)
