@@ -147,6 +147,13 @@ def image_grid(table: pd.DataFrame, rows: Sequence[Sequence[int]], *, images: np
     """A grid of images, one list of table rows per grid row (rows may differ in length)."""
     if len(rows) == 0:
         raise ValueError("image_grid needs at least one row of images")
+    if len(rows) == 1 and len(rows[0]) > 4 and not row_titles:
+        # One long strip is too short to read once scaled to the page: two rows instead.
+        half = (len(rows[0]) + 1) // 2
+        split = lambda seq: [list(seq[0][:half]), list(seq[0][half:])]  # noqa: E731
+        rows = split(rows)
+        titles = split(titles) if titles else titles
+        colors = split(colors) if colors else colors
     ncols = max(1, max(len(r) for r in rows))
     fig, axes = _subplots(len(rows), ncols, cell * ncols + (1.2 if row_titles else 0), cell * len(rows) + 0.4)
     for i, members in enumerate(rows):
