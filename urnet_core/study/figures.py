@@ -111,9 +111,9 @@ def headline_figure(head: pd.DataFrame, *, metric: str = "top-1") -> Figure:
     """(b) URNet's rows minus the baseline and minus the best tuned peer, paired by seed.
 
     ``head``: :func:`urnet_core.study.findings.headline_table`."""
-    fig = _figure(8.5, 0.55 * len(head) + 1.7)
+    fig = _figure(8.5, 0.62 * len(head) + 1.7)
     ax = fig.add_subplot()
-    labels = [f"{m}  minus  {o}" for m, o in zip(head["method"], head["other"])]
+    labels = [f"{m}\nminus {o}" for m, o in zip(head["method"], head["other"])]
     _differences(ax, labels, head, versus=True)
     ax.set_xlabel(f"difference in test {metric} (percentage points), mean over seeds and 95% paired interval")
     ax.set_title("Does URNet beat the baseline and the best tuned peer?", fontsize=10)

@@ -394,6 +394,37 @@ def versus_baseline_view(table: pd.DataFrame) -> pd.DataFrame:
                                      for o in table["outcome"]]})
 
 
+def ladder_view(ladder: pd.DataFrame) -> pd.DataFrame:
+    """:func:`urnet_core.study.ablation.ladder_differences` for a page: pp with one decimal, the
+    verdict's word for each step (helps / hurts / cannot be told apart), the interval's half-width
+    and the paper's step."""
+    view = pd.DataFrame({"step": ladder["step"],
+                         "difference (pp)": ladder["diff_pp"].map(lambda v: f"{v:+.1f}"),
+                         "low": ladder["low_pp"].map(lambda v: f"{v:+.1f}"),
+                         "high": ladder["high_pp"].map(lambda v: f"{v:+.1f}")})
+    seeds = ladder["seeds"] if "seeds" in ladder else pd.Series(2, index=ladder.index)
+    view["outcome"] = [STEP_WORDS[outcome(lo, hi, n)] for lo, hi, n in zip(ladder["low_pp"], ladder["high_pp"], seeds)]
+    if "half_width_pp" in ladder:
+        view["half-width"] = ladder["half_width_pp"].map(lambda v: f"{v:.1f}")
+    if "paper_top5_diff" in ladder:
+        view["paper (top-5)"] = ladder["paper_top5_diff"].map(lambda v: "" if pd.isna(v) else f"{v:+.1f}")
+    return view
+
+
+def headline_view(head: pd.DataFrame) -> pd.DataFrame:
+    """:func:`headline_table` (or :func:`urnet_core.study.ablation.head_to_head`) for a page: pp
+    with one decimal and the verdict's word for each comparison."""
+    out = pd.DataFrame({"row": head["method"], "versus": head["other"],
+                        "difference (pp)": head["diff_pp"].map(lambda v: f"{v:+.1f}"),
+                        "low": head["low_pp"].map(lambda v: f"{v:+.1f}"),
+                        "high": head["high_pp"].map(lambda v: f"{v:+.1f}"),
+                        "half-width": head["half_width_pp"].map(lambda v: f"{v:.1f}"),
+                        "detectable": head["detectable_pp"].map(lambda v: f"{v:.1f}")})
+    out["outcome"] = [f"{VERSUS_WORDS[outcome(lo, hi, n)]} {o}" for lo, hi, n, o in
+                      zip(head["low_pp"], head["high_pp"], head["seeds"], head["other"])]
+    return out
+
+
 #: The rows the headline compares, in the order the verdict names them (as in the charts).
 def headline_rows() -> tuple[str, ...]:
     from urnet_core.study.ablation import RECOMMENDED, SELECTED

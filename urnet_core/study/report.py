@@ -323,7 +323,7 @@ def write_index(reports_dir: str | Path, *, notebooks: Iterable[tuple[str, str |
                      "excludes zero, else it cannot be told apart from the rung before; its half-width is set "
                      f"against the {findings.STEP_TARGET_PP:.1f} pp target. The last column is the paper's "
                      "single-run top-5 step on WebVision 2.0, for the direction, not the size.</p>")
-        parts.append(_table_html(_ladder_view(ladder, n_seeds=_n_seeds(tables))))
+        parts.append(_table_html(findings.ladder_view(ladder)))
 
     if summary is not None and len(summary):
         parts.append("<h2>Every row</h2>")
@@ -384,21 +384,6 @@ def write_index(reports_dir: str | Path, *, notebooks: Iterable[tuple[str, str |
 def _n_seeds(tables: dict[str, Any]) -> int:
     results = tables.get("results")
     return int(results["seed"].nunique()) if results is not None and len(results) else 0
-
-
-def _ladder_view(ladder: pd.DataFrame, *, n_seeds: int) -> pd.DataFrame:
-    view = pd.DataFrame({"step": ladder["step"],
-                         "difference (pp)": ladder["diff_pp"].map(lambda v: f"{v:+.1f}"),
-                         "low": ladder["low_pp"].map(lambda v: f"{v:+.1f}"),
-                         "high": ladder["high_pp"].map(lambda v: f"{v:+.1f}")})
-    from urnet_core.study.findings import STEP_WORDS, outcome
-
-    view["outcome"] = [STEP_WORDS[outcome(lo, hi, n_seeds)] for lo, hi in zip(ladder["low_pp"], ladder["high_pp"])]
-    if "half_width_pp" in ladder:
-        view["half-width"] = ladder["half_width_pp"].map(lambda v: f"{v:.1f}")
-    if "paper_top5_diff" in ladder:
-        view["paper (top-5)"] = ladder["paper_top5_diff"].map(lambda v: "" if pd.isna(v) else f"{v:+.1f}")
-    return view
 
 
 #: The claim figures written beside the index (:mod:`urnet_core.study.figures`).
