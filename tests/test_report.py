@@ -323,6 +323,22 @@ def test_index_answers_first_and_links_only_what_exists(tmp_path):
     assert "<script" not in html
 
 
+def test_index_of_the_peers_profile_shows_the_sanity_table(tmp_path):
+    from urnet_core.study.report import write_index
+
+    top1 = {"baseline": 0.70, "class-balanced loss (Cui 2019)": 0.74, "generalized CE (Zhang 2018)": 0.70,
+            "oracle: clean only": 0.85}
+    tables = _tables(top1)
+    tables["ladder_differences"] = pd.DataFrame()  # what read_tables gives for the peers profile's empty CSV
+    html = write_index(tmp_path, notebooks=[], tables=tables, parameters={}).read_text()
+    lines = re.findall(r"<p class='line'>(.*?)</p>", html)
+    assert lines[0].startswith("1 of 2 tuned peers beat the baseline")
+    assert "<h2>Tuned peers against the baseline</h2>" in html and "<td>beats the baseline</td>" in html
+    assert (tmp_path / "claim_headline.png").is_file() and not (tmp_path / "claim_ladder.png").exists()
+    assert "the ladder, step by step</h2>" not in html
+    assert len(F.ladder_view(pd.DataFrame())) == 0 and len(F.headline_view(pd.DataFrame())) == 0
+
+
 def test_index_without_ablation_has_no_stale_chart(tmp_path):
     from urnet_core.study.report import write_index
 

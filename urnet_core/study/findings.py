@@ -397,7 +397,9 @@ def versus_baseline_view(table: pd.DataFrame) -> pd.DataFrame:
 def ladder_view(ladder: pd.DataFrame) -> pd.DataFrame:
     """:func:`urnet_core.study.ablation.ladder_differences` for a page: pp with one decimal, the
     verdict's word for each step (helps / hurts / cannot be told apart), the interval's half-width
-    and the paper's step."""
+    and the paper's step (empty when the ladder did not run, as in the peers profile)."""
+    if ladder is None or not len(ladder):
+        return pd.DataFrame(columns=["step", "difference (pp)", "low", "high", "outcome"])
     view = pd.DataFrame({"step": ladder["step"],
                          "difference (pp)": ladder["diff_pp"].map(lambda v: f"{v:+.1f}"),
                          "low": ladder["low_pp"].map(lambda v: f"{v:+.1f}"),
@@ -414,6 +416,8 @@ def ladder_view(ladder: pd.DataFrame) -> pd.DataFrame:
 def headline_view(head: pd.DataFrame) -> pd.DataFrame:
     """:func:`headline_table` (or :func:`urnet_core.study.ablation.head_to_head`) for a page: pp
     with one decimal and the verdict's word for each comparison."""
+    if head is None or not len(head):
+        return pd.DataFrame(columns=["row", "versus", "difference (pp)", "low", "high", "outcome"])
     out = pd.DataFrame({"row": head["method"], "versus": head["other"],
                         "difference (pp)": head["diff_pp"].map(lambda v: f"{v:+.1f}"),
                         "low": head["low_pp"].map(lambda v: f"{v:+.1f}"),

@@ -16,6 +16,7 @@ import subprocess
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
 import pandas as pd
 
 from urnet_core.utils.io import write_text
@@ -274,8 +275,8 @@ def write_index(reports_dir: str | Path, *, notebooks: Iterable[tuple[str, str |
     """Write ``reports_dir/index.html``: the answer first, then the evidence.
 
     Sections: the verdict (three lines, then the details, computed by :func:`urnet_core.study.findings.verdict`
-    from the ablation's numbers), the ablation chart (``ablation_top1.png`` beside the index),
-    the ladder's paired differences, every row with its interval, a legend of the row groups,
+    from the ablation's numbers), the claim figures (:data:`CLAIM_FILES` beside the index), the
+    ladder's paired differences, the tuned peers against the baseline, every row with its interval, a legend of the row groups,
     the gap closed, the data, the notebooks and the environment. ``notebooks``: (title, html
     file name relative to ``reports_dir`` or None, status) triples; only files that exist are
     linked. ``tables``: :func:`urnet_core.study.ablation.read_tables` (None when the ablation did
@@ -325,6 +326,15 @@ def write_index(reports_dir: str | Path, *, notebooks: Iterable[tuple[str, str |
                      "single-run top-5 step on WebVision 2.0, for the direction, not the size.</p>")
         parts.append(_table_html(findings.ladder_view(ladder)))
 
+    results = tables.get("results")
+    peers = findings.versus_baseline(results, "peer") if results is not None and len(results) else None
+    if peers is not None and len(peers):
+        parts.append("<h2>Tuned peers against the baseline</h2>")
+        parts.append("<p>Each tuned peer minus the baseline (plain cross entropy), paired by seed, in percentage points "
+                     "of test top-1 with its 95% interval: do the peers beat cross entropy here? "
+                     + html.escape(findings.versus_baseline_sentence(peers)) + "</p>")
+        parts.append(_table_html(findings.versus_baseline_view(peers)))
+
     if summary is not None and len(summary):
         parts.append("<h2>Every row</h2>")
         few_classes = data.get("classes") is not None and int(data["classes"]) <= 10
@@ -337,7 +347,7 @@ def write_index(reports_dir: str | Path, *, notebooks: Iterable[tuple[str, str |
         note = findings.balanced_test_note(test_class_counts, summary)
         if note:
             parts.append(f"<p class='note'>{html.escape(note)}</p>")
-        parts.append(_table_html(summary[cols]))
+        parts.append(_table_html(_summary_view(summary, cols)))
         parts.append("<h3>What the groups mean</h3>")
         parts.append(_table_html(findings.group_legend(summary), text=True))
         gap = tables.get("gap_closed")
@@ -379,6 +389,22 @@ def write_index(reports_dir: str | Path, *, notebooks: Iterable[tuple[str, str |
                              text=True))
     parts.append("</body></html>")
     return write_text(reports / "index.html", "\n".join(parts))
+
+
+def _summary_view(summary: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
+    """The summary's columns as ``mean ± half-width`` in % with one decimal (the precision a few
+    seeds give), from its numeric columns."""
+    view = summary[[c for c in cols if c in ("method", "group", "seeds")]].copy()
+    for c in cols:
+        if c in ("method", "group", "seeds"):
+            continue
+        if f"{c}_mean" not in summary:
+            view[c] = summary[c]
+            continue
+        m, lo, hi = (100 * summary[f"{c}_{k}"].astype(float) for k in ("mean", "low", "high"))
+        view[c] = [f"{a:.1f}" if not np.isfinite(h - a) or int(n) < 2 else f"{a:.1f} ± {(h - l) / 2:.1f}"
+                   for a, l, h, n in zip(m, lo, hi, summary.get("seeds", pd.Series(2, index=summary.index)))]
+    return view[cols]
 
 
 def _n_seeds(tables: dict[str, Any]) -> int:
