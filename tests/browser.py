@@ -34,15 +34,18 @@ def available() -> str | None:
 
 
 def inspect_page(path: str | Path, *, element_id: str | None = None, timeout: float = 60.0) -> dict:
-    """Open ``path`` and return ``{"errors": [...], "images": [{"src", "complete", "width"}],
-    "text": str | None, "title": str}``."""
+    """Open ``path`` in a 1280 x 1000 window and return ``{"errors": [...], "images": [{"src",
+    "complete", "width", "alt", "shown_width", "shown_height"}] (formula images left out),
+    "text": str | None, "title": str, "nav": [hrefs of the link bar] | None, "page_width",
+    "scroll_width" (wider than ``page_width``: the page scrolls sideways), "overflowing": [elements
+    past the right edge, outside scrollable outputs]}``."""
     import websocket
 
     profile = tempfile.mkdtemp(prefix="urnet-chromium-")
     proc = subprocess.Popen(
         [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run", "--remote-debugging-port=0",
-         f"--user-data-dir={profile}", "about:blank"],
+         "--window-size=1280,1000", "--hide-scrollbars", f"--user-data-dir={profile}", "about:blank"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         port = _devtools_port(proc, timeout)
@@ -73,8 +76,16 @@ def inspect_page(path: str | Path, *, element_id: str | None = None, timeout: fl
         else:
             errors.append("the page did not finish loading")
         time.sleep(0.5)  # late console messages
-        script = ("JSON.stringify({images: Array.from(document.images).map(i => ({src: i.getAttribute('src').slice(0, 80),"
-                  " complete: i.complete, width: i.naturalWidth, alt: i.getAttribute('alt')})), title: document.title,"
+        script = ("JSON.stringify({images: Array.from(document.images).filter(i => !i.classList.contains('math'))"
+                  ".map(i => ({src: i.getAttribute('src').slice(0, 80), complete: i.complete, width: i.naturalWidth,"
+                  " alt: i.getAttribute('alt'), shown_width: i.getBoundingClientRect().width,"
+                  " shown_height: i.getBoundingClientRect().height})), title: document.title,"
+                  " page_width: document.documentElement.clientWidth, scroll_width: document.documentElement.scrollWidth,"
+                  " overflowing: Array.from(document.querySelectorAll('body *')).filter(e => e.getBoundingClientRect()"
+                  ".right > document.documentElement.clientWidth + 1 && !e.closest('.jp-OutputArea-output, .jp-RenderedHTMLCommon table'))"
+                  ".slice(0, 10).map(e => e.tagName + '.' + e.className),"
+                  " nav: document.getElementById('urnet-nav') ? Array.from(document.getElementById('urnet-nav')"
+                  ".querySelectorAll('a')).map(a => a.getAttribute('href')) : null,"
                   f" text: {json.dumps(element_id)} && document.getElementById({json.dumps(element_id)}) ?"
                   f" document.getElementById({json.dumps(element_id)}).innerText : null}})")
         result = send("Runtime.evaluate", expression=script, returnByValue=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -165,3 +167,53 @@ def test_cli_registers_and_rejects_bad_sizes(capsys):
     assert main(["bench", "--sizes", "1e4x100"]) == 1
     assert "NxCxD" in capsys.readouterr().err
     assert main(["bench", "--sections", "kmeans,nope"]) == 1
+
+
+# --------------------------------------------------------------------------- the written reports' tables
+REPORTS = Path(__file__).resolve().parents[1] / "reports"
+
+
+@pytest.mark.parametrize("name", ["benchmarks.md", "benchmarks_gpu.md"])
+def test_committed_reports_have_one_cell_per_header(name):
+    from urnet_core.benchmarks.suite import markdown_tables
+
+    path = REPORTS / name
+    if not path.is_file():
+        pytest.skip(f"no {name}")
+    tables = markdown_tables(path.read_text())
+    assert tables, f"{name}: no table found"
+    for table in tables:
+        for row in table["rows"]:
+            assert len(row) == len(table["header"]), (name, table["header"][:3], row[:3])
+    all_rows = [t for t in tables if t["header"][:2] == ["section", "item"]]
+    assert all_rows, f"{name}: no 'All rows' table"
+    header = all_rows[0]["header"]
+    for row in all_rows[0]["rows"]:
+        cells = dict(zip(header, row))
+        if cells["section"] == "kmeans":  # the notes sit under note, not under images_per_s
+            assert "problems" in cells["measured_on"] and cells.get("images_per_s", "") == "", row
+
+
+def test_markdown_writer_round_trips_and_short_rows_are_placed_or_refused():
+    from urnet_core.benchmarks.suite import (make_table, markdown_tables, realign_row, rerender_markdown,
+                                             table_from_markdown, to_markdown)
+
+    rows = [{"section": "kmeans", "item": "faiss", "N": 1000, "C": 10, "D": 8, "seconds": 1.5, "peak_rss_gb": 0.2,
+             "measured_on": "10 of 10 problems", "note": "a | b\nc"},
+            {"section": "data", "item": "jpeg", "seconds": 2.0, "images_per_s": 500.0, "workers": 2, "note": "x"}]
+    text = to_markdown(make_table(rows))
+    (table,) = markdown_tables(text)
+    assert all(len(r) == len(table["header"]) for r in table["rows"])
+    back = table_from_markdown(text)
+    assert back.loc[0, "note"] == "a / b c" and back.loc[1, "images_per_s"] == 500.0 and back.loc[0, "N"] == 1000
+    # A k-means row pasted from a k-means-only report (12 cells) goes under its own columns.
+    header = ["section", "item", "N", "C", "D", "seconds", "speedup_vs_sklearn", "speedup_vs_sklearn_sub",
+              "inertia_vs_sklearn", "peak_rss_gb", "ratio_vs_ce", "images_per_s", "workers", "measured_on", "note"]
+    short = ["kmeans", "faiss", "1,000", "10", "8", "1.5", "2", "1", "0.99", "0.2", "10 of 10 problems", "all"]
+    placed = dict(zip(header, realign_row(header, short)))
+    assert placed["measured_on"] == "10 of 10 problems" and placed["note"] == "all" and placed["images_per_s"] == ""
+    with pytest.raises(ValueError, match="not known"):
+        realign_row(header, ["train", "step", "1"])  # never guessed
+    md = "| " + " | ".join(header) + " |\n|" + "|".join("---" for _ in header) + "|\n| " + " | ".join(short) + " |"
+    fixed = rerender_markdown(md)
+    assert [len(r) for r in markdown_tables(fixed)[0]["rows"]] == [len(header)]

@@ -23,6 +23,8 @@ from urnet_core.study.runner import NOTEBOOKS_DIR, list_notebooks, run_study, sm
 pytestmark = pytest.mark.timeout(2400)
 
 NOTEBOOK_NAMES = [p.stem for p in list_notebooks(NOTEBOOKS_DIR)]
+STEP_PAGES = {"03_class_reweight": "+class", "04_cluster_reweight": "+cluster", "05_instance_reweight": "+instance",
+              "06_bag_attention": "+bag", "07_label_reweight": "+label"}
 PARAMETER_LINE = re.compile(r"^(\w+) = (.+?)  # \S.*$")
 
 
@@ -163,7 +165,18 @@ def test_notebook_ends_with_what_it_shows(name):
     heading, cell = nb.cells[-2], nb.cells[-1]
     assert heading.cell_type == "markdown" and heading.source.startswith("## What this shows")
     assert cell.cell_type == "code" and "conclusion(" in cell.source
-    assert "analysis.findings_" in cell.source or "analysis.study_verdict" in cell.source
+    assert "findings.findings_" in cell.source or "findings.study_verdict" in cell.source
+    if name in STEP_PAGES:  # a step page states its step's measured effect, from the ablation's tables
+        assert "read_tables(study.run.run_dir)" in cell.source and "tables=ablation_tables" in cell.source
+
+
+@pytest.mark.parametrize("name", NOTEBOOK_NAMES)
+def test_setup_cells_are_tagged_for_hiding(name):
+    nb = nbformat.read(str(NOTEBOOKS_DIR / f"{name}.ipynb"), as_version=4)
+    tags = [set(c.metadata.get("tags", [])) for c in nb.cells]
+    setup = [i for i, c in enumerate(nb.cells) if "setup(globals())" in c.source]
+    assert setup and "setup" in tags[setup[0]]
+    assert nb.cells[0].source.startswith(f"# {name[:2]} ")  # the page title
 
 
 @pytest.mark.parametrize("name", NOTEBOOK_NAMES)
@@ -185,20 +198,56 @@ def test_executed_notebook_states_its_finding_without_stderr(study, name):
 
 
 def test_findings_follow_the_numbers(study):
-    # 05 sets a bar (beat the baseline's self-confidence); its conclusion must say which way it went.
+    # 05 compares two detectors of clean rows; its conclusion must say which way it went.
     text = _text_of(_executed(study, "05_instance_reweight"))
     inst, self_conf = _number_after(text, "AUROC instance weight:"), _number_after(text, "AUROC baseline self-confidence:")
     if inst > self_conf + 0.01:
-        assert "earns its cost" in text and "does not earn its cost" not in text
+        assert "beats the free score" in text and "worse than the free score" not in text
     elif inst < self_conf - 0.01:
-        assert "does not earn its cost" in text
+        assert "worse than the free score" in text
     text = _text_of(_executed(study, "06_bag_attention"))
     assert "mean saliency of" in text and "uniform" in text
 
 
+def test_step_pages_state_the_measured_effect_the_index_states(study):
+    from urnet_core.study import findings
+    from urnet_core.study.ablation import read_tables
+
+    tables = read_tables(study["settings"].run.run_dir)
+    ladder_line = findings.verdict(tables)["lines"][2]
+    assert ladder_line in study["index"].read_text().replace("&#x27;", "'")
+    for name, step in STEP_PAGES.items():
+        sentence = findings.step_effect(tables, step)
+        assert sentence.startswith("Measured in the ablation")  # the page ran again after notebook 08
+        assert sentence in _text_of(_executed(study, name)), name
+        page = (study["reports"] / f"{name}.html").read_text().replace("&#x27;", "'")
+        assert re.search(r"id='takeaway'><b>Takeaway:</b> " + re.escape(sentence), page), name
+    page = (study["reports"] / "08_ablation.html").read_text().replace("&#x27;", "'")
+    takeaway = re.search(r"id='takeaway'>(.*?)</div>", page, flags=re.S).group(1)
+    assert all(line in takeaway for line in findings.verdict(tables)["lines"])  # the verdict's three lines
+
+
+@pytest.mark.parametrize("name", NOTEBOOK_NAMES)
+def test_pages_open_with_title_link_bar_and_takeaway(study, name):
+    page = (study["reports"] / f"{name}.html").read_text()
+    nb = nbformat.read(str(NOTEBOOKS_DIR / f"{name}.ipynb"), as_version=4)
+    title = nb.cells[0].source.splitlines()[0][2:].strip()
+    assert f"<title>{title}</title>" in page.replace("&amp;", "&")
+    nav = re.search(r"<nav class='urnet-nav' id='urnet-nav'>(.*?)</nav>", page)
+    assert nav and page.index("urnet-nav'") < page.index("<h1") < page.index("id='takeaway'")
+    i = NOTEBOOK_NAMES.index(name)
+    assert "href='index.html'" in nav.group(1)
+    assert (f"href='{NOTEBOOK_NAMES[i - 1]}.html'" in nav.group(1)) == (i > 0)
+    assert (f"href='{NOTEBOOK_NAMES[i + 1]}.html'" in nav.group(1)) == (i + 1 < len(NOTEBOOK_NAMES))
+    for href in re.findall(r"href='([^'#]+)'", nav.group(1)):
+        assert (study["reports"] / href).is_file(), href
+    # The setup is hidden: no parameters, no imports, no config table on the page.
+    assert "setup(globals())" not in page and "injected-parameters" not in page and "[run_dir]" not in page
+
+
 def test_index_opens_with_the_verdict_chart_and_ladder(study):
     html = study["index"].read_text()
-    assert html.index("id='verdict'") < html.index("<img") < html.index("step by step")
+    assert html.index("id='verdict'") < html.index("<img") < html.index("the ladder, step by step")
     assert "What the groups mean" in html and "The data" in html and "<code>low</code>" in html
     chart = re.search(r"<img src='([^']+)' alt='([^']+)'", html)
     assert chart and (study["reports"] / chart.group(1)).is_file()
@@ -217,10 +266,25 @@ def test_index_renders_in_a_browser(study):
     assert page["errors"] == []
     assert page["images"] and all(img["complete"] and img["width"] > 0 and img["alt"] for img in page["images"])
     assert page["text"] and "URNet" in page["text"]
-    for name in ("04_cluster_reweight", "08_ablation"):  # notebook pages load offline too
+    assert page["title"] == "URNet study report"
+    _readable(page, "index")
+    for i, name in enumerate(NOTEBOOK_NAMES):  # notebook pages load offline too, and open with their name
         page = browser.inspect_page(study["reports"] / f"{name}.html")
         assert page["errors"] == [], name
         assert all(img["complete"] and img["width"] > 0 for img in page["images"]), name
+        assert page["title"].startswith(name[:2] + " "), (name, page["title"])
+        expected = ["index.html"] + ([f"{NOTEBOOK_NAMES[i - 1]}.html"] if i else []) + (
+            [f"{NOTEBOOK_NAMES[i + 1]}.html"] if i + 1 < len(NOTEBOOK_NAMES) else [])
+        assert page["nav"] == expected, name
+        _readable(page, name)
+
+
+def _readable(page, name):
+    """No figure narrower than 400 px or shorter than 200 px as shown; nothing wider than the page."""
+    small = [(img["alt"][:60], round(img["shown_width"]), round(img["shown_height"])) for img in page["images"]
+             if img["shown_width"] < 400 or img["shown_height"] < 200]
+    assert not small, f"{name}: figures too small to read: {small}"
+    assert page["scroll_width"] <= page["page_width"] and not page["overflowing"], (name, page["overflowing"])
 
 
 def test_only_with_an_unknown_prefix_fails_before_any_work(tmp_path):

@@ -1124,7 +1124,7 @@ def _fmt(value: Any) -> str:
         return f"{v:.4g}" if abs(v) < 100 else f"{v:.0f}"
     if isinstance(value, (int, np.integer)):
         return f"{int(value):,}"
-    return str(value).replace("|", "/")
+    return str(value).replace("|", "/").replace("\n", " ")
 
 
 def to_markdown(table: pd.DataFrame) -> str:
@@ -1134,6 +1134,123 @@ def to_markdown(table: pd.DataFrame) -> str:
     for _, row in table.iterrows():
         lines.append("| " + " | ".join(_fmt(row[c]) for c in cols) + " |")
     return "\n".join(lines)
+
+
+#: The columns of :data:`COLUMNS` a section's rows fill: a report written from one section alone
+#: (``--sections kmeans``) has exactly these, so its rows can be placed under the full header.
+SECTION_COLUMNS = {
+    "kmeans": ("section", "item", "N", "C", "D", "seconds", "speedup_vs_sklearn", "speedup_vs_sklearn_sub",
+               "inertia_vs_sklearn", "peak_rss_gb", "measured_on", "note"),
+}
+
+
+def markdown_cells(line: str) -> list[str]:
+    """The cells of one markdown table row (values never hold ``|``: :func:`_fmt` writes ``/``)."""
+    text = line.strip()
+    if text.startswith("|"):
+        text = text[1:]
+    if text.endswith("|"):
+        text = text[:-1]
+    return [c.strip() for c in text.split("|")]
+
+
+def markdown_tables(text: str) -> list[dict[str, Any]]:
+    """Every table of a markdown text: ``{"start", "end"}`` (line indices, end exclusive),
+    ``header`` (cells) and ``rows`` (lists of cells, as written)."""
+    lines = text.split("\n")
+    out, i = [], 0
+    while i < len(lines):
+        if lines[i].lstrip().startswith("|") and i + 1 < len(lines) and re.fullmatch(r"\|?(\s*:?-+:?\s*\|)+\s*:?-*:?\s*",
+                                                                                   lines[i + 1].strip()):
+            j = i + 2
+            while j < len(lines) and lines[j].lstrip().startswith("|"):
+                j += 1
+            out.append({"start": i, "end": j, "header": markdown_cells(lines[i]),
+                        "rows": [markdown_cells(line) for line in lines[i + 2:j]]})
+            i = j
+        else:
+            i += 1
+    return out
+
+
+def realign_row(header: Sequence[str], cells: Sequence[str]) -> list[str]:
+    """``cells`` under ``header``: as they are when they fill it; a row with fewer cells (pasted
+    from a report of its section alone) is placed column by column using :data:`SECTION_COLUMNS`.
+    Raises ``ValueError`` when the row's columns cannot be known (never guessed)."""
+    cells = list(cells)
+    if len(cells) == len(header):
+        return cells
+    section = cells[0] if cells else ""
+    own = [c for c in header if c in SECTION_COLUMNS.get(section, ())]
+    if len(own) != len(cells) or len(own) != len(SECTION_COLUMNS.get(section, ())):
+        raise ValueError(f"a {section!r} row has {len(cells)} cells under {len(header)} headers and its columns are "
+                         f"not known: {cells[:3]}")
+    by_name = dict(zip(own, cells))
+    return [by_name.get(c, "") for c in header]
+
+
+def rerender_markdown(text: str) -> str:
+    """``text`` with every table row holding one cell per header (:func:`realign_row`); the cells'
+    text is kept as written, so no number changes."""
+    lines = text.split("\n")
+    for table in reversed(markdown_tables(text)):
+        header = table["header"]
+        rows = [realign_row(header, r) for r in table["rows"]]
+        block = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+        block += ["| " + " | ".join(r) + " |" for r in rows]
+        lines[table["start"]:table["end"]] = block
+    return "\n".join(lines)
+
+
+def _number(cell: str) -> float:
+    try:
+        return float(cell.replace(",", ""))
+    except ValueError:
+        return float("nan")
+
+
+def table_from_markdown(text: str) -> pd.DataFrame:
+    """The report's "All rows" table (the one headed by :data:`COLUMNS`) read back as a DataFrame."""
+    for table in markdown_tables(text):
+        if table["header"][:2] == ["section", "item"] and set(table["header"]) <= set(COLUMNS):
+            rows = [realign_row(table["header"], r) for r in table["rows"]]
+            df = pd.DataFrame(rows, columns=table["header"])
+            for col in df.columns:
+                if col not in ("section", "item", "measured_on", "note"):
+                    df[col] = df[col].map(_number)
+            for col in ("N", "C", "D", "workers"):
+                if col in df:
+                    df[col] = df[col].astype("Int64")
+            return df
+    raise ValueError("no table headed section | item | ... in the report")
+
+
+def projection_from_table(table: pd.DataFrame) -> dict[str, Any] | None:
+    """What :func:`scaling_figure` draws of the projection, read back from its table row (its
+    seconds and the series it came from, as the row's note states them); None without one."""
+    rows = table[(table["section"] == "pipeline") & table["item"].str.startswith("projection")]
+    if not len(rows):
+        return None
+    row = rows.iloc[0]
+    m = re.search(r"from C=(\d+), D=(\d+), N_max=([\d,]+)", str(row["note"]))
+    dtype = re.search(r"\[(float\d+),", str(row["item"]))
+    if not m:
+        return None
+    return {"seconds": float(row["seconds"]),
+            "from": {"C": int(m.group(1)), "D": int(m.group(2)), "N_max": int(m.group(3).replace(",", "")),
+                     "dtype": dtype.group(1) if dtype else "float16"}}
+
+
+def rerender_report(path: str | os.PathLike, figure_path: str | os.PathLike | None = None) -> Path:
+    """Rewrite a written report with one cell per header in every table (:func:`rerender_markdown`)
+    and, with ``figure_path``, redraw its scaling figure from the report's own table (so the
+    figure shows the rows the table shows). Nothing is measured again; no number changes."""
+    path = Path(path)
+    text = rerender_markdown(path.read_text())
+    if figure_path is not None:
+        table = table_from_markdown(text)
+        save_figure(scaling_figure(table, projection_from_table(table)), figure_path)
+    return write_text(path, text)
 
 
 def make_table(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:

@@ -690,7 +690,7 @@ def bag_saliency(branch: Any, features: Any, bags: Any) -> np.ndarray:
 
 
 def per_class_accuracy_table(per_class_accuracy: Sequence[Sequence[float]], counts: Any,
-                             class_names: Sequence[str] | None = None) -> pd.DataFrame:
+                             class_names: Sequence[str] | None = None, test_counts: Any | None = None) -> pd.DataFrame:
     """Per-class test accuracy over seeds beside the class's training size.
 
     Parameters
@@ -699,8 +699,12 @@ def per_class_accuracy_table(per_class_accuracy: Sequence[Sequence[float]], coun
     counts : array, shape (C,)
         Training instances per class.
 
+    test_counts : array, shape (C,), optional
+        Test images per class: adds ``low``/``high``, the 95% Wilson interval of the class's
+        accuracy over its test predictions pooled over seeds (inside [0, 1], unlike mean ± sd).
+
     Returns one row per class: ``class``, ``name``, ``count``, ``group`` (head/medium/tail),
-    ``accuracy`` (mean over seeds), ``accuracy_std``.
+    ``accuracy`` (mean over seeds), ``accuracy_std`` (and ``low``, ``high`` with ``test_counts``).
     """
     acc = np.asarray(per_class_accuracy, dtype=np.float64)
     if acc.ndim == 1:
@@ -710,12 +714,49 @@ def per_class_accuracy_table(per_class_accuracy: Sequence[Sequence[float]], coun
     with np.errstate(invalid="ignore"):
         mean = np.nanmean(acc, axis=0) if np.isfinite(acc).any() else np.full(c, np.nan)
         std = np.nanstd(acc, axis=0) if acc.shape[0] > 1 else np.zeros(c)
-    return pd.DataFrame({
+    out = pd.DataFrame({
         "class": np.arange(c),
         "name": list(class_names) if class_names is not None else [str(i) for i in range(c)],
         "count": counts.astype(np.int64), "group": size_groups(counts) if c >= 3 else "head",
         "accuracy": mean, "accuracy_std": std,
     })
+    if test_counts is not None:
+        from urnet_core.study.stats import wilson_interval
+
+        n = _as_1d(test_counts, "test_counts", c).astype(np.float64) * acc.shape[0]
+        out["low"], out["high"] = wilson_interval(np.round(np.nan_to_num(mean) * n), n)
+    return out
+
+
+def accuracy_by_size(results: pd.DataFrame, class_counts: Any, test_counts: Any) -> pd.DataFrame:
+    """Test accuracy of each method on the head / medium / tail thirds of the classes (by training
+    size, :func:`size_groups`), with the 95% Wilson interval of a proportion (always inside [0, 1]).
+
+    ``accuracy`` is the share of the group's test images classified correctly, pooled over the
+    seeds (equal to the mean per-class accuracy when every class has as many test images);
+    ``low``/``high`` its Wilson interval over those predictions. ``results``: rows with
+    ``method`` and ``per_class_accuracy`` (one list per seed).
+
+    Returns ``method``, ``group``, ``accuracy``, ``low``, ``high``, ``test_images`` (per seed).
+    """
+    from urnet_core.study.stats import wilson_interval
+
+    counts = _as_1d(class_counts, "class_counts")
+    tests = _as_1d(test_counts, "test_counts", counts.shape[0]).astype(np.float64)
+    groups = size_groups(counts) if counts.shape[0] >= 3 else np.full(counts.shape[0], "head")
+    rows = []
+    for method, df in results.groupby("method", sort=False):
+        acc = np.asarray([np.asarray(v, dtype=np.float64) for v in df["per_class_accuracy"]])
+        for name in SIZE_GROUPS:
+            members = groups == name
+            if not members.any():
+                continue
+            hits = float(np.nansum(acc[:, members] * tests[members]))
+            trials = float(tests[members].sum() * acc.shape[0])
+            low, high = wilson_interval(round(hits), trials)
+            rows.append({"method": method, "group": name, "accuracy": hits / trials if trials else np.nan,
+                         "low": float(low), "high": float(high), "test_images": int(tests[members].sum())})
+    return pd.DataFrame(rows)
 
 
 def saliency_by_noise_type(bags: Any, saliency: Any, noise_type: Any) -> pd.DataFrame:
@@ -850,518 +891,6 @@ def auroc_by_noise_type(weights: Mapping[str, Any], table: pd.DataFrame) -> pd.D
     return pd.DataFrame(rows)
 
 
-# --------------------------------------------------------------------------- findings: the conclusion of each notebook
-# Each ``findings_*`` function turns a notebook's own numbers into the sentences its "What this
-# shows" cell prints. The wording is chosen by the numbers (thresholds below), never written by
-# hand next to a result that may change, and negative results are stated as plainly as
-# positive ones.
-
-#: |AUROC - 0.5| below this is "no better than chance" for a weight separating clean from noisy.
-AUROC_CHANCE = 0.03
-#: Two AUROCs closer than this are "about the same".
-AUROC_TIE = 0.01
-#: A mean saliency within this relative distance of uniform is "practically uniform".
-SALIENCY_TIE = 0.05
-
-
-def _pct(x: float, digits: int = 1) -> str:
-    return f"{100 * x:.{digits}f}%"
-
-
-def _auroc_words(auroc: float) -> str:
-    if not np.isfinite(auroc):
-        return "cannot be scored (one of the two groups is empty)"
-    if abs(auroc - 0.5) < AUROC_CHANCE:
-        return f"is {auroc:.3f}, no better than chance (0.5) at telling clean from wrongly labelled instances"
-    if auroc < 0.5:
-        return f"is {auroc:.3f}, below chance: it gives wrongly labelled instances more weight than clean ones"
-    return f"is {auroc:.3f}: it gives clean instances more weight than wrongly labelled ones"
-
-
-def findings_data(profile: Mapping[str, Any], noise: pd.DataFrame | None = None,
-                  by_source: pd.DataFrame | None = None, coverage: Any = None) -> str:
-    """00_data: how long-tailed and how noisy the training set is.
-
-    ``profile``: :func:`class_size_profile`; ``noise`` / ``by_source``: realised noise rates
-    overall and by source (``urnet_core.data.webnoise.realised_noise_rates``), None without truth;
-    ``coverage``: :func:`urnet_core.data.coverage.class_coverage`, whose warnings come first.
-    """
-    warnings = [f"Warning: {m}" for m in coverage.messages()] if coverage is not None else []
-    parts = warnings + [f"The training set has {profile['n']} images in {profile['num_classes']} classes; the largest class is "
-             f"{profile['imbalance_ratio']:.1f} times the smallest (Gini {profile['gini']:.2f}), and the largest 20% of "
-             f"the classes hold {_pct(profile['top20_share'])} of the images."]
-    if noise is None or not len(noise):
-        parts.append("This data has no ground truth, so how many labels are wrong cannot be measured here.")
-        return " ".join(parts)
-    row = noise.iloc[0]
-    kinds = [f"{k} {_pct(float(row[f'share_{k}']))}" for k in ("asym", "sym", "flip", "open")
-             if f"share_{k}" in row and float(row[f"share_{k}"]) > 0]
-    text = f"{_pct(float(row['noise_rate']))} of the training labels are wrong"
-    if kinds:
-        text += f" ({', '.join(kinds)})"
-    if "share_ambiguous" in row and float(row["share_ambiguous"]) > 0:
-        text += f", and {_pct(float(row['share_ambiguous']))} of the images are ambiguous blends of two classes"
-    parts.append(text + ".")
-    if by_source is not None and len(by_source) > 1 and "noise_rate" in by_source:
-        src = by_source.reset_index()
-        name_col = "source" if "source" in src.columns else src.columns[0]
-        src = src.sort_values("noise_rate")
-        clean, noisy = src.iloc[0], src.iloc[-1]
-        parts.append(f"Source {clean[name_col]} is the cleaner one ({_pct(float(clean['noise_rate']))} wrong labels "
-                     f"against {_pct(float(noisy['noise_rate']))} for {noisy[name_col]}).")
-    return " ".join(parts)
-
-
-def findings_challenges(profile: Mapping[str, Any], spread: pd.DataFrame, *, wrong_share: float | None = None,
-                        noise_error: float | None = None, low_margin_share: float | None = None,
-                        fewest_clean: tuple[str, int] | None = None) -> str:
-    """01_challenges: one sentence per challenge, from the measurements of the notebook."""
-    wide = int((spread["ratio"] >= 1).sum())
-    parts = [f"C1: the class sizes span a factor of {profile['imbalance_ratio']:.1f} (Gini {profile['gini']:.2f}).",
-             f"C2: {wide} of {len(spread)} classes are wider in feature space than the distance to their nearest "
-             f"neighbour class (median spread/gap ratio {spread['ratio'].median():.2f})"
-             + (", so their instances overlap another class." if wide else "; the classes are well separated.")]
-    if wrong_share is not None:
-        text = f"C3: {_pct(wrong_share)} of the labels are wrong"
-        if noise_error is not None:
-            text += f"; the baseline's per-class estimate of the noise is off by {_pct(noise_error)} on average"
-        parts.append(text + ".")
-    else:
-        parts.append("C3: without ground truth the share of wrong labels is not measured.")
-    if fewest_clean is not None:
-        parts.append(f"C4: the class with the fewest clean images ({fewest_clean[0]}) has {fewest_clean[1]}.")
-    if low_margin_share is not None:
-        parts.append(f"C5: the baseline is undecided (top-1 minus top-2 probability below 0.2) on "
-                     f"{_pct(low_margin_share)} of the training images.")
-    return " ".join(parts)
-
-
-def findings_baseline(summary_row: Mapping[str, Any], by_size: pd.DataFrame | None = None) -> str:
-    """02_baseline: the baseline's accuracy and what the long tail costs it.
-
-    ``summary_row``: the baseline's row of ``ablation.summary_table`` (``top1_mean/_low/_high``);
-    ``by_size``: ``ablation.accuracy_by_class_size`` for the baseline.
-    """
-    m, lo, hi = (float(summary_row[f"top1_{k}"]) for k in ("mean", "low", "high"))
-    seeds = int(summary_row.get("seeds", 1))
-    text = f"The baseline reaches {_pct(m)} test top-1"
-    text += (f" (95% interval {_pct(lo)} to {_pct(hi)} over {seeds} seeds)." if seeds > 1 else " (one seed, no interval).")
-    if by_size is not None and len(by_size):
-        acc = by_size.set_index("group")
-        if {"head", "tail"} <= set(acc.index):
-            head, tail = acc.loc["head"], acc.loc["tail"]
-            gap = float(head["accuracy"]) - float(tail["accuracy"])
-            separated = float(tail["high"]) < float(head["low"]) or float(head["high"]) < float(tail["low"])
-            if gap > 0 and separated:
-                text += (f" The long tail costs accuracy: the smallest third of the classes averages "
-                         f"{_pct(float(tail['accuracy']))} against {_pct(float(head['accuracy']))} on the largest third "
-                         f"({100 * gap:.1f} points, intervals apart).")
-            elif gap > 0:
-                text += (f" The smallest third of the classes averages {_pct(float(tail['accuracy']))} against "
-                         f"{_pct(float(head['accuracy']))} on the largest third, but the intervals overlap: the seeds "
-                         f"cannot show that the tail costs accuracy.")
-            else:
-                text += (f" The smallest classes are not worse: {_pct(float(tail['accuracy']))} against "
-                         f"{_pct(float(head['accuracy']))} on the largest third.")
-    return text
-
-
-def findings_class(weights: pd.DataFrame, alpha: float, scheme: str = "balanced") -> str:
-    """03_class_reweight: how much each scheme moves the training weight towards the small classes.
-
-    ``weights``: :func:`class_weight_table` (classes largest first).
-    """
-    tail = weights.tail(max(1, len(weights) // 3))
-    lit = weights["weight_literal"]
-    bal = weights["weight_balanced"]
-    parts = [f"With alpha = {alpha}, the literal eq. 3 weights range from {lit.min():.3f} to {lit.max():.3f} "
-             f"(ratio {lit.max() / lit.min():.2f}); the balanced ones from {bal.min():.3f} to {bal.max():.3f} "
-             f"(ratio {bal.max() / bal.min():.2f})."]
-    plain, s_lit, s_bal = (float(tail[c].sum()) for c in ("share_plain", "share_literal", "share_balanced"))
-    lit_words = "barely moves it" if abs(s_lit - plain) < 0.1 * max(plain, 1e-12) else "moves it"
-    parts.append(f"The smallest third of the classes holds {_pct(plain)} of the unweighted training signal; the literal "
-                 f"form {lit_words} (to {_pct(s_lit)}), the balanced form gives it {_pct(s_bal)}.")
-    parts.append(f"The study trains with the {scheme} scheme; whether that helps test accuracy is the "
-                 f"+class step of the ablation (08).")
-    return " ".join(parts)
-
-
-def findings_cluster(auroc: float | None, by_type: pd.DataFrame | None = None,
-                     timing: pd.DataFrame | None = None) -> str:
-    """04_cluster_reweight: does the cluster weight separate clean from noisy, and how fast is k-means."""
-    parts = []
-    if auroc is None:
-        parts.append("Without ground truth the cluster weight cannot be scored against the truth.")
-    else:
-        parts.append(f"The cluster weight's AUROC for clean against wrongly labelled instances {_auroc_words(auroc)}.")
-        if by_type is not None and len(by_type):
-            means = by_type.set_index("noise_type")["mean"]
-            parts.append("Mean weight by noise type: " + ", ".join(f"{k} {v:.2f}" for k, v in means.items()) + ".")
-    if timing is not None and len(timing):
-        fastest = timing.sort_values("seconds").iloc[0]
-        parts.append(f"The fastest k-means backend here is {fastest['backend']} ({fastest['seconds']:.3g} s for every "
-                     f"cluster problem of this data).")
-    return " ".join(parts)
-
-
-def findings_instance(auroc_instance: float, auroc_self_confidence: float,
-                      auroc_open: float | None = None, auroc_combined: float | None = None,
-                      target: float = 0.90) -> str:
-    """05_instance_reweight: does the instance weight earn its cost against the free baseline score?
-
-    The bar the notebook sets: the instance weight (text model, confidence model) earns its
-    cost only if it separates clean from wrongly labelled instances better than the baseline's
-    self-confidence, which needs neither.
-    """
-    parts = [f"The instance weight's AUROC {_auroc_words(auroc_instance)}; the baseline's self-confidence scores "
-             f"{auroc_self_confidence:.3f}."]
-    diff = auroc_instance - auroc_self_confidence
-    if not (np.isfinite(auroc_instance) and np.isfinite(auroc_self_confidence)):
-        parts.append("The comparison is undefined on this data.")
-    elif diff > AUROC_TIE:
-        parts.append(f"It beats the free score by {diff:.3f}, so it earns its cost on this data.")
-    elif diff < -AUROC_TIE:
-        parts.append(f"It does not earn its cost: the baseline's own confidence, which needs no text or confidence "
-                     f"model, separates clean from noisy instances better (by {-diff:.3f}).")
-    else:
-        parts.append("The two are about equal, so the instance weight adds nothing the baseline's own confidence does "
-                     "not already give.")
-    if auroc_open is not None and np.isfinite(auroc_open):
-        parts.append(f"Against open-set images alone (clean vs images from outside the label set) its AUROC is "
-                     f"{auroc_open:.3f}.")
-    if auroc_combined is not None and np.isfinite(auroc_combined):
-        change = auroc_combined - auroc_instance
-        verb = "raises" if change > AUROC_TIE else ("lowers" if change < -AUROC_TIE else "leaves")
-        parts.append(f"The combined instance weight (image-text confidence x out-of-sample label confidence) "
-                     f"{verb} the AUROC {'to' if verb != 'leaves' else 'at'} {auroc_combined:.3f}, "
-                     + (f"meeting the {target:.2f} target." if auroc_combined >= target
-                        else f"short of the {target:.2f} target."))
-    return " ".join(parts)
-
-
-def findings_bag(table: pd.DataFrame) -> str:
-    """06_bag_attention: does the bag branch attend to clean instances more than uniform?
-
-    ``table``: :func:`saliency_by_noise_type`.
-    """
-    by = table.set_index("noise_type")
-    if "clean" not in by.index:
-        return "No clean instance was sampled into a bag, so the saliency cannot be compared with the truth."
-    uniform = float(by["uniform"].iloc[0])
-    clean = float(by.loc["clean", "mean_saliency"])
-    rel = (clean - uniform) / uniform
-    text = f"Clean instances get a mean saliency of {clean:.3f} against {uniform:.3f} for uniform attention"
-    if abs(rel) < SALIENCY_TIE:
-        text += (f" ({100 * rel:+.1f}%): practically uniform. The branch does not pick out the representative "
-                 f"instances of a bag on this data.")
-    elif rel > 0:
-        text += f" ({100 * rel:+.1f}%): the branch prefers clean instances."
-    else:
-        text += f" ({100 * rel:+.1f}%): the branch attends less to clean instances than to the others."
-    noisy = [k for k in by.index if k in WRONG_LABEL_TYPES]
-    if noisy:
-        n = by.loc[noisy, "n"].to_numpy(dtype=float)
-        mean_noisy = float(np.average(by.loc[noisy, "mean_saliency"].to_numpy(dtype=float), weights=n))
-        text += f" Wrongly labelled instances get {mean_noisy:.3f} on average."
-    return text
-
-
-def findings_label(change: Mapping[str, Any]) -> str:
-    """07_label_reweight: are the targets it changes the wrong ones, and towards the truth?
-
-    ``change``: :func:`label_change_summary` (with the table for the truth-based shares).
-    """
-    text = f"Label reweighting changed {change['changed']} of {change['n']} targets ({_pct(change['changed_share'])})."
-    if "changed_share_noisy" not in change:
-        return text + " Without ground truth it cannot be said whether the changed targets were wrong."
-    noisy_share = change.get("changed_noisy_share", float("nan"))
-    true_share = change.get("mixed_is_true_share", float("nan"))
-    text += (f" It changed {_pct(change['changed_share_noisy'])} of the wrongly labelled instances and "
-             f"{_pct(change['changed_share_clean'])} of the correctly labelled ones.")
-    if change["changed"] and np.isfinite(noisy_share):
-        text += f" Of the changed targets, {_pct(noisy_share)} belong to wrongly labelled instances"
-        if np.isfinite(true_share):
-            text += f" and {_pct(true_share)} mix in the true class"
-        text += "."
-        helpful = true_share if np.isfinite(true_share) else noisy_share
-        harmful = 1.0 - noisy_share
-        if helpful > harmful:
-            text += " More changes point at the truth than damage a correct label: the step should help."
-        else:
-            text += (" At least as many changes damage a correct label as point at the truth: the step is not "
-                     "expected to help.")
-    return text
-
-
-# --------------------------------------------------------------------------- the study's verdict
-#: What each ablation group stands for (the index's legend). Groups not listed are described
-#: by their members.
-GROUP_DESCRIPTIONS = {
-    "ladder": "the paper's incremental ladder: the baseline (plain cross entropy), then one URNet step added per "
-              "row (class, cluster, instance, bag, label; DESIGN.md section 5.1)",
-    "ladder (cross-fitted)": "the ladder with weights computed out-of-fold (each row's weights come from a baseline "
-                             "that did not train on it)",
-    "selected": "the URNet configuration chosen on a noisy validation split carved from the training rows, "
-                "never on the test split (DESIGN.md section 5.6)",
-    "alone": "each URNet step on its own on top of the baseline, and the paper's literal class weight "
-             "(DESIGN.md section 5.2)",
-    "peer": "other methods for noisy or imbalanced labels, in the same harness (DESIGN.md section 5.3)",
-    "oracle": "trained on the truly clean rows only, which needs ground truth: the reference for the gap closed "
-              "(DESIGN.md section 5.4)",
-    "variant": "the top rungs with the study's own-class cluster count (DESIGN.md section 5.2)",
-    "trick": "the paper's tricks on top of full URNet, e.g. keeping only top-ranked Flickr images "
-             "(DESIGN.md section 5.2)",
-}
-
-#: The row that is full URNet in the ladder.
-FULL_URNET = "+label"
-
-
-def group_legend(summary: pd.DataFrame) -> pd.DataFrame:
-    """One row per group present in ``summary`` (in order of appearance): ``group``, ``rows``
-    (its methods), ``meaning``."""
-    rows = []
-    for group, df in summary.groupby("group", sort=False):
-        methods = list(dict.fromkeys(df["method"]))
-        rows.append({"group": group, "rows": ", ".join(methods),
-                     "meaning": GROUP_DESCRIPTIONS.get(group, f"rows of the '{group}' group")})
-    return pd.DataFrame(rows)
-
-
-def _by_seed(results: pd.DataFrame, method: str, metric: str) -> pd.Series:
-    return results[results["method"] == method].groupby("seed")[metric].mean().sort_index()
-
-
-def paired_interval(results: pd.DataFrame, a: str, b: str, metric: str = "top1"):
-    """:class:`~urnet_core.study.stats.Interval` of ``b - a`` paired by seed (seeds both ran)."""
-    from urnet_core.study.stats import paired_difference
-
-    va, vb = _by_seed(results, a, metric), _by_seed(results, b, metric)
-    seeds = va.index.intersection(vb.index)
-    return paired_difference(va[seeds].to_numpy(), vb[seeds].to_numpy())
-
-
-def _level(summary: pd.DataFrame, method: str, metric: str) -> str:
-    row = summary.set_index("method").loc[method]
-    m, lo, hi = (100 * float(row[f"{metric}_{k}"]) for k in ("mean", "low", "high"))
-    if int(row.get("seeds", 1)) < 2:
-        return f"{m:.1f}%"
-    return f"{m:.1f}% (95% interval {lo:.1f} to {hi:.1f})"
-
-
-def _diff(ci, *, paired: bool = True) -> str:
-    m, lo, hi = 100 * ci.mean, 100 * ci.low, 100 * ci.high
-    if ci.n < 2:
-        return f"{m:+.1f} points"
-    return f"{m:+.1f} points (95% interval {lo:+.1f} to {hi:+.1f}{', paired by seed' if paired else ''})"
-
-
-def _compare(ci) -> str:
-    """'better' / 'worse' / 'tie' for an interval of a paired difference (tie also with one seed)."""
-    if ci.n < 2 or not np.isfinite(ci.mean):
-        return "tie"
-    if ci.low > 0:
-        return "better"
-    if ci.high < 0:
-        return "worse"
-    return "tie"
-
-
-def _best(summary: pd.DataFrame, group: str, metric: str) -> str | None:
-    df = summary[summary["group"] == group]
-    if not len(df):
-        return None
-    return str(df.loc[df[f"{metric}_mean"].idxmax(), "method"])
-
-
-def study_verdict(tables: Mapping[str, Any], *, metric: str = "top1") -> list[str]:
-    """The index's verdict: does URNet work on this data, and which step helps. Sentences, in order.
-
-    ``tables``: :func:`urnet_core.study.ablation.read_tables` (``results``, ``summary``,
-    ``ladder_differences``, ``gap_closed``, ``data``). Every statement comes from these numbers:
-    a step "helps" or "hurts" only when its 95% paired interval excludes zero; full URNet
-    (``+label``) and the selected configuration (group ``selected``, when present) are set
-    against the baseline, the best peer and (with ground truth) the best oracle.
-    """
-    results, summary = tables.get("results"), tables.get("summary")
-    data = tables.get("data") or {}
-    if results is None or summary is None or not len(summary):
-        return ["The ablation has not run yet, so there is no verdict."]
-    methods = set(summary["method"])
-    n_seeds = int(results["seed"].nunique())
-    name = metric.replace("top1", "top-1").replace("_", " ")
-    out: list[str] = []
-    base = "baseline" if "baseline" in methods else None
-    full = FULL_URNET if FULL_URNET in methods else None
-    peer = _best(summary, "peer", metric)
-    oracle = _best(summary, "oracle", metric) if data.get("ground_truth", True) else None
-    selected = _best(summary, "selected", metric)
-
-    # A run where nothing was learned says nothing about the method: say so first.
-    classes = data.get("classes")
-    if classes and f"{metric}_mean" in summary and metric in ("top1", "balanced_accuracy"):
-        chance = 1.0 / float(classes)
-        best = float(summary[f"{metric}_mean"].max())
-        if best <= chance + 0.02:
-            out.append(f"Every model is at chance level ({name} at most {100 * best:.1f}% with {classes} classes, "
-                       f"chance {100 * chance:.1f}%): nothing was learned, so this run says nothing about URNet "
-                       f"(too few epochs or images, as in a smoke run); read what follows as a check of the "
-                       f"machinery only.")
-
-    # Headline: full URNet against the baseline and the best peer.
-    if full and base:
-        vs_base = paired_interval(results, base, full, metric)
-        vs_peer = paired_interval(results, peer, full, metric) if peer else None
-        b, p = _compare(vs_base), _compare(vs_peer) if vs_peer is not None else None
-        if n_seeds < 2:
-            head = (f"With a single seed no interval can be computed, so nothing below is called significant: full "
-                    f"URNet ({full}) differs from the baseline by {_diff(vs_base)}")
-        elif b == "better" and p in (None, "better"):
-            head = "URNet works on this data: full URNet (+label) beats the baseline" + (
-                f" and the best peer, {peer}" if peer else "")
-        elif b == "better" and p == "tie":
-            head = (f"Full URNet (+label) beats the baseline, but not the best peer ({peer}): the seeds cannot tell "
-                    f"them apart, so URNet's extra machinery buys nothing over the simpler method here")
-        elif b == "better":
-            head = (f"Full URNet (+label) beats the baseline, but the best peer ({peer}) is significantly better "
-                    f"than URNet")
-        elif b == "tie":
-            head = "Full URNet (+label) does not significantly beat the baseline on this data"
-        else:
-            head = "Full URNet (+label) is significantly worse than the baseline on this data"
-        out.append(head + f" ({name}, {n_seeds} seed{'s' if n_seeds != 1 else ''}).")
-        text = (f"Full URNet reaches {_level(summary, full, metric)} against {_level(summary, base, metric)} for the "
-                f"baseline, a difference of {_diff(vs_base)}")
-        if peer:
-            text += (f"; the best peer, {peer}, reaches {_level(summary, peer, metric)}, and URNet minus that peer is "
-                     f"{_diff(vs_peer)}")
-        out.append(text + ".")
-
-    # The ladder: which step helps.
-    ladder = tables.get("ladder_differences")
-    if ladder is not None and len(ladder) and n_seeds < 2:
-        steps = [f"{str(r['step']).split('->')[-1].strip()} {float(r['diff_pp']):+.1f} points"
-                 for _, r in ladder.iterrows()]
-        out.append(f"Step by step (one seed, so no step can be called significant): {_join(steps)}.")
-    elif ladder is not None and len(ladder):
-        helps, hurts, unclear = [], [], []
-        for _, r in ladder.iterrows():
-            step = str(r["step"]).split("->")[-1].strip()
-            desc = f"{step} ({float(r['diff_pp']):+.1f} points, {float(r['low_pp']):+.1f} to {float(r['high_pp']):+.1f})"
-            if float(r["low_pp"]) > 0:
-                helps.append(desc)
-            elif float(r["high_pp"]) < 0:
-                hurts.append(desc)
-            else:
-                unclear.append(step)
-        parts = []
-        if helps:
-            parts.append(f"{_join(helps)} help{'s' if len(helps) == 1 else ''} significantly")
-        if hurts:
-            parts.append(f"{_join(hurts)} hurt{'s' if len(hurts) == 1 else ''} significantly")
-        if unclear:
-            parts.append(f"{_join(unclear)} change{'s' if len(unclear) == 1 else ''} {name} by less than the seeds "
-                         f"can resolve (the 95% interval includes zero)")
-        if not helps:
-            parts.insert(0, "no step of the ladder helps significantly")
-        out.append(f"Step by step (each rung against the previous one, paired by seed): {'; '.join(parts)}.")
-
-    # The selected configuration, when the study has one.
-    if selected:
-        text = f"The configuration selected on the noisy validation split, {selected}, reaches {_level(summary, selected, metric)}"
-        comps = []
-        if base:
-            comps.append(f"{_diff(paired_interval(results, base, selected, metric), paired=False)} against the baseline")
-        if peer:
-            comps.append(f"{_diff(paired_interval(results, peer, selected, metric), paired=False)} against {peer}")
-        out.append(text + (": " + ", ".join(comps) if comps else "") + ".")
-
-    # The oracle and the gap closed, or why they are missing.
-    if not data.get("ground_truth", True):
-        out.append("This data has no ground truth (no true labels), so there is no oracle trained on the clean rows "
-                   "and no gap closed; the comparisons above need no truth.")
-    elif oracle and base:
-        text = f"The best oracle, {oracle}, trained on the truly clean rows only, reaches {_level(summary, oracle, metric)}"
-        gap = tables.get("gap_closed")
-        g = gap.set_index("method") if gap is not None and len(gap) else None
-        closed = []
-        for method in [m for m in (full, selected, peer) if m]:
-            if g is not None and method in g.index and np.isfinite(float(g.loc[method, "gap_closed"])):
-                r = g.loc[method]
-                closed.append(f"{method} closes {_num(r['gap_closed'])} of the baseline-to-oracle gap "
-                              f"({_num(r['low'])} to {_num(r['high'])})")
-        if closed:
-            text += "; " + "; ".join(closed) + " (0 = baseline, 1 = oracle)"
-        elif g is not None:
-            text += "; it is not better than the baseline, so the gap closed is undefined"
-        out.append(text + ".")
-    coverage = coverage_sentence(data)
-    if coverage:
-        out.append(coverage)
-    return out
-
-
-def coverage_sentence(data: Mapping[str, Any]) -> str | None:
-    """The verdict's warning about classes the training split cannot teach (None when every
-    class has enough images), from ``data['class_coverage']``
-    (:meth:`urnet_core.data.coverage.ClassCoverage.to_dict`)."""
-    cov = data.get("class_coverage") or {}
-    n = int(cov.get("n_flagged") or 0)
-    if not n:
-        return None
-    classes = data.get("classes")
-    text = (f"Caution: {n}{f' of the {classes}' if classes else ''} class{'es' if n != 1 else ''} "
-            f"{'have' if n != 1 else 'has'} no or fewer than {cov.get('min_train_images', 5)} training images")
-    test_only = len(cov.get("test_only") or [])
-    if test_only:
-        text += (f", {test_only} of them in the test split but absent from training (scoring 0 by construction, "
-                 "which lowers every mean over classes)")
-    return text + "; the data section names them."
-
-
-def _num(value: Any, digits: int = 2) -> str:
-    """``value`` rounded, without a minus sign on zero."""
-    text = f"{float(value):.{digits}f}"
-    return text[1:] if text.startswith("-") and float(text) == 0 else text
-
-
-def _join(items: Sequence[str]) -> str:
-    items = list(items)
-    if len(items) <= 1:
-        return "".join(items)
-    return ", ".join(items[:-1]) + " and " + items[-1]
-
-
-def interval_coverage(data: Mapping[str, Any]) -> str:
-    """What a 95% interval of the study covers: the seeds, and what a seed varies."""
-    seeds = data.get("seeds") or []
-    what = "model initialisation, batch order, augmentation, bags, k-means and the confidence model"
-    if data.get("draw_per_seed"):
-        what = "the benchmark draw (which labels are corrupted) and " + what
-    else:
-        what += "; the benchmark draw is the same for every seed"
-    return (f"Intervals are 95% Student-t intervals over {len(seeds)} seed{'s' if len(seeds) != 1 else ''} "
-            f"({', '.join(str(s) for s in seeds)}); a seed fixes the {what}. `low` and `high` are the bounds of the "
-            f"interval.")
-
-
-def balanced_test_note(test_class_counts: Sequence[int] | None, summary: pd.DataFrame | None = None) -> str | None:
-    """Why ``top1`` equals ``balanced_accuracy``, when the test split has as many images in every class
-    (the mean of per-class accuracies is then the overall accuracy). None otherwise."""
-    if test_class_counts is not None:
-        counts = np.asarray(test_class_counts)
-        counts = counts[counts > 0]
-        if counts.size and counts.min() == counts.max():
-            return (f"The test split has {int(counts[0])} images in every class, so top-1 accuracy equals balanced "
-                    f"accuracy (the mean of the per-class accuracies): the two columns are identical by construction.")
-        return None
-    if summary is not None and {"top1_mean", "balanced_accuracy_mean"} <= set(summary.columns) and len(summary):
-        if np.allclose(summary["top1_mean"], summary["balanced_accuracy_mean"], atol=1e-9):
-            return ("top-1 accuracy equals balanced accuracy in every row, as it does when the test split has as many "
-                    "images in every class.")
-    return None
-
-
 def parameters_table(params: Mapping[str, Any]) -> pd.DataFrame:
     """A nested mapping (e.g. the benchmark's parameters) as a two-column table of dotted keys and
     values, for display instead of a raw JSON dump."""
@@ -1376,3 +905,20 @@ def parameters_table(params: Mapping[str, Any]) -> pd.DataFrame:
 
     walk("", dict(params or {}))
     return pd.DataFrame(rows, columns=["parameter", "value"])
+
+
+# --------------------------------------------------------------------------- the words moved to findings
+#: The prose (each notebook's findings, the verdict, the group legend) lives in
+#: :mod:`urnet_core.study.findings`; these names stay importable from here.
+_FINDINGS_NAMES = ("AUROC_CHANCE", "AUROC_TIE", "SALIENCY_TIE", "findings_data", "findings_challenges",
+                   "findings_baseline", "findings_class", "findings_cluster", "findings_instance", "findings_bag",
+                   "findings_label", "GROUP_DESCRIPTIONS", "FULL_URNET", "group_legend", "study_verdict",
+                   "coverage_sentence", "interval_coverage", "balanced_test_note")
+
+
+def __getattr__(name: str):
+    if name in _FINDINGS_NAMES:
+        from urnet_core.study import findings
+
+        return getattr(findings, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -147,6 +147,13 @@ def image_grid(table: pd.DataFrame, rows: Sequence[Sequence[int]], *, images: np
     """A grid of images, one list of table rows per grid row (rows may differ in length)."""
     if len(rows) == 0:
         raise ValueError("image_grid needs at least one row of images")
+    if len(rows) == 1 and len(rows[0]) > 4 and not row_titles:
+        # One long strip is too short to read once scaled to the page: two rows instead.
+        half = (len(rows[0]) + 1) // 2
+        split = lambda seq: [list(seq[0][:half]), list(seq[0][half:])]  # noqa: E731
+        rows = split(rows)
+        titles = split(titles) if titles else titles
+        colors = split(colors) if colors else colors
     ncols = max(1, max(len(r) for r in rows))
     fig, axes = _subplots(len(rows), ncols, cell * ncols + (1.2 if row_titles else 0), cell * len(rows) + 0.4)
     for i, members in enumerate(rows):
@@ -337,11 +344,36 @@ def noise_rate_scatter(noise: pd.DataFrame, class_names: Sequence[str] | None = 
     if "true" not in noise.columns:
         raise ValueError("noise_rate_scatter needs the 'true' column (estimated_noise_rates with true_labels)")
     lim = float(np.nanmax([noise["true"].max(), noise["estimated"].max(), 0.05]) * 1.1)
+    if float(noise["true"].max() - noise["true"].min()) < 0.02 * lim:
+        return _noise_rate_dots(noise, class_names, lim)
     fig, ax = _class_scatter(noise, "true", "estimated", lim, "estimate = truth", class_names)
     ax.set_xlabel("true noise rate (share of wrong labels)")
     ax.set_ylabel("estimated noise rate (baseline)")
     ax.set_title("label noise per class: estimate vs truth")
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _noise_rate_dots(noise: pd.DataFrame, class_names: Sequence[str] | None, lim: float) -> Figure:
+    """Every class has the same true noise rate (a symmetric benchmark): one row per class, its
+    estimate as a dot, the truth as a vertical line (a scatter would pile every class on one x)."""
+    df = noise.sort_values("estimated").reset_index(drop=True)
+    fig = _figure(6.0, 0.28 * len(df) + 1.6)
+    ax = fig.add_subplot()
+    y = np.arange(len(df))
+    ax.plot(df["estimated"], y, "o", color="#0173b2", label="estimated (baseline)")
+    if "cleanlab" in df:
+        ax.plot(df["cleanlab"], y, "D", mfc="white", color="#de8f05", label="estimated (cleanlab)")
+    truth = float(df["true"].mean())
+    ax.axvline(truth, color="black", ls="--", lw=0.9, label=f"true rate of every class ({truth:.2f})")
+    ax.set_yticks(y)
+    ax.set_yticklabels([class_names[int(c)] if class_names is not None else str(int(c)) for c in df["class"]],
+                       fontsize=8)
+    ax.set_xlim(0, max(lim, float(np.nanmax(df.get("cleanlab", df["estimated"]))) * 1.1))
+    ax.set_xlabel("noise rate (share of wrong labels)")
+    ax.set_title("label noise per class: estimates against the truth")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
     return fig
 
@@ -433,18 +465,30 @@ def weight_histograms(weights: Mapping[str, np.ndarray], noise_type: Sequence[st
             ax.set_xlabel("weight (one bar group per distinct value)")
             ax.set_ylabel("share of the group")
         else:
+            # One strip per group, stacked one above the other on a shared weight axis: four
+            # overlaid outlines cannot be told apart; the median of each group is marked.
             lo, hi = np.nanpercentile(w, [0.5, 99.5])
             edges = np.linspace(lo, hi if hi > lo else lo + 1e-6, bins + 1)
+            shares = []
             for group, mask in groups:
                 counts, _ = np.histogram(np.clip(w[mask], edges[0], edges[-1]), bins=edges)
-                share = counts / max(1, mask.sum())
+                shares.append(counts / max(1, mask.sum()))
+            top = max(float(np.max(sh)) for sh in shares) if shares else 1.0
+            for k, ((group, mask), share) in enumerate(zip(groups, shares)):
+                base = (len(groups) - 1 - k) * 1.15 * top
                 color = _GROUP_COLOR[group]
-                ax.stairs(share, edges, fill=True, facecolor=matplotlib.colors.to_rgba(color, 0.15), edgecolor=color,
-                          lw=1.6, label=f"{group} (n={mask.sum()})")
-            ax.set_xlabel("weight")
-            ax.set_ylabel("share of the group per bin")
+                ax.stairs(share + base, edges, baseline=base, fill=True, facecolor=matplotlib.colors.to_rgba(color, 0.35),
+                          edgecolor=color, lw=1.2, label=f"{group} (n={mask.sum()})")
+                med = float(np.median(w[mask])) if mask.any() else np.nan
+                if np.isfinite(med):
+                    ax.plot([med, med], [base, base + top], color=color, lw=1.5, ls=":")
+            ax.set_yticks([(len(groups) - 1 - k) * 1.15 * top + top / 2 for k in range(len(groups))])
+            ax.set_yticklabels([f"{g}\n(n={m.sum()})" for g, m in groups], fontsize=8)
+            ax.set_xlabel("weight (dotted: the group's median)")
+            ax.set_ylabel("share of the group per bin, one strip per group")
         ax.set_title(f"{name} weight")
-        ax.legend(fontsize=7)
+        if values.size <= discrete_max:  # the strips of a continuous weight are named on the y axis
+            ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 
@@ -495,17 +539,23 @@ def cluster_composition_chart(details: Any, class_names: Sequence[str] | None = 
     """Stacked bars: instances of each pooled class in each k-means group of one class's problem."""
     comp = np.asarray(details.composition)
     names = [class_names[int(c)] if class_names is not None else str(int(c)) for c in details.classes]
-    fig = _figure(5.5, 3.4)
+    order = np.argsort(-comp.sum(1), kind="stable")  # largest first, the order of cluster_groups_figure's rows
+    comp = comp[order]
+    weights = np.asarray(details.group_weights)[order]
+    fig = _figure(6.5, 3.4)
     ax = fig.add_subplot()
     bottom = np.zeros(comp.shape[0])
+    palette = ("#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc", "#ca9161", "#fbafe4", "#949494", "#ece133",
+               "#56b4e9")
     for k in range(comp.shape[1]):
-        ax.bar(np.arange(comp.shape[0]), comp[:, k], bottom=bottom, label=names[k])
+        ax.bar(np.arange(comp.shape[0]), comp[:, k], bottom=bottom, label=names[k], color=palette[k % len(palette)])
         bottom += comp[:, k]
     ax.set_xticks(np.arange(comp.shape[0]))
-    ax.set_xticklabels([f"G{g}\nw={w:.2f}" for g, w in enumerate(details.group_weights)], fontsize=8)
+    ax.set_xticklabels([f"group {g}\nw={w:.2f}" for g, w in zip(order, weights)], fontsize=8)
     ax.set_ylabel("instances in group (N_G)")
-    ax.set_title(f"group sizes for class '{names[0]}'")
-    ax.legend(fontsize=7, title="pooled class")
+    ax.set_title(f"group sizes for class '{names[0]}' (largest first, as in the images above)")
+    # Right of the axes: never over the bars.
+    ax.legend(fontsize=7, title="pooled class", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
     return fig
 
@@ -541,18 +591,24 @@ def per_class_accuracy_chart(per_class: pd.DataFrame) -> Figure:
     """Per-class test accuracy vs training class size (``analysis.per_class_accuracy_table``)."""
     fig = _figure(5.5, 3.8)
     ax = fig.add_subplot()
+    wilson = {"low", "high"} <= set(per_class.columns)
     for group in SIZE_GROUPS:
         df = per_class[per_class["group"] == group]
         if len(df):
-            ax.errorbar(df["count"], df["accuracy"], yerr=df["accuracy_std"], fmt="o", ms=4, capsize=2,
+            if wilson:  # a proportion's interval: inside [0, 1] by construction
+                yerr = np.vstack([df["accuracy"] - df["low"], df["high"] - df["accuracy"]]).clip(min=0)
+            else:
+                yerr = df["accuracy_std"]
+            ax.errorbar(df["count"], df["accuracy"], yerr=yerr, fmt="o", ms=4, capsize=2,
                         color=SIZE_COLORS[group], label=group)
     ax.set_xscale("log")
     _plain_log(ax, "x")
     ax.set_xlabel("training images of the class (log)")
     ax.set_ylabel("test accuracy of the class")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_title("baseline per-class accuracy vs class size (mean ± sd over seeds)")
-    ax.legend(fontsize=8)
+    ax.set_ylim(-0.03, 1.05)
+    ax.set_title("baseline per-class accuracy vs class size (mean over seeds, "
+                 + ("95% Wilson interval)" if wilson else "± sd over seeds)"))
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
     return fig
 
@@ -613,7 +669,7 @@ def accuracy_by_size_chart(by_size: pd.DataFrame, *, methods: Sequence[str] | No
     for k, group in enumerate(SIZE_GROUPS):
         sub = df[df["group"] == group].set_index("method").reindex(names)
         mean = sub["accuracy"].to_numpy() * 100
-        # Accuracy is bounded, so draw the t-intervals (wide with few seeds) clipped to [0, 100].
+        # Accuracy is bounded: intervals (Wilson from analysis.accuracy_by_size) stay inside [0, 100].
         low = np.clip(sub["low"].to_numpy() * 100, 0, 100)
         high = np.clip(sub["high"].to_numpy() * 100, 0, 100)
         err = np.nan_to_num(np.maximum(np.vstack([mean - low, high - mean]), 0))
@@ -622,7 +678,7 @@ def accuracy_by_size_chart(by_size: pd.DataFrame, *, methods: Sequence[str] | No
     ax.set_xticklabels(names, rotation=35, ha="right", fontsize=8)
     ax.set_ylim(0, 100)
     ax.set_ylabel("mean per-class accuracy (%)")
-    ax.set_title("accuracy by class size (95% CI over seeds, clipped to [0, 100])")
+    ax.set_title("accuracy by class size (mean and 95% interval)")
     # Outside the axes: the bars reach the top of the plot.
     ax.legend(title="classes", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()

@@ -16,6 +16,7 @@ import subprocess
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
 import pandas as pd
 
 from urnet_core.utils.io import write_text
@@ -58,8 +59,14 @@ def git_revision(cwd: str | Path | None = None, *, outputs: str = "reports") -> 
 TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "resources" / "nbconvert"
 
 
+#: Cells left out of the rendered page (still in the notebook, which runs as it is in JupyterLab):
+#: the parameters, papermill's injected parameters and the setup (imports, config, data loading).
+HIDDEN_TAGS = ("parameters", "injected-parameters", "setup")
+
+
 def render_notebook_html(notebook: str | Path, html_path: str | Path, *,
-                         paths: dict[str, str] | None = None) -> Path:
+                         paths: dict[str, str] | None = None, nav: dict[str, str | None] | None = None,
+                         takeaway: list[str] | None = None) -> Path:
     """Render an executed notebook to a standalone HTML file (written atomically).
 
     The page works offline: it loads no script from a CDN (JupyterLab's template loads
@@ -69,6 +76,12 @@ def render_notebook_html(notebook: str | Path, html_path: str | Path, *,
     notebooks' display hook (:func:`urnet_core.study.notebook.setup`), else a description
     naming the cell. Machine paths in sources and text outputs are written relative to the
     repository (``paths`` maps further absolute paths, e.g. the run folder, to a placeholder).
+
+    The page opens with the answer: its ``<title>`` is the notebook's name (its first heading),
+    a link bar (``nav``: ``{"index", "previous", "next"}`` file names, None for none) and the
+    notebook's one-line takeaway (the first paragraph of its "What this shows" conclusion, or the
+    paragraphs ``takeaway``: the ablation's page opens with the verdict's lines) come first; the
+    cells tagged :data:`HIDDEN_TAGS` are left out of the page.
     """
     import nbformat
     from nbconvert import HTMLExporter
@@ -91,9 +104,77 @@ def render_notebook_html(notebook: str | Path, html_path: str | Path, *,
                 if mime in output.get("data", {}):
                     meta = output.setdefault("metadata", {}).setdefault(mime, {})
                     meta.setdefault("alt", f"figure of cell {index + 1} of {Path(notebook).stem}")
+    title = page_title(nb, Path(notebook).stem)
+    if takeaway is None:
+        first = notebook_takeaway(nb)
+        takeaway = [first] if first else None
+    nb.cells = [c for c in nb.cells if not set(c.get("metadata", {}).get("tags", [])) & set(HIDDEN_TAGS)]
     exporter = HTMLExporter(template_name="urnet", extra_template_basedirs=[str(TEMPLATE_DIR)])
-    body, _ = exporter.from_notebook_node(nb)
-    return write_text(html_path, body)
+    body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
+    return write_text(html_path, _page_header(body, nav, takeaway))
+
+
+def page_title(nb: Any, stem: str) -> str:
+    """The notebook's name: the text of its first ``# `` heading (the file stem without one)."""
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            for line in cell.source.splitlines():
+                if line.startswith("# "):
+                    return line[2:].strip()
+    return stem
+
+
+def notebook_takeaway(nb: Any) -> str | None:
+    """The first paragraph of the notebook's last conclusion (``urnet-conclusion`` output), as text."""
+    for cell in reversed(nb.cells):
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            if "urnet-conclusion" in str(data.get("text/html", "")):
+                text = data.get("text/plain", "")
+                text = "".join(text) if isinstance(text, list) else str(text)
+                first = text.split("\n\n")[0].strip()
+                if len(first) > 320:  # a long paragraph: its first sentence is the takeaway
+                    first = re.split(r"(?<=[.!?])\s+(?=[A-Z])", first, maxsplit=1)[0]
+                return first or None
+    return None
+
+
+NAV_CSS = ("<style>.urnet-nav{font-family:system-ui,sans-serif;font-size:.95em;padding:.4em 0;margin:0 0 .5em;"
+           "border-bottom:1px solid #ddd}.urnet-nav a{margin-right:1.2em}.urnet-takeaway{font-family:system-ui,"
+           "sans-serif;font-size:1.05em;background:#f6f8fb;border-left:4px solid #0173b2;padding:.5em 1em;"
+           "margin:.5em 0 1em;max-width:60em}</style>")
+
+
+def nav_html(nav: dict[str, str | None] | None) -> str:
+    """The link bar: back to the index, the previous and the next page."""
+    nav = nav or {}
+    links = [f"<a href='{html.escape(nav.get('index') or 'index.html')}'>&#8593; index</a>"]
+    if nav.get("previous"):
+        links.append(f"<a href='{html.escape(nav['previous'])}' rel='prev'>&#8592; previous: "
+                     f"{html.escape(Path(nav['previous']).stem)}</a>")
+    if nav.get("next"):
+        links.append(f"<a href='{html.escape(nav['next'])}' rel='next'>next: {html.escape(Path(nav['next']).stem)} "
+                     f"&#8594;</a>")
+    return "<nav class='urnet-nav' id='urnet-nav'>" + "".join(links) + "</nav>"
+
+
+def _page_header(body: str, nav: dict[str, str | None] | None, takeaway: list[str] | None) -> str:
+    """``body`` with the link bar first in ``<main>`` and the takeaway right after the first heading."""
+    body = body.replace("</head>", NAV_CSS + "</head>", 1)
+    bar = nav_html(nav)
+    match = re.search(r"<main[^>]*>", body) or re.search(r"<body[^>]*>", body)
+    if match:
+        body = body[:match.end()] + bar + body[match.end():]
+    if takeaway:
+        box = ("<div class='urnet-takeaway' id='takeaway'><b>Takeaway:</b> "
+               + "<br>".join(html.escape(t) for t in takeaway) + "</div>")
+        end = body.find("</h1>")
+        if end >= 0:
+            body = body[:end + 5] + box + body[end + 5:]
+        elif match:
+            at = body.find(bar) + len(bar)
+            body = body[:at] + box + body[at:]
+    return body
 
 
 def _path_replacements(paths: dict[str, str] | None) -> list[tuple[str, str]]:
@@ -157,7 +238,8 @@ def _math_image(match: re.Match) -> str:
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
 table{border-collapse:collapse;margin:1em 0;font-size:.9em}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}code{background:#f5f5f5;padding:0 .2em}
-.verdict{font-size:1.05em;background:#f6f8fb;border-left:4px solid #4c72b0;padding:.6em 1em}
+.verdict{font-size:1.05em;background:#f6f8fb;border-left:4px solid #0173b2;padding:.6em 1em}.verdict p.line{font-weight:600}
+.verdict p.warning{color:#8a4b00}.details li{margin:.3em 0}
 figure{margin:1em 0}figure img{max-width:100%;height:auto}figcaption{font-size:.9em;color:#444}
 table.text td,table.text th{text-align:left}.note{font-size:.9em;color:#444}"""
 
@@ -192,16 +274,16 @@ def write_index(reports_dir: str | Path, *, notebooks: Iterable[tuple[str, str |
                 test_class_counts: list[int] | None = None) -> Path:
     """Write ``reports_dir/index.html``: the answer first, then the evidence.
 
-    Sections: the verdict (sentences computed by :func:`urnet_core.study.analysis.study_verdict`
-    from the ablation's numbers), the ablation chart (``ablation_top1.png`` beside the index),
-    the ladder's paired differences, every row with its interval, a legend of the row groups,
+    Sections: the verdict (three lines, then the details, computed by :func:`urnet_core.study.findings.verdict`
+    from the ablation's numbers), the claim figures (:data:`CLAIM_FILES` beside the index), the
+    ladder's paired differences, the tuned peers against the baseline, every row with its interval, a legend of the row groups,
     the gap closed, the data, the notebooks and the environment. ``notebooks``: (title, html
     file name relative to ``reports_dir`` or None, status) triples; only files that exist are
     linked. ``tables``: :func:`urnet_core.study.ablation.read_tables` (None when the ablation did
     not run). ``test_class_counts``: images per class of the test split (says why top-1 equals
     balanced accuracy on a balanced split).
     """
-    from urnet_core.study import analysis
+    from urnet_core.study import findings
 
     reports = Path(reports_dir)
     env = environment()
@@ -217,40 +299,57 @@ def write_index(reports_dir: str | Path, *, notebooks: Iterable[tuple[str, str |
              + (f" on {html.escape(str(data.get('name')))}" if data.get("name") else "") + ".</p>"]
 
     parts.append("<h2>Verdict: does URNet work here, and which step helps?</h2>")
-    verdict = analysis.study_verdict(tables) if summary is not None else [
-        "The ablation (notebook 08) has not run yet, so there is no verdict."]
-    parts.append("<div class='verdict' id='verdict'>" + "".join(f"<p>{html.escape(s)}</p>" for s in verdict)
-                 + "</div>")
-    chart = reports / "ablation_top1.png"
-    if summary is not None and len(summary):
-        parts.append(_chart_html(summary, chart))
-    elif chart.exists():
-        chart.unlink()  # never show a chart of another run
+    verdict = findings.verdict(tables) if summary is not None else {
+        "warnings": [], "lines": ["The ablation (notebook 08) has not run yet, so there is no verdict."], "details": []}
+    parts.append("<div class='verdict' id='verdict'>"
+                 + "".join(f"<p class='warning'><b>Warning:</b> {html.escape(w)}</p>" for w in verdict["warnings"])
+                 + "".join(f"<p class='line'>{html.escape(s)}</p>" for s in verdict["lines"]) + "</div>")
+    if verdict["details"]:
+        parts.append("<div class='details' id='verdict-details'><p class='note'>The details behind the three lines "
+                     "(every number from the ablation's tables; a row beats another only when the 95% paired interval "
+                     "excludes zero):</p><ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in verdict["details"])
+                     + "</ul></div>")
+    parts.extend(_claim_figures_html(tables, reports) if summary is not None and len(summary) else [])
+    if summary is None or not len(summary):
+        for stale in CLAIM_FILES.values():
+            (reports / stale).unlink(missing_ok=True)  # never show a figure of another run
+    (reports / "ablation_top1.png").unlink(missing_ok=True)  # the old absolute-bar chart
 
     ladder = tables.get("ladder_differences")
     if ladder is not None and len(ladder):
         parts.append("<h2>Which step helps: the ladder, step by step</h2>")
         parts.append("<p>Each rung of the ladder against the previous one, in percentage points of test top-1, "
                      "paired by seed: the interval is over the per-seed differences, which removes the variance "
-                     "both runs share (DESIGN.md section 5.5). A step is significant when its 95% interval "
-                     "excludes zero. The last column is the paper's single-run top-5 step on WebVision 2.0, for "
-                     "the direction, not the size.</p>")
-        parts.append(_table_html(_ladder_view(ladder, n_seeds=_n_seeds(tables))))
+                     "both runs share (DESIGN.md section 5.5). A step helps or hurts when its 95% interval "
+                     "excludes zero, else it cannot be told apart from the rung before; its half-width is set "
+                     f"against the {findings.STEP_TARGET_PP:.1f} pp target. The last column is the paper's "
+                     "single-run top-5 step on WebVision 2.0, for the direction, not the size.</p>")
+        parts.append(_table_html(findings.ladder_view(ladder)))
+
+    results = tables.get("results")
+    peers = findings.versus_baseline(results, "peer") if results is not None and len(results) else None
+    if peers is not None and len(peers):
+        parts.append("<h2>Tuned peers against the baseline</h2>")
+        parts.append("<p>Each tuned peer minus the baseline (plain cross entropy), paired by seed, in percentage points "
+                     "of test top-1 with its 95% interval: do the peers beat cross entropy here? "
+                     + html.escape(findings.versus_baseline_sentence(peers)) + "</p>")
+        parts.append(_table_html(findings.versus_baseline_view(peers)))
 
     if summary is not None and len(summary):
         parts.append("<h2>Every row</h2>")
+        few_classes = data.get("classes") is not None and int(data["classes"]) <= 10
         cols = [c for c in ("method", "group", "seeds", "top1", "balanced_accuracy", "macro_f1", "top5", "ece")
-                if c in summary]
+                if c in summary and not (c == "top5" and few_classes)]  # top-5 of <= 10 classes tells nothing
         parts.append("<p>Test-set metrics in %, <code>mean ± half-width</code> of the 95% interval over seeds. "
                      "<code>top1</code> is the headline metric; <code>balanced_accuracy</code> (mean of per-class "
                      "accuracies) and <code>macro_f1</code> weigh every class equally; <code>ece</code> is the "
                      "expected calibration error (lower is better).</p>")
-        note = analysis.balanced_test_note(test_class_counts, summary)
+        note = findings.balanced_test_note(test_class_counts, summary)
         if note:
             parts.append(f"<p class='note'>{html.escape(note)}</p>")
-        parts.append(_table_html(summary[cols]))
+        parts.append(_table_html(_summary_view(summary, cols)))
         parts.append("<h3>What the groups mean</h3>")
-        parts.append(_table_html(analysis.group_legend(summary), text=True))
+        parts.append(_table_html(findings.group_legend(summary), text=True))
         gap = tables.get("gap_closed")
         if not data.get("ground_truth", True):
             parts.append("<p>This data has no ground truth (no <code>noise_type</code> or <code>true_label</code> "
@@ -292,46 +391,85 @@ def write_index(reports_dir: str | Path, *, notebooks: Iterable[tuple[str, str |
     return write_text(reports / "index.html", "\n".join(parts))
 
 
+def _summary_view(summary: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
+    """The summary's columns as ``mean ± half-width`` in % with one decimal (the precision a few
+    seeds give), from its numeric columns."""
+    view = summary[[c for c in cols if c in ("method", "group", "seeds")]].copy()
+    for c in cols:
+        if c in ("method", "group", "seeds"):
+            continue
+        if f"{c}_mean" not in summary:
+            view[c] = summary[c]
+            continue
+        m, lo, hi = (100 * summary[f"{c}_{k}"].astype(float) for k in ("mean", "low", "high"))
+        view[c] = [f"{a:.1f}" if not np.isfinite(h - a) or int(n) < 2 else f"{a:.1f} ± {(h - l) / 2:.1f}"
+                   for a, l, h, n in zip(m, lo, hi, summary.get("seeds", pd.Series(2, index=summary.index)))]
+    return view[cols]
+
+
 def _n_seeds(tables: dict[str, Any]) -> int:
     results = tables.get("results")
     return int(results["seed"].nunique()) if results is not None and len(results) else 0
 
 
-def _ladder_view(ladder: pd.DataFrame, *, n_seeds: int) -> pd.DataFrame:
-    view = pd.DataFrame({"step": ladder["step"],
-                         "difference (points)": ladder["diff_pp"].map(lambda v: f"{v:+.2f}"),
-                         "low": ladder["low_pp"].map(lambda v: f"{v:+.2f}"),
-                         "high": ladder["high_pp"].map(lambda v: f"{v:+.2f}")})
-    if n_seeds >= 2:
-        view["significant"] = [("yes, helps" if lo > 0 else "yes, hurts") if (lo > 0 or hi < 0) else "no"
-                               for lo, hi in zip(ladder["low_pp"], ladder["high_pp"])]
-    else:
-        view["significant"] = "one seed: untested"
-    if "paper_top5_diff" in ladder:
-        view["paper (top-5)"] = ladder["paper_top5_diff"].map(lambda v: "" if pd.isna(v) else f"{v:+.1f}")
-    return view
+#: The claim figures written beside the index (:mod:`urnet_core.study.figures`).
+CLAIM_FILES = {"headline": "claim_headline.png", "ladder": "claim_ladder.png", "rows": "claim_rows.png"}
+_CLAIM_CAPTIONS = {
+    "headline": "URNet's rows minus the baseline and minus the best tuned peer (in the peers profile: each tuned peer "
+                "minus the baseline), paired by seed: the dot is the mean difference over seeds, the line its 95% "
+                "interval, the vertical line zero. The words beside each row are the verdict's.",
+    "ladder": "Each rung of the paper's ladder minus the rung before, paired by seed, with its 95% interval and the "
+              "zero line; the open triangle is the paper's step (single-run top-5 on WebVision 2.0, for the "
+              "direction, not the size).",
+    "rows": "Every row's test top-1: small dots one seed each, the large dot the mean, the line its 95% interval; the "
+            "dashed line is the baseline. Rows marked > (in bold) are those the verdict names.",
+}
 
 
-def _chart_html(summary: pd.DataFrame, path: Path) -> str:
-    from urnet_core.study import plots
+def _claim_figures_html(tables: dict[str, Any], reports: Path) -> list[str]:
+    """The claim figures in the order of the verdict (headline, ladder, every row), written as PNGs
+    beside the index (stale ones removed), each with alt text listing its numbers."""
+    from urnet_core.study import figures
 
-    fig = plots.ablation_chart(summary, metric="top1", title="test top-1 of every row (mean and 95% interval)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    tmp.replace(path)
-    alt = ("Horizontal bar chart of test top-1 accuracy for every ablation row, coloured by group, with 95% "
-           "interval error bars and a dashed line at the baseline. "
-           + "; ".join(f"{m}: {100 * v:.1f}%" for m, v in zip(summary["method"], summary["top1_mean"])))
-    return (f"<figure><img src='{html.escape(path.name)}' alt='{html.escape(alt, quote=True)}'>"
-            "<figcaption>Test top-1 of every row: bars are the mean over seeds, whiskers the 95% interval, colours "
-            "the group (legend right of the chart), the dashed line the baseline. Overlapping whiskers of two rows "
-            "mean the seeds cannot tell them apart; the paired differences below are the sharper test for the "
-            "ladder.</figcaption></figure>")
+    made = figures.claim_figures(tables)
+    out = []
+    for key, name in CLAIM_FILES.items():
+        path = reports / name
+        if key not in made:
+            path.unlink(missing_ok=True)
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        made[key].savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+        tmp.replace(path)
+        alt = _claim_alt(key, tables)
+        out.append(f"<figure id='claim-{key}'><img src='{html.escape(name)}' alt='{html.escape(alt, quote=True)}'>"
+                   f"<figcaption>{html.escape(_CLAIM_CAPTIONS[key])}</figcaption></figure>")
+    return out
+
+
+def _claim_alt(key: str, tables: dict[str, Any]) -> str:
+    from urnet_core.study import findings
+
+    if key == "ladder":
+        ladder = tables["ladder_differences"]
+        return "Paired ladder steps: " + "; ".join(
+            f"{str(r['step'])} {float(r['diff_pp']):+.1f} pp ({float(r['low_pp']):+.1f} to {float(r['high_pp']):+.1f})"
+            for _, r in ladder.iterrows())
+    if key == "headline":
+        head = findings.headline_table(tables["results"])
+        if not len(head):
+            head = findings.versus_baseline(tables["results"]).assign(other="baseline")
+        return "Paired differences: " + "; ".join(
+            f"{r['method']} minus {r['other']} {float(r['diff_pp']):+.1f} pp ({float(r['low_pp']):+.1f} to "
+            f"{float(r['high_pp']):+.1f})" for _, r in head.iterrows())
+    summary = tables["summary"]
+    return "Dot plot of test top-1 per row: " + "; ".join(
+        f"{m}: {100 * v:.1f}%" for m, v in zip(summary["method"], summary["top1_mean"]))
 
 
 def _data_html(data: dict[str, Any], parameters: dict[str, Any]) -> str:
-    from urnet_core.study import analysis
+    from urnet_core.study import findings
 
     manifest = (parameters.get("data") or {}).get("manifest") or data.get("manifest")
     items = [f"<li><b>{html.escape(str(data.get('name', '?')))}</b>, from the manifest "
@@ -352,7 +490,7 @@ def _data_html(data: dict[str, Any], parameters: dict[str, Any]) -> str:
                      "untouched.</li>")
     elif not data.get("ground_truth", True):
         items.append("<li>No ground truth: which training labels are wrong is unknown.</li>")
-    items.append(f"<li>{html.escape(analysis.interval_coverage(data)).replace('`low`', '<code>low</code>').replace('`high`', '<code>high</code>')}</li>")
+    items.append(f"<li>{html.escape(findings.interval_coverage(data)).replace('`low`', '<code>low</code>').replace('`high`', '<code>high</code>')}</li>")
     if data.get("data_hash"):
         items.append(f"<li>Data hash <code>{html.escape(str(data['data_hash']))}</code> (changes whenever the "
                      "rows or the images change).</li>")

@@ -34,14 +34,45 @@ def smoke_config(base: StudyConfig | None = None) -> StudyConfig:
     return StudyConfig.from_dict(SMOKE, source="smoke settings", base=base).resolve_paths(REPO_ROOT)
 
 
-def notebook_key(notebook: str | Path, study: StudyConfig) -> str:
+def notebook_key(notebook: str | Path, study: StudyConfig, ablation: str | None = None) -> str:
     """What a rendered notebook depends on: its file, the config, the manifest's content,
     every package source file (presentation code included), the package versions and device
-    (:func:`~urnet_core.study.stages.runtime_fingerprint`)."""
+    (:func:`~urnet_core.study.stages.runtime_fingerprint`) and, for a notebook that reads the
+    ablation's tables (:func:`reads_ablation`), their digest ``ablation``
+    (:func:`ablation_digest`)."""
     manifest = Path(study.data.manifest)
     manifest_digest = file_hash(manifest) if manifest.is_file() else None
-    return stable_hash(file_hash(notebook), study.to_dict(), manifest_digest, package_version(), source_digest("all"),
-                       runtime_fingerprint())
+    parts = [file_hash(notebook), study.to_dict(), manifest_digest, package_version(), source_digest("all"),
+             runtime_fingerprint()]
+    if reads_ablation(notebook):
+        parts.append(ablation)
+    return stable_hash(*parts)
+
+
+def reads_ablation(notebook: str | Path) -> bool:
+    """Whether a notebook states the ablation's measured effects (it reads the tables notebook
+    08 writes, and does not write them itself): a step page (03-07)."""
+    text = Path(notebook).read_text(encoding="utf-8")
+    return "read_tables(" in text and "write_tables(" not in text
+
+
+def ablation_digest(run_dir: str | Path) -> str | None:
+    """Digest of the ablation's tables in ``run_dir`` (None when the set is incomplete)."""
+    from urnet_core.study.ablation import TABLE_FILES
+
+    folder = Path(run_dir) / "ablation"
+    files = [folder / name for name in TABLE_FILES]
+    if not all(f.is_file() for f in files):
+        return None
+    return stable_hash([file_hash(f) for f in files])
+
+
+def page_links(notebooks: list[Path], notebook: Path) -> dict[str, str | None]:
+    """The link bar of a notebook's page: the index, the previous and the next notebook's page."""
+    names = [nb.stem for nb in notebooks]
+    i = names.index(notebook.stem)
+    return {"index": "index.html", "previous": f"{names[i - 1]}.html" if i > 0 else None,
+            "next": f"{names[i + 1]}.html" if i + 1 < len(names) else None}
 
 
 def kernel_name() -> str:
@@ -187,29 +218,15 @@ def _run_study(study: StudyConfig, reports: Path, notebooks: list[Path], selecte
     kernel = kernel_name()
     entries = []
     todo = [nb for nb in notebooks if nb in selected]
-    for nb in notebooks:
+    run_dir = study.run.run_dir
+
+    def execute(nb: Path, position: str, note: str, last: float | None) -> float:
         name = nb.stem
-        html_name = f"{name}.html"
-        if nb not in selected:
-            status = "not run in this invocation" if (reports / html_name).is_file() else "not run yet"
-            entries.append((name, html_name if (reports / html_name).is_file() else None, status))
-            continue
-        position = f"[{todo.index(nb) + 1}/{len(todo)}]"
-        key = notebook_key(nb, study)
-        if state.get(name, {}).get("key") == key and (reports / html_name).is_file():
-            logger.info("%s %s: unchanged, skipped", position, name)
-            entries.append((name, html_name, f"cached ({state[name]['seconds']:.0f} s when run)"))
-            continue
-        last = previous.get(name, {}).get("seconds")
-        remaining = [previous.get(n.stem, {}).get("seconds") for n in todo[todo.index(nb):]]
-        note = f"last run took {format_duration(last)}" if last else "first run"
-        if last and all(r is not None for r in remaining) and len(remaining) > 1:
-            note += f"; ~{format_duration(sum(remaining))} left in the study"
         logger.info("%s %s: executing (%s)", position, name, note)
         t0 = time.time()
         out_nb = executed_dir / f"{name}.ipynb"
         try:
-            with ProgressWatcher(name, study.run.run_dir, last_seconds=last):
+            with ProgressWatcher(name, run_dir, last_seconds=last):
                 pm.execute_notebook(str(nb), str(out_nb), parameters=params, kernel_name=kernel, cwd=str(nb.parent),
                                     execution_timeout=execution_timeout, progress_bar=False, log_output=False,
                                     extra_arguments=_kernel_arguments())
@@ -223,12 +240,52 @@ def _run_study(study: StudyConfig, reports: Path, notebooks: list[Path], selecte
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the kernel is shut down; a half-run copy would mislead
             out_nb.unlink(missing_ok=True)
             raise
-        render_notebook_html(out_nb, reports / html_name, paths={str(study.run.run_dir): "[run_dir]"})
+        takeaway = None
+        if "write_tables(" in nb.read_text(encoding="utf-8"):  # the ablation's page opens with the verdict's lines
+            from urnet_core.study.findings import verdict
+
+            tables = read_tables(run_dir)
+            if tables is not None:
+                lines = verdict(tables)
+                takeaway = lines["warnings"] + lines["lines"]
+        render_notebook_html(out_nb, reports / f"{name}.html", paths={str(run_dir): "[run_dir]"},
+                             nav=page_links(notebooks, nb), takeaway=takeaway)
         seconds = time.time() - t0
-        state[name] = {"key": key, "seconds": seconds}
+        state[name] = {"key": notebook_key(nb, study, ablation_digest(run_dir)), "seconds": seconds}
         write_json(state_path, state)
-        entries.append((name, html_name, f"executed in {seconds:.0f} s"))
         logger.info("%s %s: done in %s", position, name, format_duration(seconds))
+        return seconds
+
+    for nb in notebooks:
+        name = nb.stem
+        html_name = f"{name}.html"
+        if nb not in selected:
+            status = "not run in this invocation" if (reports / html_name).is_file() else "not run yet"
+            entries.append((name, html_name if (reports / html_name).is_file() else None, status))
+            continue
+        position = f"[{todo.index(nb) + 1}/{len(todo)}]"
+        key = notebook_key(nb, study, ablation_digest(run_dir))
+        if state.get(name, {}).get("key") == key and (reports / html_name).is_file():
+            logger.info("%s %s: unchanged, skipped", position, name)
+            entries.append((name, html_name, f"cached ({state[name]['seconds']:.0f} s when run)"))
+            continue
+        last = previous.get(name, {}).get("seconds")
+        remaining = [previous.get(n.stem, {}).get("seconds") for n in todo[todo.index(nb):]]
+        note = f"last run took {format_duration(last)}" if last else "first run"
+        if last and all(r is not None for r in remaining) and len(remaining) > 1:
+            note += f"; ~{format_duration(sum(remaining))} left in the study"
+        seconds = execute(nb, position, note, last)
+        entries.append((name, html_name, f"executed in {seconds:.0f} s"))
+    # A step page (03-07) states the ablation's measured effect: when notebook 08 wrote new
+    # tables after the page ran, the page runs again (its stages are cached), so it never says
+    # "not yet measured" or states another run's numbers.
+    digest = ablation_digest(run_dir)
+    again = [nb for nb in todo if reads_ablation(nb) and digest is not None
+             and state.get(nb.stem, {}).get("key") != notebook_key(nb, study, digest)]
+    for k, nb in enumerate(again):
+        seconds = execute(nb, f"[again {k + 1}/{len(again)}]", "the ablation's tables changed since it ran", None)
+        entries = [(n, h, f"executed in {seconds:.0f} s, after the ablation" if n == nb.stem else st)
+                   for n, h, st in entries]
     tables = read_tables(study.run.run_dir)
     total = time.time() - start
     index = write_index(reports, notebooks=entries, tables=tables, parameters=params, elapsed_s=total,

@@ -91,3 +91,23 @@ def gap_closed(method: float, baseline: float, oracle: float) -> float:
     if not np.isfinite(gap) or gap <= 0:
         return float("nan")
     return float((method - baseline) / gap)
+
+
+def wilson_interval(successes, trials, *, confidence: float = 0.95):
+    """Wilson score interval of a proportion ``successes / trials`` (arrays allowed): always
+    inside [0, 1], unlike a Student-t interval over a few seeds. Returns ``(low, high)``; NaN
+    where ``trials`` is 0."""
+    import numpy as np
+    from scipy.stats import norm
+
+    k = np.asarray(successes, dtype=np.float64)
+    n = np.asarray(trials, dtype=np.float64)
+    z = float(norm.ppf(0.5 + confidence / 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = k / n
+        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+        half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+        low, high = np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)
+    low = np.where(n > 0, low, np.nan)
+    high = np.where(n > 0, high, np.nan)
+    return low, high
