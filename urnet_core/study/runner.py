@@ -158,7 +158,7 @@ def _kernel_arguments() -> list[str]:
 
 
 def run_study(study: StudyConfig, *, reports_dir: str | Path = "reports", notebooks_dir: str | Path = NOTEBOOKS_DIR,
-              force: bool = False, only: list[str] | None = None, execution_timeout: int = 3600) -> Path:
+              force: bool = False, only: list[str] | None = None, execution_timeout: int | None = None) -> Path:
     """Execute every notebook (or those whose name starts with an entry of ``only``), render HTML
     into ``reports_dir`` and write ``reports_dir/index.html``. Returns the index path.
 
@@ -172,7 +172,9 @@ def run_study(study: StudyConfig, *, reports_dir: str | Path = "reports", notebo
     folder refuses at once, naming the process that holds it. Progress goes to the
     ``urnet_core.study.runner`` logger: ``[3/9] 02_baseline: executing (last run took 40 s)``,
     what the kernel reports in the run folder's ``progress.json`` while a notebook runs, and an
-    estimate of the time left.
+    estimate of the time left. ``execution_timeout`` (seconds per cell) is off by default: the
+    ablation is one cell, and the default study's took over an hour on 2 CPU cores (a
+    WebVision-sized one takes days); progress lines, Ctrl-C and SIGTERM stop a study instead.
     """
     from urnet_core.study.inputs import check_study_inputs
     from urnet_core.utils.locks import FolderLock
@@ -200,7 +202,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _run_study(study: StudyConfig, reports: Path, notebooks: list[Path], selected: list[Path], *, force: bool,
-               execution_timeout: int) -> Path:
+               execution_timeout: int | None) -> Path:
     import papermill as pm
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
