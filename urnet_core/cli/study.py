@@ -36,7 +36,7 @@ def register(subparsers) -> None:
                    help="the smoke study: digits manifest at --scale smoke, 6 epochs of batch 16, seeds 0 1, runs/smoke and "
                         "reports/smoke (minutes); for the data alone, --scale smoke")
     p.add_argument("--quick", action="store_true",
-                   help="a first answer in about a quarter of the time: the ladder and every tuned method with 3 "
+                   help="a first answer in about a third of the time: the ladder and every tuned method with 3 "
                         "candidates each, seeds 0 1 2, selection on seed 0 (run.profile=quick)")
     p.add_argument("--profile", choices=["default", "quick", "full", "peers"],
                    help="which rows the ablation runs (run.profile): full adds each step alone, the cross-fitted "
