@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import html
+import json
 import re
 import importlib.metadata
 import platform
@@ -269,9 +270,39 @@ def relative_to_repo(value: Any) -> Any:
     return value
 
 
+def training_time(run_dir: str | Path) -> tuple[int, float]:
+    """``(trainings, seconds)`` of the current code's stages in ``run_dir``: every
+    ``metrics.json`` (one training, its per-epoch ``seconds``) below a stage folder whose
+    ``stage.json`` was written by this :func:`~urnet_core.study.stages.code_version`. The
+    index states it because a rerun that reuses cached stages takes minutes, not the time the
+    numbers cost."""
+    from urnet_core.study.stages import MARKER, code_version
+
+    run_dir, version = Path(run_dir), code_version()
+    count, seconds, current = 0, 0.0, {}
+    for metrics in sorted(run_dir.rglob("metrics.json")):
+        folder = metrics.parent
+        while folder != run_dir and not (folder / MARKER).is_file():
+            folder = folder.parent
+        if folder not in current:
+            try:
+                current[folder] = json.loads((folder / MARKER).read_text()).get("version") == version
+            except (OSError, ValueError):
+                current[folder] = False
+        if not current[folder]:
+            continue
+        try:
+            history = json.loads(metrics.read_text()).get("history", [])
+        except (OSError, ValueError):
+            continue
+        count += 1
+        seconds += sum(float(e.get("seconds") or 0.0) for e in history)
+    return count, seconds
+
+
 def write_index(reports_dir: str | Path, *, notebooks: Iterable[tuple[str, str | None, str]],
                 tables: dict[str, Any] | None, parameters: dict[str, Any], elapsed_s: float | None = None,
-                test_class_counts: list[int] | None = None) -> Path:
+                test_class_counts: list[int] | None = None, run_dir: str | Path | None = None) -> Path:
     """Write ``reports_dir/index.html``: the answer first, then the evidence.
 
     Sections: the verdict (three lines, then the details, computed by :func:`urnet_core.study.findings.verdict`
@@ -292,9 +323,12 @@ def write_index(reports_dir: str | Path, *, notebooks: Iterable[tuple[str, str |
     summary = tables.get("summary")
     data = tables.get("data") or {}
     when = html.escape(_dt.datetime.now().isoformat(timespec="seconds"))
+    trainings = training_time(run_dir) if run_dir is not None else None
     parts = ["<!doctype html><html lang='en'><head><meta charset='utf-8'><title>URNet study report</title>"
              f"<style>{_CSS}</style></head><body>", "<h1>URNet study report</h1>",
              f"<p>Generated {when}" + (f" in {elapsed_s / 60:.1f} min" if elapsed_s is not None else "")
+             + (f" (cached stages reused: the {trainings[0]} trainings behind these numbers took "
+                f"{trainings[1] / 60:.0f} training-minutes, summed over runs)" if trainings and trainings[0] else "")
              + f" from revision <code>{html.escape(env['git_revision'])}</code>"
              + (f" on {html.escape(str(data.get('name')))}" if data.get("name") else "") + ".</p>"]
 

@@ -291,7 +291,8 @@ def _run_study(study: StudyConfig, reports: Path, notebooks: list[Path], selecte
     tables = read_tables(study.run.run_dir)
     total = time.time() - start
     index = write_index(reports, notebooks=entries, tables=tables, parameters=params, elapsed_s=total,
-                        test_class_counts=split_class_counts(study) if tables else None)
+                        test_class_counts=split_class_counts(study) if tables else None,
+                        run_dir=study.run.run_dir)
     logger.info("study done in %s: %s", format_duration(total), index)
     return index
 
