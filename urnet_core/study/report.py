@@ -327,8 +327,9 @@ def write_index(reports_dir: str | Path, *, notebooks: Iterable[tuple[str, str |
     parts = ["<!doctype html><html lang='en'><head><meta charset='utf-8'><title>URNet study report</title>"
              f"<style>{_CSS}</style></head><body>", "<h1>URNet study report</h1>",
              f"<p>Generated {when}" + (f" in {elapsed_s / 60:.1f} min" if elapsed_s is not None else "")
-             + (f" (cached stages reused: the {trainings[0]} trainings behind these numbers took "
-                f"{trainings[1] / 60:.0f} training-minutes, summed over runs)" if trainings and trainings[0] else "")
+             + (f" (the {trainings[0]} trainings behind these numbers took {trainings[1] / 60:.0f} "
+                "training-minutes, summed over runs; a rerun reuses the cached stages)"
+                if trainings and trainings[0] else "")
              + f" from revision <code>{html.escape(env['git_revision'])}</code>"
              + (f" on {html.escape(str(data.get('name')))}" if data.get("name") else "") + ".</p>"]
 
