@@ -211,14 +211,13 @@ def weights_command(args: argparse.Namespace) -> int:
             config, plus, labels=labels, num_classes=num_classes, features=features, oof_probs=probs,
             in_sample_probs=in_sample, label_vectors=vectors, folds=folds, ranks=ranks, sources=sources,
             seed=args.seed)
-        targets_labels = labels if new_labels is None else new_labels
+        targets, targets_labels = None, (labels if new_labels is None else new_labels)
         soft = new_labels is not None
     else:
         ws = compose_weights(config, labels=labels, num_classes=num_classes, features=features, pred_probs=probs,
                              label_vectors=vectors, ranks=ranks, sources=sources, seed=args.seed)
-        sample_weights, components, soft = ws.sample_weights, ws.components, ws.soft_targets is not None
-        targets_labels = labels
-    targets = ws.soft_targets if plus is None else None
+        sample_weights, components, targets, targets_labels = ws.sample_weights, ws.components, ws.soft_targets, labels
+        soft = targets is not None
     if targets is None:  # one-hot (of the new labels for URNet+'s relabel), so `urnet train --targets` always has a file
         targets = (LabelPairs(targets_labels, 1.0) if compact
                    else label_targets(targets_labels, targets_labels, num_classes, beta=1.0))

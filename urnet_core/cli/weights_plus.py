@@ -69,10 +69,11 @@ def plus_settings(section: Mapping[str, Any], *, source: str) -> dict[str, Any]:
 
 def settings_of(spec: Any) -> dict[str, Any]:
     """The ``urnet_plus:`` section of an ablation row of URNet+ (a :class:`~urnet_core.study.ablation.MethodSpec`)."""
+    d = PLUS_DEFAULTS
     return {"use": "filter" if "clean_filter" in spec.strategies else "weight",
-            "threshold": float(spec.option("clean_threshold", 0.5)),
-            "class_scheme": str(spec.option("class_scheme", "balanced")),
-            "alpha": float(spec.option("alpha", 1.0)), "cb_beta": float(spec.option("cb_beta", 0.999)),
+            "threshold": float(spec.option("clean_threshold", d["threshold"])),
+            "class_scheme": str(spec.option("class_scheme", d["class_scheme"])),
+            "alpha": float(spec.option("alpha", d["alpha"])), "cb_beta": float(spec.option("cb_beta", d["cb_beta"])),
             "relabel": "label_agree" in spec.strategies}
 
 
