@@ -76,3 +76,28 @@ def test_relabel_only_where_both_models_agree_on_another_class():
     assert agree.tolist() == [True, False, False, False] and new.tolist() == [1, 0, 0, 1]
     weights, relabelled = urnet_plus_weights(labels, p_clean, 2, oof_probs=oof, in_sample_predicted=in_sample)
     assert relabelled.tolist() == [1, 0, 0, 1] and weights[0] > weights[1]  # weighted by the fold model's 0.9
+
+
+def test_normal_scores_within_groups_equal_one_ranking_per_group():
+    rng = np.random.default_rng(3)
+    values = np.round(rng.normal(size=500), 1)  # many ties
+    groups = rng.integers(0, 7, size=500)
+    groups[groups == 4] = 5  # a group id with no rows
+    within = normal_scores(values, groups)
+    for g in np.unique(groups):
+        assert np.allclose(within[groups == g], normal_scores(values[groups == g]))
+    with pytest.raises(ValueError, match="one group per value"):
+        normal_scores(values, groups[:-1])
+
+
+def test_within_class_scores_keep_clean_rows_of_a_hard_class():
+    # Class 1 is hard: every signal is lower there, clean or not. Ranked over all rows, its clean
+    # rows look like the noisy rows of class 0; ranked within class as well, they do not.
+    rng = np.random.default_rng(0)
+    n = 4000
+    labels = rng.integers(0, 2, n)
+    clean = rng.random(n) < 0.7
+    signals = {k: np.where(clean, 1.0, 0.0) - 1.2 * labels + rng.normal(0, 0.8, n) for k in "abc"}
+    over_all = roc_auc_score(clean, fused_clean_score(signals))
+    with_classes = roc_auc_score(clean, fused_clean_score(signals, labels))
+    assert with_classes > over_all + 0.02

@@ -130,7 +130,7 @@ def urnet_plus_arrays(config: Any, settings: Mapping[str, Any], *, labels: np.nd
         own[rows] = compose_weights(own_class, labels=labels[rows], num_classes=num_classes, features=features[rows],
                                     pred_probs=predicted[rows], seed=seed).components["cluster"]
     signals = study_signals(labels, oof_probs, in_sample_probs, instance, own)
-    p_clean = clean_probability_from_signals(signals, seed=seed)
+    p_clean = clean_probability_from_signals(signals, labels, seed=seed)
     relabel = ({"oof_probs": oof_probs, "in_sample_predicted": in_sample_probs.argmax(1)}
                if settings["relabel"] else {})
     weights, new_labels = urnet_plus_weights(

@@ -373,7 +373,7 @@ def weight_components(study: StudyConfig, seed: int, *, signals: str = "in_sampl
                                                                    np.clip(confidence, 0, 1)).astype(np.float32)
             fused_inputs = study_signals(labels, probs, in_sample_probs, comps["instance"], comps["cluster_own_class"])
             comps["oof_margin"] = fused_inputs["oof_margin"].astype(np.float32)
-            comps["clean_probability"] = clean_probability_from_signals(fused_inputs, seed=seed)
+            comps["clean_probability"] = clean_probability_from_signals(fused_inputs, labels, seed=seed)
             comps["oof_predicted"] = predicted.astype(np.float32)
         for name, values in comps.items():
             save_npy(folder / f"{COMPONENT_FILES[name]}.npy", values)
