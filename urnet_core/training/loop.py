@@ -214,12 +214,12 @@ class TrainResult:
 # helpers
 
 
-def _derive_seed(*parts: int) -> int:
+def derive_seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
 
 
 @contextlib.contextmanager
-def _seeded_torch(seed: int, device: torch.device) -> Iterator[None]:
+def seeded_torch(seed: int, device: torch.device) -> Iterator[None]:
     """Run a block with torch's RNG seeded to ``seed``, restoring the caller's state after."""
     devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
@@ -246,6 +246,18 @@ def dataset_labels(dataset: Dataset) -> np.ndarray:
         _, y, idx = dataset[i]
         labels[int(idx)] = int(y)
     return labels
+
+
+def check_batch_labels(y: torch.Tensor, idx: torch.Tensor, labels_t: torch.Tensor) -> torch.Tensor:
+    """The table labels (CPU, int64) of a batch's dataset ``idx``, checked against the labels ``y`` it yields."""
+    idx = idx.long()
+    n = labels_t.numel()
+    if idx.numel() and (idx.min() < 0 or idx.max() >= n):
+        raise ValueError(f"dataset index out of range [0, {n}): got {int(idx.min())}..{int(idx.max())}")
+    y_idx = labels_t[idx]
+    if not torch.equal(y.long(), y_idx):
+        raise ValueError("labels yielded by the dataset disagree with its .labels/.table at the same index")
+    return y_idx
 
 
 def _check_weights_targets(
@@ -300,7 +312,7 @@ def _check_train_inputs(
     return labels, weights, targets
 
 
-def _lr_factor(schedule: str, step: int, total: int) -> float:
+def lr_factor(schedule: str, step: int, total: int) -> float:
     if schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
     if schedule == "step":
@@ -308,13 +320,13 @@ def _lr_factor(schedule: str, step: int, total: int) -> float:
     return 1.0
 
 
-def _make_optimizer(params: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(params: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
 
 
-def _epoch_batches(
+def epoch_batches(
     labels: np.ndarray, config: TrainConfig, epoch: int
 ) -> list[list[int]]:
     n = labels.size
@@ -330,6 +342,11 @@ def _epoch_batches(
         # BatchNorm cannot train on one instance: fold a lone last instance into the previous batch.
         batches[-2].extend(batches.pop())
     return batches
+
+
+#: The private names these helpers had; ``urnet_core.benchmarks`` still imports ``_make_optimizer``.
+_derive_seed, _seeded_torch, _lr_factor, _make_optimizer, _epoch_batches = (
+    derive_seed, seeded_torch, lr_factor, make_optimizer, epoch_batches)
 
 
 class _TrainStep(nn.Module):
@@ -484,11 +501,10 @@ def train_one_epoch(
     (and the rank under DDP, whose rank trains its contiguous part of each global batch), so a
     resumed run repeats them exactly. ``amp_dtype`` None trains in float32. Every rank must call.
     """
-    n = labels.size
     labels_t = torch.from_numpy(labels)
     # Every rank draws its own augmentation/dropout numbers; one process keeps its old seed.
-    epoch_seed = _derive_seed(config.seed, epoch) if world == 1 else _derive_seed(config.seed, epoch, rank)
-    global_batches = batches = _epoch_batches(labels, config, epoch)
+    epoch_seed = derive_seed(config.seed, epoch) if world == 1 else derive_seed(config.seed, epoch, rank)
+    global_batches = batches = epoch_batches(labels, config, epoch)
     if world > 1:
         # This rank's contiguous part of every global batch, cut between bags.
         unit = config.bag_size if config.bag_branch else 1
@@ -497,7 +513,7 @@ def train_one_epoch(
     channels_last = device.type == "cuda"
     loss_sum = bag_loss_sum = 0.0
     seen = 0
-    with _seeded_torch(epoch_seed, device):
+    with seeded_torch(epoch_seed, device):
         loader = DataLoader(
             dataset,
             batch_sampler=batches,
@@ -518,11 +534,7 @@ def train_one_epoch(
             x, y, idx = item
             template = x
             idx = idx.long()
-            if idx.numel() and (idx.min() < 0 or idx.max() >= n):
-                raise ValueError(f"dataset index out of range [0, {n}): got {int(idx.min())}..{int(idx.max())}")
-            y_idx = labels_t[idx]
-            if not torch.equal(y.long(), y_idx):
-                raise ValueError("labels yielded by the dataset disagree with its .labels/.table at the same index")
+            y_idx = check_batch_labels(y, idx, labels_t)
             y_dev = y_idx.to(device, non_blocking=True)
             x = x.to(device, non_blocking=True)
             if channels_last and x.ndim == 4:
@@ -577,7 +589,7 @@ def _claim_run_dir(run_dir: Path) -> Iterator[None]:
 def _build_model(config: TrainConfig, num_classes: int, in_channels: int, weights_path: Any,
                  device: torch.device, world: int) -> tuple[Backbone, BagAttentionBranch | None]:
     """The backbone (and bag branch), seeded from the config, on ``device``."""
-    with _seeded_torch(_derive_seed(config.seed, 2**31), device):
+    with seeded_torch(derive_seed(config.seed, 2**31), device):
         model = build_model(config.model, num_classes, in_channels=in_channels, weights_path=weights_path)
         bag = BagAttentionBranch(model.feature_dim, num_classes) if config.bag_branch else None
     model.to(device)
@@ -606,9 +618,9 @@ def _build_optimization(
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR, torch.amp.GradScaler, torch.dtype | None]:
     """``(optimizer, per-step LR schedule, grad scaler, autocast dtype or None for float32)``."""
     params = list(model.parameters()) + (list(bag.parameters()) if bag is not None else [])
-    optimizer = _make_optimizer(params, config)
-    total_steps = len(_epoch_batches(labels, config, 0)) * config.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(config.schedule, step, total_steps))
+    optimizer = make_optimizer(params, config)
+    total_steps = len(epoch_batches(labels, config, 0)) * config.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(config.schedule, step, total_steps))
     use_amp = config.amp and device.type == "cuda"
     amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if use_amp else None
     # Loss scaling is needed for float16 only; bf16 has float32's exponent range.
@@ -656,8 +668,15 @@ def train(
     progress: bool = True,
     on_epoch_end: Callable[[dict], None] | None = None,
     distributed: bool | None = None,
+    method: Any = None,
 ) -> TrainResult:
     """Train a backbone (and optionally the bag branch) with per-instance weights and soft targets.
+
+    With ``method`` (a :class:`~urnet_core.training.methods.Method`, e.g. a peer of
+    :mod:`urnet_core.peers`) the method's networks are trained instead, by the same harness
+    (:mod:`urnet_core.training.method_loop`: seeds, batches, optimizers, LR schedule, AMP,
+    checkpoint/resume, DDP, history and evaluation as below); it takes no ``sample_weights`` or
+    ``soft_targets``.
 
     Parameters
     ----------
@@ -705,6 +724,14 @@ def train(
     -------
     TrainResult
     """
+    if method is not None:
+        if sample_weights is not None or soft_targets is not None:
+            raise ValueError(f"{getattr(method, 'name', method)} takes no sample_weights or soft_targets")
+        from urnet_core.training.method_loop import fit_method  # it builds on this module
+
+        return fit_method(method, train_dataset, num_classes=num_classes, config=config, in_channels=in_channels,
+                          eval_dataset=eval_dataset, run_dir=run_dir, resume=resume, weights_path=weights_path,
+                          progress=progress, on_epoch_end=on_epoch_end, distributed=distributed)
     labels, weights, targets = _check_train_inputs(train_dataset, num_classes, config, sample_weights, soft_targets)
     device, world, rank = _process_group(config, distributed)
     main = rank == 0
