@@ -138,7 +138,7 @@ class _Harness:
     def state(self) -> dict[str, Any]:
         return {"model": self.nets[0].state_dict(), "optimizer": self.optimizers[0].state_dict(),
                 "networks": [net.state_dict() for net in self.nets],
-                "optimizers": [opt.state_dict() for opt in self.optimizers], "method": self.method.state_dict()}
+                "optimizers": [opt.state_dict() for opt in self.optimizers], "method_state": self.method.state_dict()}
 
     def restore(self, ckpt: dict) -> tuple[int, list[dict]]:
         for net, sd in zip(self.nets, ckpt["networks"]):
@@ -146,7 +146,7 @@ class _Harness:
         for opt, sd in zip(self.optimizers, ckpt["optimizers"]):
             opt.load_state_dict(sd)
         self.scaler.load_state_dict(ckpt["scaler"])
-        self.method.load_state_dict(ckpt["method"])
+        self.method.load_state_dict(ckpt["method_state"])
         return int(ckpt["epoch"]), list(ckpt["history"])
 
     def run_phase(self, phase: Phase, epoch: int, progress: bool) -> PhaseResult:
