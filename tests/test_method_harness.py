@@ -63,7 +63,8 @@ def _weights_hash(model: torch.nn.Module) -> str:
 
 # Computed by the code before the harness (main at 9cb07c8: train() for ce/gce, the peers' own
 # train_elr / train_coteaching / train_dividemix loops) with torch 2.14.1 and scikit-learn 1.9.1
-# on CPU: 2 epochs, seed 5, FAST, the data of _noisy_digits, eval on its test digits; ce with
+# on CPU with OMP_NUM_THREADS=1 (as conftest sets; other thread counts round differently):
+# 2 epochs, seed 5, FAST, the data of _noisy_digits, eval on its test digits; ce with
 # uniform(0.2, 1) weights (rng 2) and Dirichlet soft targets (rng 3), gce with the same weights.
 # (sha256 of the final state_dict: sorted keys and raw tensor bytes; final train_loss; final top1.)
 REFERENCE = {
