@@ -1,4 +1,4 @@
-"""One training loop for the baseline, URNet (eq. 10 + bag branch) and the GCE peer.
+"""One training entry point for the baseline, URNet (eq. 10 + bag branch) and every peer.
 
 Notation: n training instances, C classes, B instances per batch.
 
@@ -11,7 +11,11 @@ The same :func:`train` trains
   ``(1/B) sum_i w_i * sum_j -t_ij log p_ij`` (see :mod:`urnet_core.training.losses` for why the sum is
   divided by B and not by the weight sum), plus, with ``config.bag_branch``, the cross entropy of
   the bag attention branch (section 4.4) times ``config.bag_loss_weight``;
-- the **GCE** peer baseline with ``config.loss="gce"``.
+- the **GCE** peer baseline with ``config.loss="gce"``;
+- a **method** object (``method=``, :class:`~urnet_core.training.methods.Method`: ELR,
+  Co-teaching, DivideMix from :mod:`urnet_core.peers`), whose networks the harness of
+  :mod:`urnet_core.training.method_loop` trains with this module's seeds, batches, optimizer,
+  LR schedule, AMP, checkpoint/resume, DDP, history and evaluation.
 
 Weights and targets are looked up per batch by the ``index`` each dataset item carries
 (datasets yield ``(image, label, index)``), so they map to table rows.
@@ -344,9 +348,8 @@ def epoch_batches(
     return batches
 
 
-#: The private names these helpers had; ``urnet_core.benchmarks`` still imports ``_make_optimizer``.
-_derive_seed, _seeded_torch, _lr_factor, _make_optimizer, _epoch_batches = (
-    derive_seed, seeded_torch, lr_factor, make_optimizer, epoch_batches)
+#: The name ``make_optimizer`` had; ``urnet_core.benchmarks`` still imports it.
+_make_optimizer = make_optimizer
 
 
 class _TrainStep(nn.Module):
