@@ -263,3 +263,26 @@ def test_dividemix_under_torchrun_two_processes(tmp_path):
         metrics = json.loads((base / name / "metrics.json").read_text())
         assert metrics["method"] == "DivideMix" and [r["epoch"] for r in metrics["history"]] == [1, 2]
         assert (base / name / CHECKPOINT_NAME).is_file() and (base / name / "model.pt").is_file()
+
+
+# --------------------------------------------------------------------------- the study's call
+
+
+def test_fit_and_evaluate_trains_a_peer_by_name_or_object(tmp_path):
+    from test_fault_tolerance import _digits_bundle
+    from urnet_core.study import ablation as A
+    from urnet_core.study.pipeline import fit_and_evaluate
+
+    bundle = _digits_bundle(tmp_path, "digits")
+    cfg = TrainConfig(epochs=1, **FAST)
+    metrics, model = fit_and_evaluate(bundle, bundle.train, cfg, tmp_path / "by_name", method="coteaching")
+    assert 0 <= metrics["top1"] <= 1 and type(model).__name__ == "SoftmaxEnsemble"
+    assert (tmp_path / "by_name" / "test_metrics.json").is_file() and (tmp_path / "by_name" / CHECKPOINT_NAME).is_file()
+    spec = A.MethodSpec("ELR", "candidate", trainer="elr", hyper=(("beta", 0.9), ("lam", 7.0)))
+    method = A.peer_method(spec)
+    assert method.hyperparameters() == {"lam": 7.0, "beta": 0.9} and A.peer_method(A.MethodSpec("b", "x")) is None
+    metrics_2, _ = fit_and_evaluate(bundle, bundle.train, cfg, tmp_path / "object", method=method)
+    assert "top1" in metrics_2
+    with pytest.raises(ValueError, match="sample_weights"):
+        fit_and_evaluate(bundle, bundle.train, cfg, tmp_path / "w", method=method,
+                         sample_weights=np.ones(len(bundle.train)))

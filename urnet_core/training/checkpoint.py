@@ -34,9 +34,11 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.json"
 CHECKPOINT_FORMAT = 1
-#: Files of a finished or interrupted run (``train`` and ``urnet train`` write them); a run that
-#: starts over removes them first so an old run's results never sit beside a new checkpoint.
-RUN_ARTEFACTS = (CHECKPOINT_NAME, METRICS_NAME, "test_metrics.json", "final_metrics.json", "test_probs.npy", "history.json")
+#: Files of a finished or interrupted run (``train`` and ``urnet train`` write them; ``model.pt``: the
+#: networks of a method's run); a run that starts over removes them first so an old run's results
+#: never sit beside a new checkpoint.
+RUN_ARTEFACTS = (CHECKPOINT_NAME, METRICS_NAME, "test_metrics.json", "final_metrics.json", "test_probs.npy",
+                 "history.json", "model.pt")
 #: Config fields that do not change the trained weights, so a resume may differ in them.
 RESUME_FREE_FIELDS = ("eval_every",)
 _PROBE_NAME = ".write-probe"

@@ -65,7 +65,7 @@ from urnet_core.utils.io import atomic_path
 logger = logging.getLogger(__name__)
 
 #: The final ``state_dict`` of every network, a list, written under ``run_dir`` at the end.
-MODEL_NAME = "model.pt"
+MODEL_NAME = "model.pt"  # one of checkpoint.RUN_ARTEFACTS
 
 
 def build_network(config: TrainConfig, num_classes: int, in_channels: int, device: torch.device, member: int,
