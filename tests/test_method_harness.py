@@ -2,10 +2,10 @@
 
 What the package promises, and what these tests check:
 
-- ``train(..., method=ELR() | CoTeaching() | DivideMix())`` trains a peer in the harness of
-  :func:`urnet_core.training.loop.train`. On CPU in float32 (one process, no resume) it gives
-  exactly the weights and metrics the peers' own loops gave before the harness existed, as do
-  plain cross entropy with weights and soft targets and GCE (reference hashes below).
+- ``train()`` trains every method in one harness: eq. 10's weighted cross entropy (soft targets,
+  LabelPairs, the bag branch), GCE, and ``method=ELR() | CoTeaching() | DivideMix()``. On CPU
+  in float32 (one process, no resume) each gives exactly the weights and metrics its own loop
+  gave before the harness existed (reference hashes below).
 - A peer run interrupted after an epoch and resumed from its checkpoint (both networks, both
   optimizers, the method's state such as ELR's targets) ends bit-identical to an uninterrupted
   run; DivideMix killed with SIGKILL mid-epoch does too.
@@ -34,6 +34,7 @@ from test_fault_tolerance import _checkpoint_epoch, _finish, _kill_when, _spawn
 from urnet_core.peers import DivideMix, make_method
 from urnet_core.training.checkpoint import CHECKPOINT_NAME
 from urnet_core.training.loop import TrainConfig, train
+from urnet_core.training.targets import LabelPairs
 
 
 def _noisy_digits():
@@ -65,9 +66,12 @@ def _weights_hash(model: torch.nn.Module) -> str:
 # train_elr / train_coteaching / train_dividemix loops) with torch 2.14.1 and scikit-learn 1.9.1
 # on CPU with OMP_NUM_THREADS=1 (as conftest sets; other thread counts round differently):
 # 2 epochs, seed 5, FAST, the data of _noisy_digits, eval on its test digits; ce with
-# uniform(0.2, 1) weights (rng 2) and Dirichlet soft targets (rng 3), gce with the same weights.
+# uniform(0.2, 1) weights (rng 2) and Dirichlet soft targets (rng 3), gce with the same weights,
+# urnet_bag with the bag branch (bag_size 3), the same weights and LabelPairs targets (classes
+# from rng 4, beta 0.7); its hash covers the backbone ("model.") and the bag branch ("bag.").
 # (sha256 of the final state_dict: sorted keys and raw tensor bytes; final train_loss; final top1.)
 REFERENCE = {
+    "urnet_bag": ("151a5cced3c34aceb8c321729a6806200ba398462b647dde406f41b041e77433", 1.16143987376309, 0.784),
     "ce_weights": ("e3e1a598d863794b78ce4c8de9c9c084b77b9e633c96d1102d0d65350c8ca026", 1.3823790216445924, 0.09),
     "gce": ("c6f2415e7eabeb66671c4b91f0277e489fcdee2db52668802f61b9035bd5ddb2", 0.4524346642494202, 0.284),
     "elr": ("5d4563bff77c557898d5e8c0af8931c672da70dac302c9faa68e10fb0efe606f", 0.6003534464836121, 0.698),
@@ -82,7 +86,12 @@ def test_bit_identical_to_the_loops_before_the_harness(name):
     cfg = TrainConfig(epochs=2, seed=5, **FAST)
     common = dict(num_classes=10, eval_dataset=test_ds, progress=False)
     weights = np.random.default_rng(2).uniform(0.2, 1.0, 1000).astype(np.float32)
-    if name == "ce_weights":
+    if name == "urnet_bag":
+        pairs = LabelPairs(np.random.default_rng(4).integers(0, 10, 1000), 0.7)
+        result = train(train_ds, config=dataclasses.replace(cfg, bag_branch=True, bag_size=3), sample_weights=weights,
+                       soft_targets=pairs, **common)
+        result.model = torch.nn.ModuleDict({"model": result.model, "bag": result.bag_branch})
+    elif name == "ce_weights":
         targets = np.random.default_rng(3).dirichlet(np.ones(10), 1000).astype(np.float32)
         result = train(train_ds, config=cfg, sample_weights=weights, soft_targets=targets, **common)
     elif name == "gce":

@@ -354,7 +354,7 @@ class DivideMix(Method):
         iters = len(x_batches)
         info.update(epoch=epoch, iters=iters, rng=rng, prob=torch.from_numpy(prob.astype(np.float32)),
                     u_batches=_unlabeled_batches(unlabeled, labeled.size, iters, rng))
-        return Phase(x_batches, derive_seed(config.seed, epoch, member + 1), (member,), dataset=self.two_views,
+        return Phase(x_batches, (config.seed, epoch, member + 1), (member,), dataset=self.two_views,
                      lr_position=lambda b: (epoch + b / iters) * steps, info=info)
 
     def begin_phase(self, phase: Phase, seed: int) -> None:

@@ -1,3 +1,4 @@
-"""Training: the loop (``train``, ``train_one_epoch``, ``evaluate``), the ``Method`` protocol of the
-peers and its harness (``methods``, ``method_loop``), checkpoints, losses, training targets
-(``LabelPairs``), metrics, feature extraction and DistributedDataParallel."""
+"""Training: ``train`` (one harness, ``method_loop``, for every ``Method``: eq. 10's weighted cross
+entropy in ``weighted_ce``, the peers of :mod:`urnet_core.peers`), ``evaluate``/``predict``,
+checkpoints, losses, training targets (``LabelPairs``), metrics, feature extraction and
+DistributedDataParallel."""

@@ -1,7 +1,8 @@
 """The training-method protocol: what a method tells the harness of :func:`~urnet_core.training.loop.train`.
 
-A method (ELR, Co-teaching, DivideMix, see :mod:`urnet_core.peers`) is a small object the
-harness calls, in the shape of a Lightning ``training_step``. The harness
+A method (eq. 10's weighted cross entropy and GCE in :mod:`urnet_core.training.weighted_ce`;
+ELR, Co-teaching, DivideMix in :mod:`urnet_core.peers`) is a small object the harness calls, in
+the shape of a Lightning ``training_step``. The harness
 (:mod:`urnet_core.training.method_loop`) owns everything else: seeding, batches, one optimizer
 per network, the LR schedule, AMP, checkpoint/resume, DDP, the epoch record and evaluation.
 
@@ -63,10 +64,11 @@ class Phase:
     Attributes
     ----------
     batches : list of list of int
-        Global batches of dataset rows (each rank trains its part of each).
-    seed : int
-        Seeds torch's RNG (augmentation, dropout, permutations) and the DataLoader for the pass
-        (under several processes, derived per rank).
+        Global batches of dataset rows (each rank trains its contiguous part of each, cut every
+        ``unit`` rows; ``allow_empty``: a rank's part may be empty, else ValueError).
+    seed_parts : tuple of int
+        ``derive_seed(*seed_parts)`` (under several processes ``derive_seed(*seed_parts, rank)``)
+        seeds torch's RNG (augmentation, dropout, permutations) and the DataLoader for the pass.
     train : tuple of int
         The networks in train mode whose optimizers step; the others are put in eval mode.
     dataset : Dataset, optional
@@ -79,11 +81,13 @@ class Phase:
     """
 
     batches: list[list[int]]
-    seed: int
+    seed_parts: tuple[int, ...]
     train: tuple[int, ...]
     dataset: Dataset | None = None
     lr_position: Callable[[int], float] | None = None
     info: dict = field(default_factory=dict)
+    unit: int = 1
+    allow_empty: bool = False
 
 
 class Batch(NamedTuple):
@@ -91,7 +95,8 @@ class Batch(NamedTuple):
 
     ``inputs``: the item's leading tensors on the device (one image batch, or two views);
     ``labels``: the checked table labels on the device; ``labels_cpu`` the same on the CPU;
-    ``index``: the dataset rows (CPU int64); ``step``: the batch's position in its phase.
+    ``index``: the dataset rows (CPU int64); ``step``: the batch's position in its phase;
+    ``global_size``: the instances of the global batch (all ranks).
     """
 
     inputs: tuple[torch.Tensor, ...]
@@ -99,6 +104,7 @@ class Batch(NamedTuple):
     labels_cpu: torch.Tensor
     index: torch.Tensor
     step: int
+    global_size: int
 
 
 class StepOutput(NamedTuple):
@@ -111,11 +117,13 @@ class StepOutput(NamedTuple):
 
 
 class PhaseResult(NamedTuple):
-    """A finished phase: its :class:`Phase`, the added ``sums`` and the instances ``seen`` (all ranks)."""
+    """A finished phase: its :class:`Phase`, the added ``sums`` and the instances ``seen`` (all
+    ranks), and torch's CPU RNG state at its end (recorded in the checkpoint, for audits)."""
 
     phase: Phase
     sums: dict[str, float]
     seen: int
+    torch_rng: torch.Tensor | None = None
 
     def means(self) -> dict[str, float]:
         return {key: value / self.seen for key, value in self.sums.items()}
@@ -128,10 +136,52 @@ class Method:
     name = "method"
     #: Networks the harness builds: network 0 from :func:`~urnet_core.training.loop.train`'s seed.
     num_networks = 1
+    #: Whether ``train()``'s ``sample_weights`` / ``soft_targets`` are this method's to use.
+    takes_weights = False
+    #: Whether :meth:`training_step`'s loss is already scaled for DDP's average (else the harness does it).
+    scales_for_ddp = False
+    #: Whether the run writes ``model.pt`` (every network's final ``state_dict``).
+    writes_model_file = True
+
+    @property
+    def log_name(self) -> str:
+        """Prefix of the epoch log lines."""
+        return f"{self.name} "
 
     def hyperparameters(self) -> dict[str, Any]:
         """The method's own settings, stored in the checkpoint (a resume with others is refused)."""
         return {}
+
+    def checkpoint_meta(self) -> dict[str, Any]:
+        """Identity of the method in the checkpoint, checked on resume."""
+        return {"method": self.name, "method_hyperparameters": self.hyperparameters()}
+
+    def build_networks(self, config: TrainConfig, num_classes: int, in_channels: int, weights_path: Any,
+                       device: torch.device, world: int) -> list[nn.Module]:
+        """The method's networks, seeded (default: ``num_networks`` backbones; synchronised batch
+        norm under several processes)."""
+        from urnet_core.training import distributed as dist_util
+        from urnet_core.training.method_loop import build_network
+
+        nets = [build_network(config, num_classes, in_channels, device, k, weights_path)
+                for k in range(self.num_networks)]
+        if world > 1:
+            for net in nets:
+                dist_util.convert_sync_batchnorm(net, device)
+        return nets
+
+    def network_state(self, optimizers: list[torch.optim.Optimizer]) -> dict[str, Any]:
+        """The checkpoint's entries for the networks and optimizers (``model``/``optimizer``: network 0's)."""
+        nets = self.ctx.networks
+        return {"model": nets[0].state_dict(), "optimizer": optimizers[0].state_dict(),
+                "networks": [net.state_dict() for net in nets], "optimizers": [opt.state_dict() for opt in optimizers]}
+
+    def load_network_state(self, ckpt: dict, optimizers: list[torch.optim.Optimizer]) -> None:
+        """Restore :meth:`network_state`."""
+        for net, state in zip(self.ctx.networks, ckpt["networks"]):
+            net.load_state_dict(state)
+        for opt, state in zip(optimizers, ckpt["optimizers"]):
+            opt.load_state_dict(state)
 
     def check(self, config: TrainConfig, labels: np.ndarray) -> None:
         """Raise ValueError for a config or training set the method cannot train."""
@@ -148,10 +198,10 @@ class Method:
 
     def begin_epoch(self, epoch: int) -> list[Phase]:
         """The epoch's phases; default: one pass of every network over ``epoch_batches``."""
-        from urnet_core.training.loop import derive_seed, epoch_batches
+        from urnet_core.training.loop import epoch_batches
 
         ctx = self.ctx
-        return [Phase(epoch_batches(ctx.labels, ctx.config, epoch), derive_seed(ctx.config.seed, epoch),
+        return [Phase(epoch_batches(ctx.labels, ctx.config, epoch), (ctx.config.seed, epoch),
                       tuple(range(self.num_networks)))]
 
     def begin_phase(self, phase: Phase, seed: int) -> None:
@@ -170,6 +220,10 @@ class Method:
     def eval_model(self) -> nn.Module:
         """The model :func:`~urnet_core.training.loop.evaluate` scores (default: network 0)."""
         return self.ctx.networks[0]
+
+    def bag_branch(self) -> nn.Module | None:
+        """The bag attention branch a :class:`~urnet_core.training.loop.TrainResult` returns, if any."""
+        return None
 
     def state_dict(self) -> dict[str, Any]:
         """Method state a resumed run needs (tensors / plain values); none by default."""
