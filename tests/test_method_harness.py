@@ -295,3 +295,14 @@ def test_fit_and_evaluate_trains_a_peer_by_name_or_object(tmp_path):
     with pytest.raises(ValueError, match="sample_weights"):
         fit_and_evaluate(bundle, bundle.train, cfg, tmp_path / "w", method=method,
                          sample_weights=np.ones(len(bundle.train)))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", sorted(PEER_OPTIONS))
+def test_peers_train_with_amp_on_cuda(name):
+    # The peers get train()'s autocast (bf16 where supported, else fp16 with loss scaling).
+    train_ds, test_ds = _noisy_digits()
+    cfg = TrainConfig(epochs=2, batch_size=64, lr=0.05, amp=True, device="cuda")
+    result = train(train_ds, num_classes=10, config=cfg, eval_dataset=test_ds, progress=False,
+                   method=make_method(name, **PEER_OPTIONS[name]))
+    assert np.isfinite(result.history[-1]["train_loss"]) and result.final_metrics["top1"] > 0.5
