@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from sklearn.datasets import load_digits
 
 from urnet_core.models.backbones import build_model
-from urnet_core.peers import SoftmaxEnsemble, train_coteaching, train_dividemix, train_elr
+from urnet_core.peers import ELR, CoTeaching, DivideMix, SoftmaxEnsemble
 from urnet_core.peers import dividemix as dm
 from urnet_core.peers.coteaching import coteaching_keep_rate, coteaching_loss, default_num_gradual, small_loss_indices
 from urnet_core.peers.elr import ELRTargets, elr_loss, elr_regularizer
@@ -84,7 +84,7 @@ def test_elr_with_lambda_zero_is_the_baseline(noisy_digits):
     train_ds, _ = noisy_digits
     cfg = TrainConfig(epochs=2, seed=3, **FAST)
     base = train(train_ds, num_classes=10, config=cfg, progress=False)
-    elr = train_elr(train_ds, num_classes=10, config=cfg, lam=0.0)
+    elr = train(train_ds, num_classes=10, config=cfg, method=ELR(lam=0.0), progress=False)
     for (k, a), b in zip(base.model.state_dict().items(), elr.model.state_dict().values()):
         assert torch.allclose(a.float(), b.float(), atol=1e-4), k
     assert elr.history[-1]["lr"] == pytest.approx(base.history[-1]["lr"])
@@ -194,21 +194,21 @@ def test_per_instance_losses_of_both_networks_in_one_pass():
 def test_dividemix_codivide_uses_the_other_network(noisy_digits, monkeypatch):
     train_ds, _ = noisy_digits
     calls, used = [], []
-    real_prob, real_epoch = dm.clean_probability, dm._train_mixmatch_epoch
+    real_prob, real_phase = dm.clean_probability, dm.DivideMix._mixmatch_phase
 
     def tagged_prob(losses, *, random_state=0):
         prob = real_prob(losses, random_state=random_state)
         calls.append(prob)
         return prob
 
-    def spy_epoch(net, peer, optimizer, two_views, labels_t, onehot, prob, **kw):
-        used.append((kw["member"], prob))
-        return real_epoch(net, peer, optimizer, two_views, labels_t, onehot, prob, **kw)
+    def spy_phase(self, epoch, member, prob):
+        used.append((member, prob))
+        return real_phase(self, epoch, member, prob)
 
     monkeypatch.setattr(dm, "clean_probability", tagged_prob)
-    monkeypatch.setattr(dm, "_train_mixmatch_epoch", spy_epoch)
+    monkeypatch.setattr(dm.DivideMix, "_mixmatch_phase", spy_phase)
     cfg = TrainConfig(epochs=2, **FAST)
-    result = train_dividemix(train_ds, num_classes=10, config=cfg, warmup_epochs=1)
+    result = train(train_ds, num_classes=10, config=cfg, method=DivideMix(warmup_epochs=1), progress=False)
     assert len(calls) == 2 and [m for m, _ in used] == [0, 1]
     assert not np.array_equal(calls[0], calls[1])  # the two networks divide differently
     assert used[0][1] is calls[1] and used[1][1] is calls[0]  # network k trains on the other's division
@@ -229,11 +229,10 @@ def test_softmax_ensemble_averages_members():
     assert ens.feature_dim == 256 and ens.members == (a, b)
 
 
-METHODS = {
-    "elr": lambda ds, cfg: train_elr(ds, num_classes=10, config=cfg),
-    "coteaching": lambda ds, cfg: train_coteaching(ds, num_classes=10, config=cfg, noise_rate=0.3),
-    "dividemix": lambda ds, cfg: train_dividemix(ds, num_classes=10, config=cfg, warmup_epochs=1),
-}
+PEERS = {"elr": ELR, "coteaching": lambda: CoTeaching(noise_rate=0.3), "dividemix": lambda: DivideMix(warmup_epochs=1)}
+METHODS = {name: (lambda make: lambda ds, cfg, **kw: train(ds, num_classes=10, config=cfg, method=make(),
+                                                          progress=False, **kw))(make)
+           for name, make in PEERS.items()}
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
@@ -253,8 +252,8 @@ def test_deterministic_for_a_seed(noisy_digits, method):
 def test_learns_under_label_noise(noisy_digits, method, tmp_path):
     train_ds, test_ds = noisy_digits
     cfg = TrainConfig(epochs=3, **FAST)
-    result = METHODS[method](train_ds, cfg) if method != "elr" else train_elr(
-        train_ds, num_classes=10, config=cfg, eval_dataset=test_ds, run_dir=tmp_path)
+    result = METHODS[method](train_ds, cfg) if method != "elr" else METHODS["elr"](
+        train_ds, cfg, eval_dataset=test_ds, run_dir=tmp_path)
     metrics, probs = evaluate(result.model, test_ds, num_classes=10, batch_size=256, device="cpu")
     assert metrics["top1"] > 0.7  # chance is 0.1; labels are 30% wrong
     assert probs.shape == (500, 10) and np.allclose(probs.sum(1), 1, atol=1e-5)

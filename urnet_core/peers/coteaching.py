@@ -27,23 +27,21 @@ Hyper-parameters:
 Everything else (network, optimizer, LR schedule, batches, seeds) is the study's
 :class:`~urnet_core.training.loop.TrainConfig`. The paper's optimizer (Adam with its own
 LR/momentum decay) and its 200 epochs are not used, by design. The returned model averages
-the two networks' softmax outputs (:class:`~urnet_core.peers._common.SoftmaxEnsemble`); the
+the two networks' softmax outputs (:class:`~urnet_core.peers.ensemble.SoftmaxEnsemble`); the
 paper reports one network, available as ``result.model.members[0]``.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import time
+from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset
+from torch import nn
 
-from urnet_core.peers import _common
-from urnet_core.training.loop import TrainConfig, TrainResult, _derive_seed, _epoch_batches, _make_optimizer, _seeded_torch
+from urnet_core.peers.ensemble import SoftmaxEnsemble
+from urnet_core.training.methods import Batch, HarnessContext, Method, Phase, PhaseResult, StepOutput
 from urnet_core.utils.validation import check_fraction, check_positive_int
 
 
@@ -85,70 +83,47 @@ def coteaching_loss(
     return ce_1[picked_by_2].mean(), ce_2[picked_by_1].mean(), picked_by_1, picked_by_2
 
 
-def train_coteaching(
-    dataset: Dataset,
-    *,
-    num_classes: int,
-    config: TrainConfig = TrainConfig(),
-    in_channels: int = 1,
-    noise_rate: float = 0.2,
-    num_gradual: int | None = None,
-    eval_dataset: Dataset | None = None,
-    run_dir: str | os.PathLike | None = None,
-    progress: bool = False,
-    weights_path: str | None = None,
-) -> TrainResult:
-    """Train two backbones with Co-teaching (see the module docstring).
+class CoTeaching(Method):
+    """Co-teaching as a :class:`~urnet_core.training.methods.Method`: two networks, each trained on the
+    other's ``R(T)`` small-loss share of every batch (``noise_rate`` tau, ``num_gradual`` T_k;
+    None: :func:`default_num_gradual` of the run's epochs).
 
     Network 1 starts from :func:`~urnet_core.training.loop.train`'s initial weights, network 2
-    from another seed; both see ``train()``'s batches and each has its own optimizer and LR
-    schedule from ``config``. ``num_gradual=None`` uses :func:`default_num_gradual`.
-    Deterministic on CPU for a fixed ``config.seed``; ``progress`` is accepted for the
-    harness's signature (one log line per epoch).
-
-    Returns a :class:`~urnet_core.training.loop.TrainResult` whose ``model`` is a
-    :class:`~urnet_core.peers._common.SoftmaxEnsemble` of the two networks (usable by
-    ``evaluate``/``predict``); history records add ``keep_rate`` and both networks' losses.
+    from another seed; both see ``train()``'s batches, each with its own optimizer. The model is a
+    :class:`~urnet_core.peers.ensemble.SoftmaxEnsemble` of the two; history records add
+    ``keep_rate`` and ``train_loss_2`` (network 2's loss).
     """
-    del progress
-    labels, device = _common.prepare(dataset, num_classes, config, "Co-teaching")
-    check_fraction(noise_rate, "noise_rate", low=0.0, high=1.0)
-    t_k = default_num_gradual(config.epochs) if num_gradual is None else check_positive_int(num_gradual, "num_gradual")
-    run_path = _common.make_run_dir(run_dir)
-    nets = [_common.build_network(config, num_classes, in_channels, device, k, weights_path) for k in (0, 1)]
-    optimizers = [_make_optimizer(list(net.parameters()), config) for net in nets]
-    ensemble = _common.SoftmaxEnsemble(*nets)
-    steps_per_epoch = len(_epoch_batches(labels, config, 0))
-    total = steps_per_epoch * config.epochs
-    labels_t = torch.from_numpy(labels)
-    history: list[dict] = []
-    for epoch in range(config.epochs):
-        t0 = time.perf_counter()
-        keep = coteaching_keep_rate(epoch, noise_rate=noise_rate, num_gradual=t_k)
-        epoch_seed = _derive_seed(config.seed, epoch)
-        batches = _epoch_batches(labels, config, epoch)
-        for net in nets:
-            net.train()
-        sums = np.zeros(2)
-        seen = 0
-        with _seeded_torch(epoch_seed, device):
-            for b, (x, y, idx) in enumerate(_common.epoch_loader(dataset, batches, config, device, epoch_seed)):
-                for opt in optimizers:
-                    _common.set_lr(opt, config, epoch * steps_per_epoch + b, total)
-                y_dev = _common.batch_labels(y, idx, labels_t).to(device)
-                x = x.to(device)
-                loss_1, loss_2, _, _ = coteaching_loss(nets[0](x), nets[1](x), y_dev, keep)
-                for opt in optimizers:
-                    opt.zero_grad(set_to_none=True)
-                # The two losses depend on disjoint parameters: one backward serves both.
-                (loss_1 + loss_2).backward()
-                for opt in optimizers:
-                    opt.step()
-                bsz = x.shape[0]
-                sums += bsz * np.array([float(loss_1.detach()), float(loss_2.detach())])
-                seen += bsz
-        record = {"epoch": epoch + 1, "lr": _common.lr_at(config, (epoch + 1) * steps_per_epoch, total),
-                  "keep_rate": keep, "train_loss": float(sums[0] / seen), "train_loss_2": float(sums[1] / seen)}
-        _common.end_epoch(history, record, epoch=epoch, config=config, eval_model=ensemble, eval_dataset=eval_dataset,
-                          num_classes=num_classes, device=device, t0=t0, run_dir=run_path, method="Co-teaching")
-    return _common.finish(ensemble, history, run_path, nets)
+
+    name = "Co-teaching"
+    num_networks = 2
+
+    def __init__(self, noise_rate: float = 0.2, num_gradual: int | None = None) -> None:
+        self.noise_rate = check_fraction(noise_rate, "noise_rate", low=0.0, high=1.0)
+        self.num_gradual = None if num_gradual is None else check_positive_int(num_gradual, "num_gradual")
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {"noise_rate": self.noise_rate, "num_gradual": self.num_gradual}
+
+    def setup(self, ctx: HarnessContext) -> None:
+        super().setup(ctx)
+        self.t_k = default_num_gradual(ctx.config.epochs) if self.num_gradual is None else self.num_gradual
+        self.ensemble = SoftmaxEnsemble(*ctx.networks)
+
+    def begin_epoch(self, epoch: int) -> list[Phase]:
+        self.keep = coteaching_keep_rate(epoch, noise_rate=self.noise_rate, num_gradual=self.t_k)
+        return super().begin_epoch(epoch)
+
+    def training_step(self, batch: Batch, phase: Phase) -> StepOutput:
+        x = batch.inputs[0]
+        first, second = self.ctx.runners
+        loss_1, loss_2, _, _ = coteaching_loss(first(x), second(x), batch.labels, self.keep)
+        bsz = batch.index.numel()
+        # The two losses depend on disjoint parameters: one backward serves both.
+        return StepOutput(loss_1 + loss_2, {"train_loss": float(loss_1.detach()) * bsz,
+                                            "train_loss_2": float(loss_2.detach()) * bsz})
+
+    def end_epoch(self, epoch: int, results: list[PhaseResult]) -> dict[str, Any]:
+        return {"keep_rate": self.keep, **super().end_epoch(epoch, results)}
+
+    def eval_model(self) -> nn.Module:
+        return self.ensemble

@@ -34,7 +34,7 @@ In words, with two networks A and B (different initial weights):
      from putting every (mixed) instance in one class.
 
 4. The test prediction averages the two networks' softmax outputs (as the paper does): the
-   returned model is a :class:`~urnet_core.peers._common.SoftmaxEnsemble`.
+   returned model is a :class:`~urnet_core.peers.ensemble.SoftmaxEnsemble`.
 
 Hyper-parameters and defaults (``p_threshold=0.5``, ``temperature=0.5`` everywhere in the
 paper):
@@ -82,25 +82,19 @@ Simplified / left out here:
 from __future__ import annotations
 
 import logging
-import os
-import time
 import warnings
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from urnet_core.peers import _common
-from urnet_core.training.loop import (
-    TrainConfig,
-    TrainResult,
-    _derive_seed,
-    _epoch_batches,
-    _make_optimizer,
-    _seeded_torch,
-)
+from urnet_core.peers.ensemble import SoftmaxEnsemble
+from urnet_core.training.loop import check_batch_labels, derive_seed, seeded_torch
+from urnet_core.training.method_loop import epoch_loader
+from urnet_core.training.methods import Batch, HarnessContext, Method, Phase, PhaseResult, StepOutput
 from urnet_core.utils.validation import check_fraction, check_positive_int
 
 logger = logging.getLogger(__name__)
@@ -242,7 +236,7 @@ def per_instance_losses(models: Sequence[torch.nn.Module], dataset: Dataset, lab
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, generator=torch.Generator())
     try:
         for x, y, idx in loader:
-            y_idx = _common.batch_labels(y, idx, labels_t)
+            y_idx = check_batch_labels(y, idx, labels_t)
             x, y_dev = x.to(device), y_idx.to(device)
             for k, m in enumerate(models):
                 losses[k, idx.numpy()] = F.cross_entropy(m(x).float(), y_dev, reduction="none").cpu().numpy()
@@ -285,173 +279,130 @@ def _unlabeled_batches(unlabeled: np.ndarray, num_labeled: int, num_batches: int
 
 
 # ------------------------------------------------------------------------------ training
-def train_dividemix(
-    dataset: Dataset,
-    *,
-    num_classes: int,
-    config: TrainConfig = TrainConfig(),
-    in_channels: int = 1,
-    warmup_epochs: int | None = None,
-    p_threshold: float = 0.5,
-    temperature: float = 0.5,
-    alpha: float = 0.5,
-    lambda_u: float = 0.0,
-    rampup_epochs: int | None = None,
-    eval_dataset: Dataset | None = None,
-    run_dir: str | os.PathLike | None = None,
-    progress: bool = False,
-    weights_path: str | None = None,
-) -> TrainResult:
-    """Train two backbones with DivideMix (see the module docstring for the method and defaults).
+class DivideMix(Method):
+    """DivideMix as a :class:`~urnet_core.training.methods.Method` (see the module docstring for the
+    method and the defaults; ``None`` epochs take :func:`default_warmup_epochs` /
+    :func:`default_rampup_epochs` of the run's epochs).
 
     Network A starts from :func:`~urnet_core.training.loop.train`'s initial weights, B from
-    another seed; warm-up epochs use ``train()``'s batches. Deterministic on CPU for a fixed
-    ``config.seed``; ``progress`` is accepted for the harness's signature.
+    another seed; warm-up epochs are one phase over ``train()``'s batches, a DivideMix epoch is
+    the co-divide (in :meth:`begin_epoch`) then one phase per network over its labelled set.
+    Every per-epoch draw is seeded from ``(seed, epoch)``, so a resumed run needs no RNG state.
 
-    Returns a :class:`~urnet_core.training.loop.TrainResult` whose ``model`` is a
-    :class:`~urnet_core.peers._common.SoftmaxEnsemble` of A and B. History records of the
-    DivideMix epochs add, per network k (1, 2), ``labeled_fraction_k`` (the share of the
-    training set in its labelled set), ``loss_x_k``, ``loss_u_k``, ``penalty_k`` and ``lambda_u``.
+    The model is a :class:`~urnet_core.peers.ensemble.SoftmaxEnsemble` of A and B. History
+    records of the DivideMix epochs add, per network k (1, 2), ``labeled_fraction_k`` (the share
+    of the training set in its labelled set), ``loss_x_k``, ``loss_u_k``, ``penalty_k`` and
+    ``lambda_u``.
     """
-    del progress
-    labels, device = _common.prepare(dataset, num_classes, config, "DivideMix")
-    if warmup_epochs is None:
-        warmup_epochs = default_warmup_epochs(config.epochs)
-    warmup = check_positive_int(warmup_epochs, "warmup_epochs", minimum=0)
-    if rampup_epochs is None:
-        rampup_epochs = default_rampup_epochs(config.epochs, warmup)
-    rampup = check_positive_int(rampup_epochs, "rampup_epochs")
-    p_threshold = check_fraction(p_threshold, "p_threshold")
-    temperature = check_fraction(temperature, "temperature", low=1e-3, high=1.0)
-    alpha = check_fraction(alpha, "alpha", low=1e-6, high=1e6)
-    lambda_u = check_fraction(lambda_u, "lambda_u", low=0.0, high=1e6)
-    if warmup >= config.epochs:
-        logger.warning("DivideMix: warmup_epochs=%d >= epochs=%d, so this is plain cross entropy on two networks",
-                       warmup, config.epochs)
-    run_path = _common.make_run_dir(run_dir)
-    nets = [_common.build_network(config, num_classes, in_channels, device, k, weights_path) for k in (0, 1)]
-    optimizers = [_make_optimizer(list(net.parameters()), config) for net in nets]
-    ensemble = _common.SoftmaxEnsemble(*nets)
-    steps_per_epoch = len(_epoch_batches(labels, config, 0))
-    total = steps_per_epoch * config.epochs
-    labels_t = torch.from_numpy(labels)
-    onehot = torch.eye(num_classes)
-    two_views = TwoViews(dataset)
-    eval_batch = max(config.batch_size, 256)
-    history: list[dict] = []
-    for epoch in range(config.epochs):
-        t0 = time.perf_counter()
-        record: dict[str, Any] = {"epoch": epoch + 1}
-        if epoch < warmup:
-            # Warm-up: plain cross entropy on train()'s batches, both networks on the same batch.
-            epoch_seed = _derive_seed(config.seed, epoch)
-            batches = _epoch_batches(labels, config, epoch)
-            for net in nets:
-                net.train()
-            loss_sum, seen = 0.0, 0
-            with _seeded_torch(epoch_seed, device):
-                for b, (x, y, idx) in enumerate(_common.epoch_loader(dataset, batches, config, device, epoch_seed)):
-                    for opt in optimizers:
-                        _common.set_lr(opt, config, epoch * steps_per_epoch + b, total)
-                    y_dev = _common.batch_labels(y, idx, labels_t).to(device)
-                    x = x.to(device)
-                    losses = [F.cross_entropy(net(x).float(), y_dev) for net in nets]
-                    for opt in optimizers:
-                        opt.zero_grad(set_to_none=True)
-                    sum(losses).backward()  # disjoint parameters: one backward for both
-                    for opt in optimizers:
-                        opt.step()
-                    loss_sum += float(losses[0].detach()) * x.shape[0]
-                    seen += x.shape[0]
-            record["train_loss"] = loss_sum / seen
-        else:
-            # Co-divide: both divisions come from the networks as they stand before this epoch.
-            with _seeded_torch(_derive_seed(config.seed, epoch, 1000), device):
-                losses = per_instance_losses(nets, dataset, labels, batch_size=eval_batch, device=device)
-            probs_clean = [clean_probability(losses[k], random_state=_derive_seed(config.seed, epoch, k) % 2**32)
-                           for k in (0, 1)]
-            for k in (0, 1):
-                # Network k trains on the other network's division.
-                prob = probs_clean[1 - k]
-                parts = _train_mixmatch_epoch(
-                    nets[k], nets[1 - k], optimizers[k], two_views, labels_t, onehot, prob,
-                    config=config, device=device, epoch=epoch, member=k, p_threshold=p_threshold,
-                    temperature=temperature, alpha=alpha, lambda_u=lambda_u, warmup=warmup, rampup=rampup,
-                    steps_per_epoch=steps_per_epoch, total=total,
-                )
-                for key, value in parts.items():
-                    record[f"{key}_{k + 1}"] = value
-            record["train_loss"] = record.pop("loss_1")
-            record["train_loss_2"] = record.pop("loss_2")
-            record["lambda_u"] = lambda_u * linear_rampup(epoch + 1, warmup, rampup)
-        record["lr"] = _common.lr_at(config, (epoch + 1) * steps_per_epoch, total)
-        _common.end_epoch(history, record, epoch=epoch, config=config, eval_model=ensemble, eval_dataset=eval_dataset,
-                          num_classes=num_classes, device=device, t0=t0, run_dir=run_path, method="DivideMix")
-    return _common.finish(ensemble, history, run_path, nets)
 
+    name = "DivideMix"
+    num_networks = 2
 
-def _train_mixmatch_epoch(
-    net: torch.nn.Module,
-    peer: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    two_views: TwoViews,
-    labels_t: torch.Tensor,
-    onehot: torch.Tensor,
-    prob: np.ndarray,
-    *,
-    config: TrainConfig,
-    device: torch.device,
-    epoch: int,
-    member: int,
-    p_threshold: float,
-    temperature: float,
-    alpha: float,
-    lambda_u: float,
-    warmup: int,
-    rampup: int,
-    steps_per_epoch: int,
-    total: int,
-) -> dict[str, float]:
-    """One pass of ``net`` over its labelled set (``prob > p_threshold``), unlabelled batches alongside."""
-    labeled = np.flatnonzero(prob > p_threshold)
-    unlabeled = np.flatnonzero(prob <= p_threshold)
-    parts = {"labeled_fraction": labeled.size / prob.size}
-    if labeled.size < 2:  # BatchNorm cannot train on a single instance
-        logger.warning("DivideMix epoch %d: network %d has %d labelled instance(s); it skips this epoch",
-                       epoch + 1, member + 1, labeled.size)
-        return {**parts, "loss": float("nan"), "loss_x": float("nan"), "loss_u": float("nan"), "penalty": float("nan")}
-    rng = np.random.default_rng([config.seed, epoch, member, 7])
-    x_batches = _split_batches(rng.permutation(labeled), config.batch_size)
-    u_batches = _unlabeled_batches(unlabeled, labeled.size, len(x_batches), rng)
-    prob_t = torch.from_numpy(prob.astype(np.float32))
-    seed = _derive_seed(config.seed, epoch, member + 1)
-    net.train()
-    peer.eval()
-    sums = dict(loss=0.0, loss_x=0.0, loss_u=0.0, penalty=0.0)
-    seen = 0
-    iters = len(x_batches)
-    with _seeded_torch(seed, device):
-        x_loader = _common.epoch_loader(two_views, x_batches, config, device, seed)
-        nonempty = [batch for batch in u_batches if batch]
-        u_iter = iter(_common.epoch_loader(two_views, nonempty, config, device, seed + 1)) if nonempty else None
-        for b, (x1, x2, y, idx) in enumerate(x_loader):
-            _common.set_lr(optimizer, config, (epoch + b / iters) * steps_per_epoch, total)
-            u_views = None
-            if u_batches[b]:
-                u1, u2, _, _ = next(u_iter)
-                u_views = (u1.to(device), u2.to(device))
-            y_idx = _common.batch_labels(y, idx, labels_t)
-            w = prob_t[idx.long()].to(device)
-            lam = mixup_lambda(rng, alpha)
-            lam_u = lambda_u * linear_rampup(epoch + b / iters, warmup, rampup)
-            loss, part = mixmatch_loss(net, peer, (x1.to(device), x2.to(device)), onehot[y_idx].to(device), w, u_views,
-                                       temperature=temperature, lam=lam, lambda_u=lam_u)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            bsz = x1.shape[0]
-            sums["loss"] += float(loss.detach()) * bsz
-            for key, value in part.items():
-                sums[key] += value * bsz
-            seen += bsz
-    return {**parts, **{key: value / seen for key, value in sums.items()}}
+    def __init__(self, warmup_epochs: int | None = None, p_threshold: float = 0.5, temperature: float = 0.5,
+                 alpha: float = 0.5, lambda_u: float = 0.0, rampup_epochs: int | None = None) -> None:
+        self.warmup_epochs = None if warmup_epochs is None else check_positive_int(warmup_epochs, "warmup_epochs",
+                                                                                   minimum=0)
+        self.rampup_epochs = None if rampup_epochs is None else check_positive_int(rampup_epochs, "rampup_epochs")
+        self.p_threshold = check_fraction(p_threshold, "p_threshold")
+        self.temperature = check_fraction(temperature, "temperature", low=1e-3, high=1.0)
+        self.alpha = check_fraction(alpha, "alpha", low=1e-6, high=1e6)
+        self.lambda_u = check_fraction(lambda_u, "lambda_u", low=0.0, high=1e6)
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {"warmup_epochs": self.warmup_epochs, "p_threshold": self.p_threshold, "temperature": self.temperature,
+                "alpha": self.alpha, "lambda_u": self.lambda_u, "rampup_epochs": self.rampup_epochs}
+
+    def setup(self, ctx: HarnessContext) -> None:
+        super().setup(ctx)
+        epochs = ctx.config.epochs
+        self.warmup = default_warmup_epochs(epochs) if self.warmup_epochs is None else self.warmup_epochs
+        self.rampup = default_rampup_epochs(epochs, self.warmup) if self.rampup_epochs is None else self.rampup_epochs
+        if self.warmup >= epochs:
+            logger.warning("DivideMix: warmup_epochs=%d >= epochs=%d, so this is plain cross entropy on two networks",
+                           self.warmup, epochs)
+        self.ensemble = SoftmaxEnsemble(*ctx.networks)
+        self.onehot = torch.eye(ctx.num_classes)
+        self.two_views = TwoViews(ctx.dataset)
+
+    def begin_epoch(self, epoch: int) -> list[Phase]:
+        self.skipped: dict[int, dict] = {}
+        if epoch < self.warmup:  # plain cross entropy on train()'s batches, both networks on the same batch
+            return super().begin_epoch(epoch)
+        ctx, seed = self.ctx, self.ctx.config.seed
+        # Co-divide: both divisions come from the networks as they stand before this epoch.
+        with seeded_torch(derive_seed(seed, epoch, 1000), ctx.device):
+            losses = per_instance_losses(ctx.networks, ctx.dataset, ctx.labels,
+                                         batch_size=max(ctx.config.batch_size, 256), device=ctx.device)
+        probs_clean = [clean_probability(losses[k], random_state=derive_seed(seed, epoch, k) % 2**32) for k in (0, 1)]
+        # Network k trains on the other network's division.
+        phases = [self._mixmatch_phase(epoch, k, probs_clean[1 - k]) for k in (0, 1)]
+        return [phase for phase in phases if phase is not None]
+
+    def _mixmatch_phase(self, epoch: int, member: int, prob: np.ndarray) -> Phase | None:
+        """Network ``member``'s pass over its labelled set (``prob > p_threshold``), unlabelled batches alongside."""
+        labeled = np.flatnonzero(prob > self.p_threshold)
+        unlabeled = np.flatnonzero(prob <= self.p_threshold)
+        info: dict[str, Any] = {"member": member, "labeled_fraction": labeled.size / prob.size}
+        if labeled.size < 2:  # BatchNorm cannot train on a single instance
+            logger.warning("DivideMix epoch %d: network %d has %d labelled instance(s); it skips this epoch",
+                           epoch + 1, member + 1, labeled.size)
+            self.skipped[member] = info
+            return None
+        config, steps = self.ctx.config, self.ctx.steps_per_epoch
+        rng = np.random.default_rng([config.seed, epoch, member, 7])
+        x_batches = _split_batches(rng.permutation(labeled), config.batch_size)
+        iters = len(x_batches)
+        info.update(epoch=epoch, iters=iters, rng=rng, prob=torch.from_numpy(prob.astype(np.float32)),
+                    u_batches=_unlabeled_batches(unlabeled, labeled.size, iters, rng))
+        return Phase(x_batches, (config.seed, epoch, member + 1), (member,), dataset=self.two_views,
+                     lr_position=lambda b: (epoch + b / iters) * steps, info=info)
+
+    def begin_phase(self, phase: Phase, seed: int) -> None:
+        if "u_batches" not in phase.info:
+            return
+        local = [self.ctx.shard(batch) for batch in phase.info["u_batches"]]
+        nonempty = [batch for batch in local if batch]
+        phase.info["u_local"] = local
+        phase.info["u_iter"] = (iter(epoch_loader(self.two_views, nonempty, self.ctx.config, self.ctx.device, seed + 1))
+                                if nonempty else None)
+
+    def training_step(self, batch: Batch, phase: Phase) -> StepOutput:
+        bsz = batch.index.numel()
+        if "u_batches" not in phase.info:  # warm-up
+            x = batch.inputs[0]
+            losses = [F.cross_entropy(net(x).float(), batch.labels) for net in self.ctx.runners]
+            # Disjoint parameters: one backward for both.
+            return StepOutput(sum(losses), {"train_loss": float(losses[0].detach()) * bsz})
+        info, device, b = phase.info, self.ctx.device, batch.step
+        member = info["member"]
+        u_views = None
+        if info["u_local"][b]:
+            u1, u2, _, _ = next(info["u_iter"])
+            u_views = (u1.to(device), u2.to(device))
+        w = info["prob"][batch.index].to(device)
+        lam = mixup_lambda(info["rng"], self.alpha)
+        lam_u = self.lambda_u * linear_rampup(info["epoch"] + b / info["iters"], self.warmup, self.rampup)
+        loss, part = mixmatch_loss(self.ctx.runners[member], self.ctx.networks[1 - member], batch.inputs,
+                                   self.onehot[batch.labels_cpu].to(device), w, u_views,
+                                   temperature=self.temperature, lam=lam, lambda_u=lam_u)
+        return StepOutput(loss, {"loss": float(loss.detach()) * bsz, **{k: v * bsz for k, v in part.items()}})
+
+    def end_epoch(self, epoch: int, results: list[PhaseResult]) -> dict[str, Any]:
+        if epoch < self.warmup:
+            return super().end_epoch(epoch, results)
+        nan = float("nan")
+        parts = {member: {"labeled_fraction": info["labeled_fraction"], "loss": nan, "loss_x": nan, "loss_u": nan,
+                          "penalty": nan} for member, info in self.skipped.items()}
+        for result in results:
+            parts[result.phase.info["member"]] = {"labeled_fraction": result.phase.info["labeled_fraction"],
+                                                  **result.means()}
+        record: dict[str, Any] = {}
+        for member in (0, 1):
+            for key, value in parts[member].items():
+                record[f"{key}_{member + 1}"] = value
+        record = {"train_loss": record.pop("loss_1"), "train_loss_2": record.pop("loss_2"), **record}
+        record["lambda_u"] = self.lambda_u * linear_rampup(epoch + 1, self.warmup, self.rampup)
+        return record
+
+    def eval_model(self) -> nn.Module:
+        return self.ensemble

@@ -31,16 +31,13 @@ The target is updated with the augmented view the dataset yields (as in the refe
 
 from __future__ import annotations
 
-import os
-import time
+from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset
 
-from urnet_core.peers import _common
-from urnet_core.training.loop import TrainConfig, TrainResult, _derive_seed, _epoch_batches, _make_optimizer, _seeded_torch
+from urnet_core.training.method_loop import all_reduce_rows
+from urnet_core.training.methods import Batch, HarnessContext, Method, Phase, PhaseResult, StepOutput
 from urnet_core.utils.validation import check_fraction
 
 #: Predictions are clamped to this range before the target update and the regulariser (as in the reference).
@@ -83,62 +80,45 @@ def elr_loss(logits: torch.Tensor, labels: torch.Tensor, index: torch.Tensor, ta
     return ce + lam * reg, ce, reg
 
 
-def train_elr(
-    dataset: Dataset,
-    *,
-    num_classes: int,
-    config: TrainConfig = TrainConfig(),
-    in_channels: int = 1,
-    lam: float = 3.0,
-    beta: float = 0.7,
-    eval_dataset: Dataset | None = None,
-    run_dir: str | os.PathLike | None = None,
-    progress: bool = False,
-    weights_path: str | None = None,
-) -> TrainResult:
-    """Train one backbone with cross entropy plus the ELR term (see the module docstring).
+class ELR(Method):
+    """ELR as a :class:`~urnet_core.training.methods.Method`: one network, cross entropy plus ``lam`` times
+    the regulariser against :class:`ELRTargets` (``beta``), the targets kept in the checkpoint.
 
-    Same batches, initial weights, optimizer and LR schedule as :func:`~urnet_core.training.loop.train`
-    with the same ``config``; deterministic on CPU for a fixed ``config.seed``. ``progress`` is
-    accepted for the harness's signature; the peers log one line per epoch instead of a bar.
-    Returns a :class:`~urnet_core.training.loop.TrainResult` whose ``model`` is the trained
-    backbone (in eval mode); each history record also has ``ce`` and ``elr_reg`` (epoch means).
+    Trained by ``train(dataset, ..., method=ELR(lam, beta))``: the same batches, initial weights,
+    optimizer and LR schedule as plain :func:`~urnet_core.training.loop.train`. History records
+    add ``ce`` and ``elr_reg`` (epoch means).
     """
-    del progress
-    labels, device = _common.prepare(dataset, num_classes, config, "ELR")
-    lam = check_fraction(lam, "lam", low=0.0, high=1e6)
-    run_path = _common.make_run_dir(run_dir)
-    n = labels.size
-    model = _common.build_network(config, num_classes, in_channels, device, 0, weights_path)
-    optimizer = _make_optimizer(list(model.parameters()), config)
-    steps_per_epoch = len(_epoch_batches(labels, config, 0))
-    total = steps_per_epoch * config.epochs
-    targets = ELRTargets(n, num_classes, beta=beta, device=device)
-    labels_t = torch.from_numpy(labels)
-    history: list[dict] = []
-    for epoch in range(config.epochs):
-        t0 = time.perf_counter()
-        epoch_seed = _derive_seed(config.seed, epoch)
-        batches = _epoch_batches(labels, config, epoch)
-        model.train()
-        sums = np.zeros(3)
-        seen = 0
-        with _seeded_torch(epoch_seed, device):
-            for b, (x, y, idx) in enumerate(_common.epoch_loader(dataset, batches, config, device, epoch_seed)):
-                _common.set_lr(optimizer, config, epoch * steps_per_epoch + b, total)
-                y_dev = _common.batch_labels(y, idx, labels_t).to(device)
-                logits = model(x.to(device))
-                loss, ce, reg = elr_loss(logits, y_dev, idx, targets, lam=lam)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                bsz = x.shape[0]
-                sums += bsz * np.array([float(loss.detach()), float(ce.detach()), float(reg.detach())])
-                seen += bsz
-        # The LR at the epoch's end, as train() records it (the factor of the next step).
-        record = {"epoch": epoch + 1, "lr": _common.lr_at(config, (epoch + 1) * steps_per_epoch, total),
-                  "train_loss": float(sums[0] / seen), "ce": float(sums[1] / seen), "elr_reg": float(sums[2] / seen)}
-        _common.end_epoch(history, record, epoch=epoch, config=config, eval_model=model, eval_dataset=eval_dataset,
-                          num_classes=num_classes, device=device, t0=t0, run_dir=run_path, method="ELR")
-    return _common.finish(model, history, run_path, [model])
 
+    name = "ELR"
+
+    def __init__(self, lam: float = 3.0, beta: float = 0.7) -> None:
+        self.lam = check_fraction(lam, "lam", low=0.0, high=1e6)
+        self.beta = check_fraction(beta, "beta", low=0.0, high=1.0)
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {"lam": self.lam, "beta": self.beta}
+
+    def setup(self, ctx: HarnessContext) -> None:
+        super().setup(ctx)
+        self.targets = ELRTargets(ctx.labels.size, ctx.num_classes, beta=self.beta, device=ctx.device)
+        self.touched = torch.zeros(ctx.labels.size, dtype=torch.bool)
+
+    def training_step(self, batch: Batch, phase: Phase) -> StepOutput:
+        logits = self.ctx.runners[0](batch.inputs[0])
+        loss, ce, reg = elr_loss(logits, batch.labels, batch.index, self.targets, lam=self.lam)
+        self.touched[batch.index] = True
+        bsz = batch.index.numel()
+        return StepOutput(loss, {"train_loss": float(loss.detach()) * bsz, "ce": float(ce.detach()) * bsz,
+                                 "elr_reg": float(reg.detach()) * bsz})
+
+    def end_epoch(self, epoch: int, results: list[PhaseResult]) -> dict[str, Any]:
+        # Each rank updated the targets of its part of the batches; every rank needs them all.
+        all_reduce_rows(self.targets.targets, self.touched.to(self.targets.targets.device))
+        self.touched.zero_()
+        return super().end_epoch(epoch, results)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"targets": self.targets.targets.cpu()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.targets.targets.copy_(state["targets"])

@@ -49,7 +49,7 @@ class MethodSpec:
     cross-fitted one (``"cross_fit"``); ``bag`` turns on the bag branch; ``loss`` is "ce" or
     "gce"; ``class_balanced`` multiplies effective-number class weights (Cui et al. 2019);
     ``subset`` restricts the training table ("clean_oracle", "cleanlab", "flickr_top_k");
-    ``trainer`` names a peer's own training procedure (:data:`PEER_TRAINERS`); ``hyper`` holds
+    ``trainer`` names a peer method (a key of :data:`urnet_core.peers.METHODS`); ``hyper`` holds
     the row's hyperparameters as ``(name, value)`` pairs (:data:`WEIGHT_HYPER`,
     :data:`CONFIG_HYPER`, :data:`SUBSET_HYPER`; any other name goes to the trainer); ``family``
     marks a *tuned* row whose hyperparameters :func:`urnet_core.study.tuning.resolve_tuned`
@@ -88,9 +88,7 @@ CF = " (cross-fitted)"
 SCRATCH = " (from scratch)"
 SELECTED = "URNet (tuned)"
 RECOMMENDED = "URNet+ (tuned)"
-#: Peer trainers: ``module:function`` taking the arguments of :func:`urnet_core.training.loop.train`.
-PEER_TRAINERS = {"elr": "urnet_core.peers.elr:train_elr", "coteaching": "urnet_core.peers.coteaching:train_coteaching",
-                 "dividemix": "urnet_core.peers.dividemix:train_dividemix"}
+
 
 
 def ladder_rows(*, group: str = "ladder", suffix: str = "", **fields: Any) -> list[MethodSpec]:
@@ -244,16 +242,15 @@ def method_weights(spec: MethodSpec, study: StudyConfig, seed: int, table: pd.Da
     return weights, targets
 
 
-def peer_trainer(name: str | None):
-    """The training function of a peer (:data:`PEER_TRAINERS`), or None for the plain trainer."""
-    import importlib
-
-    if name is None:
+def peer_method(spec: MethodSpec):
+    """The peer method of ``spec`` (:func:`urnet_core.peers.make_method` with :func:`trainer_options`),
+    or None for the plain trainer."""
+    options = trainer_options(spec)
+    if spec.trainer is None:
         return None
-    if name not in PEER_TRAINERS:
-        raise ValueError(f"unknown peer trainer {name!r}; known: {sorted(PEER_TRAINERS)}")
-    module, function = PEER_TRAINERS[name].split(":")
-    return getattr(importlib.import_module(module), function)
+    from urnet_core.peers import make_method
+
+    return make_method(spec.trainer, **options)
 
 
 def trainer_options(spec: MethodSpec) -> dict[str, Any]:
@@ -312,8 +309,8 @@ def run_method(study: StudyConfig, spec: MethodSpec, seed: int, *, force: bool =
         sub = table.loc[keep].reset_index(drop=True)
         init = str(source / "checkpoint.pt") if source is not None else study.data.init_weights
         metrics, _ = fit_and_evaluate(bundle, sub, config, folder, sample_weights=weights, soft_targets=targets,
-                                      init_weights=init, trainer=peer_trainer(spec.trainer),
-                                      trainer_options=trainer_options(spec), validation_table=validation_table)
+                                      init_weights=init, method=peer_method(spec),
+                                      validation_table=validation_table)
         return {"metrics": {k: v for k, v in metrics.items() if not isinstance(v, (list, dict))},
                 "n_train": int(len(sub)), "kept_fraction": float(keep.mean()), "validation": validation,
                 "protocol": protocol}

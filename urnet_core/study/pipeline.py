@@ -97,35 +97,32 @@ def make_dataset(bundle, table: pd.DataFrame, *, train: bool, model: str = "smal
 # --------------------------------------------------------------------------- one trained model
 def fit_and_evaluate(bundle, table: pd.DataFrame, config, run_dir: str | Path, *, sample_weights=None,
                      soft_targets=None, init_weights: str | None = None, resume: bool = True,
-                     progress: bool = False, distributed: bool = False, trainer=None,
-                     trainer_options: dict | None = None, validation_table: pd.DataFrame | None = None):
+                     progress: bool = False, distributed: bool = False, method=None,
+                     validation_table: pd.DataFrame | None = None):
     """Train on ``table``, evaluate on the bundle's test split and write the run folder.
 
     With ``validation_table`` (the noisy validation rows a selection scores) the model also
     predicts those rows: ``validation_probs.npy`` and ``validation_metrics.json`` (against
     their observed labels).
 
-    ``trainer`` (default :func:`urnet_core.training.loop.train`) may be a peer's training
-    function with the same signature; ``trainer_options`` are its own hyperparameters. Under torchrun (``distributed``) every rank trains and
-    evaluates its shard; rank 0 alone writes. Returns ``(test_metrics, model)``.
+    ``method`` (a :class:`~urnet_core.training.methods.Method`, or a peer's name for
+    :func:`urnet_core.peers.make_method` with its defaults) trains that method in
+    :func:`urnet_core.training.loop.train`'s harness instead of weighted cross entropy; it takes
+    no ``sample_weights`` or ``soft_targets`` (ValueError). Under torchrun (``distributed``)
+    every rank trains and evaluates its shard; rank 0 alone writes. Returns ``(test_metrics, model)``.
     """
     from urnet_core.training import distributed as dist_util
     from urnet_core.training.loop import evaluate, train
 
-    run_dir = Path(run_dir)
-    arguments = dict(num_classes=bundle.num_classes, config=config, in_channels=bundle.in_channels,
-                     sample_weights=sample_weights, soft_targets=soft_targets, eval_dataset=None, run_dir=run_dir,
-                     resume=resume, weights_path=init_weights, progress=progress)
-    if trainer is not None:  # a peer's procedure takes what it uses; weights or targets it cannot take are an error
-        import inspect
+    if isinstance(method, str):
+        from urnet_core.peers import make_method
 
-        accepted = set(inspect.signature(trainer).parameters)
-        for name in ("sample_weights", "soft_targets", "weights_path"):
-            if arguments[name] is not None and name not in accepted:
-                raise ValueError(f"{trainer.__name__} does not take {name}")
-        arguments = {k: v for k, v in arguments.items() if k in accepted}
-    arguments.update(trainer_options or {})
-    result = (trainer or train)(make_dataset(bundle, table, train=True, model=config.model), **arguments)
+        method = make_method(method)
+    run_dir = Path(run_dir)
+    result = train(make_dataset(bundle, table, train=True, model=config.model), num_classes=bundle.num_classes,
+                   config=config, in_channels=bundle.in_channels, sample_weights=sample_weights,
+                   soft_targets=soft_targets, eval_dataset=None, run_dir=run_dir, resume=resume,
+                   weights_path=init_weights, progress=progress, method=method)
     device = next(result.model.parameters()).device
     splits = {"test": bundle.test} if validation_table is None else {"validation": validation_table,
                                                                         "test": bundle.test}

@@ -34,9 +34,11 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.json"
 CHECKPOINT_FORMAT = 1
-#: Files of a finished or interrupted run (``train`` and ``urnet train`` write them); a run that
-#: starts over removes them first so an old run's results never sit beside a new checkpoint.
-RUN_ARTEFACTS = (CHECKPOINT_NAME, METRICS_NAME, "test_metrics.json", "final_metrics.json", "test_probs.npy", "history.json")
+#: Files of a finished or interrupted run (``train`` and ``urnet train`` write them; ``model.pt``: the
+#: networks of a method's run); a run that starts over removes them first so an old run's results
+#: never sit beside a new checkpoint.
+RUN_ARTEFACTS = (CHECKPOINT_NAME, METRICS_NAME, "test_metrics.json", "final_metrics.json", "test_probs.npy",
+                 "history.json", "model.pt")
 #: Config fields that do not change the trained weights, so a resume may differ in them.
 RESUME_FREE_FIELDS = ("eval_every",)
 _PROBE_NAME = ".write-probe"
@@ -239,15 +241,26 @@ def save_checkpoint(
     meta: dict,
     data_hash: str,
     fingerprint: str | None,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
+    model: nn.Module | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any = None,
     scaler: Any,
-    bag: nn.Module | None,
+    bag: nn.Module | None = None,
     history: list[dict],
     rng: dict,
+    state: dict | None = None,
 ) -> None:
-    """Write the training state after ``epoch`` epochs atomically, and ``metrics.json`` beside it."""
+    """Write the training state after ``epoch`` epochs atomically, and ``metrics.json`` beside it.
+
+    ``state`` (a method's run: every network and optimizer, the method's own state) is stored
+    as given, in place of ``model``/``optimizer``/``scheduler``/``bag``.
+    """
+    if state is None:  # the key order of train()'s checkpoints (the bytes of the file stay as they were)
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                 "bag_branch": bag.state_dict() if bag is not None else None}
+    else:
+        state = {**state, "scaler": scaler.state_dict()}
     state = {
         "format": CHECKPOINT_FORMAT,
         **meta,
@@ -255,17 +268,14 @@ def save_checkpoint(
         "config": config,
         "data_hash": data_hash,
         "dataset_fingerprint": fingerprint,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict(),
-        "bag_branch": bag.state_dict() if bag is not None else None,
+        **state,
         "history": history,
         "rng": rng,
     }
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
-    write_json(path.parent / METRICS_NAME, {"config": config, "data_hash": data_hash, "history": history})
+    method = {"method": meta["method"]} if "method" in meta else {}
+    write_json(path.parent / METRICS_NAME, {**method, "config": config, "data_hash": data_hash, "history": history})
 
 
 def restore_checkpoint(

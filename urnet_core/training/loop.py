@@ -1,4 +1,4 @@
-"""One training loop for the baseline, URNet (eq. 10 + bag branch) and the GCE peer.
+"""One training entry point for the baseline, URNet (eq. 10 + bag branch) and every peer.
 
 Notation: n training instances, C classes, B instances per batch.
 
@@ -11,7 +11,11 @@ The same :func:`train` trains
   ``(1/B) sum_i w_i * sum_j -t_ij log p_ij`` (see :mod:`urnet_core.training.losses` for why the sum is
   divided by B and not by the weight sum), plus, with ``config.bag_branch``, the cross entropy of
   the bag attention branch (section 4.4) times ``config.bag_loss_weight``;
-- the **GCE** peer baseline with ``config.loss="gce"``.
+- the **GCE** peer baseline with ``config.loss="gce"``;
+- a **method** object (``method=``, :class:`~urnet_core.training.methods.Method`: ELR,
+  Co-teaching, DivideMix from :mod:`urnet_core.peers`), whose networks the harness of
+  :mod:`urnet_core.training.method_loop` trains with this module's seeds, batches, optimizer,
+  LR schedule, AMP, checkpoint/resume, DDP, history and evaluation.
 
 Weights and targets are looked up per batch by the ``index`` each dataset item carries
 (datasets yield ``(image, label, index)``), so they map to table rows.
@@ -28,12 +32,12 @@ ValueError** rather than silently mixed or overwritten; pass ``resume=False`` (o
 to be writable before the first epoch and locked for the whole call, so two runs never share it
 (see :mod:`urnet_core.training.checkpoint` and :mod:`urnet_core.utils.locks`).
 
-Layout (after torchvision's classification reference script): :class:`TrainLoss` is the loss,
-chosen once from the config; :func:`train_one_epoch` trains one epoch; :func:`evaluate` scores a
-dataset; :func:`~urnet_core.training.checkpoint.save_checkpoint` /
-:func:`~urnet_core.training.checkpoint.restore_checkpoint` persist the state; :func:`train` wires
-them together (data, model, optimizer, loss; resume; then per epoch: train, evaluate when due,
-checkpoint).
+Layout: a training method is a :class:`~urnet_core.training.methods.Method` (eq. 10's loss:
+:class:`~urnet_core.training.weighted_ce.WeightedCrossEntropy`, the default; the peers:
+:mod:`urnet_core.peers`); :mod:`urnet_core.training.method_loop` is the one harness that trains
+any of them (per epoch: the method's phases, evaluate when due, checkpoint); this module holds
+the config, the shared pieces (seeds, batches, optimizer, LR schedule, input checks), the entry
+point :func:`train` and inference (:func:`evaluate`, :func:`predict`).
 
 Several processes: under ``torchrun --nproc_per_node N`` (see :mod:`urnet_core.training.distributed`) the
 model and bag branch are wrapped in DistributedDataParallel with synchronised batch norm.
@@ -55,17 +59,15 @@ import dataclasses
 import logging
 import math
 import os
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
-from torch.utils.data._utils.collate import default_collate
 from tqdm.auto import tqdm
 
 from urnet_core.training import distributed as dist_util
@@ -79,14 +81,12 @@ from urnet_core.training.checkpoint import (  # the names are re-exported for ol
     METRICS_NAME,
     check_resumable,
     clear_run_artefacts,
-    data_hash as compute_data_hash,
     load_checkpoint,
     prepare_run_dir,
     restore_checkpoint,
     save_checkpoint,
     training_fingerprint,
 )
-from urnet_core.training.losses import generalized_cross_entropy, weighted_label_pair_cross_entropy, weighted_soft_cross_entropy
 from urnet_core.training.metrics import classification_metrics
 from urnet_core.models.backbones import MODEL_NAMES, Backbone, build_model
 from urnet_core.models.bag import BagAttentionBranch, BagBatchSampler
@@ -214,12 +214,12 @@ class TrainResult:
 # helpers
 
 
-def _derive_seed(*parts: int) -> int:
+def derive_seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
 
 
 @contextlib.contextmanager
-def _seeded_torch(seed: int, device: torch.device) -> Iterator[None]:
+def seeded_torch(seed: int, device: torch.device) -> Iterator[None]:
     """Run a block with torch's RNG seeded to ``seed``, restoring the caller's state after."""
     devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
@@ -246,6 +246,18 @@ def dataset_labels(dataset: Dataset) -> np.ndarray:
         _, y, idx = dataset[i]
         labels[int(idx)] = int(y)
     return labels
+
+
+def check_batch_labels(y: torch.Tensor, idx: torch.Tensor, labels_t: torch.Tensor) -> torch.Tensor:
+    """The table labels (CPU, int64) of a batch's dataset ``idx``, checked against the labels ``y`` it yields."""
+    idx = idx.long()
+    n = labels_t.numel()
+    if idx.numel() and (idx.min() < 0 or idx.max() >= n):
+        raise ValueError(f"dataset index out of range [0, {n}): got {int(idx.min())}..{int(idx.max())}")
+    y_idx = labels_t[idx]
+    if not torch.equal(y.long(), y_idx):
+        raise ValueError("labels yielded by the dataset disagree with its .labels/.table at the same index")
+    return y_idx
 
 
 def _check_weights_targets(
@@ -300,7 +312,7 @@ def _check_train_inputs(
     return labels, weights, targets
 
 
-def _lr_factor(schedule: str, step: int, total: int) -> float:
+def lr_factor(schedule: str, step: int, total: int) -> float:
     if schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
     if schedule == "step":
@@ -308,13 +320,13 @@ def _lr_factor(schedule: str, step: int, total: int) -> float:
     return 1.0
 
 
-def _make_optimizer(params: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(params: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
 
 
-def _epoch_batches(
+def epoch_batches(
     labels: np.ndarray, config: TrainConfig, epoch: int
 ) -> list[list[int]]:
     n = labels.size
@@ -332,32 +344,8 @@ def _epoch_batches(
     return batches
 
 
-class _TrainStep(nn.Module):
-    """One forward pass of the backbone and, optionally, the bag branch (what DDP wraps).
-
-    Returns ``(logits (B, C), bag_logits (B / bag_size, C) or None)``; bags are consecutive runs
-    of ``bag_size`` items (:class:`BagBatchSampler`), and the bag loss back-propagates through the
-    same encoder pass.
-    """
-
-    def __init__(self, model: Backbone, bag: BagAttentionBranch | None, bag_size: int) -> None:
-        super().__init__()
-        self.model = model
-        self.bag = bag
-        self.bag_size = bag_size
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        feats = self.model.encoder(x)
-        logits = self.model.head(feats)
-        bag_logits = None
-        if self.bag is not None:
-            bag_logits, _ = self.bag(feats.float().reshape(-1, self.bag_size, feats.shape[1]))
-        return logits, bag_logits
-
-
-def _collate_or_none(items: list) -> Any:
-    """``default_collate``, or None for an empty batch (a rank's empty part of a short batch)."""
-    return default_collate(items) if items else None
+#: The name ``make_optimizer`` had; ``urnet_core.benchmarks`` still imports it.
+_make_optimizer = make_optimizer
 
 
 def load_checkpoint_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> Backbone:
@@ -372,187 +360,7 @@ def load_checkpoint_model(path: str | os.PathLike, *, device: str | torch.device
 
 
 # ---------------------------------------------------------------------------------------------
-# loss
-
-
-class LossTerms(NamedTuple):
-    """What :class:`TrainLoss` returns for one batch.
-
-    ``total`` is the objective to back-propagate. ``loss`` and ``bag_loss`` (None without the bag
-    branch) are the unscaled terms for the history: batch means in one process, this rank's sums
-    under DDP.
-    """
-
-    total: torch.Tensor
-    loss: torch.Tensor
-    bag_loss: torch.Tensor | None
-
-
-class TrainLoss:
-    """Eq. 10's loss of a batch, its form chosen once from the config and the run's tables.
-
-    The per-instance term, times ``w_i`` looked up by each item's dataset index, is
-
-    - ``'pairs'``: cross entropy on the observed label, or on eq. 10's two-hot targets given
-      compactly as :class:`LabelPairs` (:func:`weighted_label_pair_cross_entropy`; no ``(B, C)``
-      target tensor);
-    - ``'soft'``: cross entropy on dense soft targets ``(n, C)`` (:func:`weighted_soft_cross_entropy`);
-    - ``'gce'``: the generalized cross entropy on the observed label (``config.loss='gce'``).
-
-    With the bag branch, ``config.bag_loss_weight`` times the cross entropy of each bag's logits
-    against the bag's label (a bag holds one class) is added.
-
-    One process: both terms are batch means. Several (``world > 1``): each rank sums over its part
-    and scales by ``world / global batch size`` (bags: ``world * bag_size / global batch size``),
-    because DDP averages the ranks' gradients; the result is the one-process gradient.
-    """
-
-    def __init__(self, config: TrainConfig, weights: np.ndarray, targets: np.ndarray | LabelPairs | None,
-                 *, world: int = 1) -> None:
-        self.world = world
-        self.reduction = "mean" if world == 1 else "sum"
-        self.gce_q = config.gce_q
-        self.bag_size = config.bag_size
-        self.bag_loss_weight = config.bag_loss_weight
-        self.kind = "gce" if config.loss == "gce" else "soft" if isinstance(targets, np.ndarray) else "pairs"
-        # The tables stay on the CPU (O(n), up to 16M rows); each batch's rows go to the device.
-        self.weights = torch.from_numpy(weights)
-        self.targets = torch.from_numpy(targets) if isinstance(targets, np.ndarray) else None
-        self.predicted = torch.from_numpy(targets.predicted) if isinstance(targets, LabelPairs) else None
-        self.beta = targets.beta if isinstance(targets, LabelPairs) else 1.0
-
-    def __call__(self, logits: torch.Tensor, bag_logits: torch.Tensor | None, labels: torch.Tensor,
-                 idx: torch.Tensor, global_batch_size: int) -> LossTerms:
-        """Loss of a batch: ``labels`` on the logits' device, ``idx`` the items' dataset rows (CPU)."""
-        device, reduction = logits.device, self.reduction
-        w = self.weights[idx].to(device, non_blocking=True)
-        if self.kind == "gce":
-            loss = generalized_cross_entropy(logits, labels, q=self.gce_q, weights=w, reduction=reduction)
-        elif self.kind == "soft":
-            t = self.targets[idx].to(device, non_blocking=True)
-            loss = weighted_soft_cross_entropy(logits, t, w, reduction=reduction)
-        else:
-            yhat = self.predicted[idx].to(device, non_blocking=True) if self.predicted is not None else None
-            loss = weighted_label_pair_cross_entropy(logits, labels, yhat, w, beta=self.beta, reduction=reduction)
-        logged = loss
-        if self.world > 1:
-            loss = loss * (self.world / global_batch_size)
-        if bag_logits is None:
-            return LossTerms(loss, logged, None)
-        y_bags = labels.reshape(-1, self.bag_size)[:, 0]
-        bag_loss = F.cross_entropy(bag_logits.float(), y_bags, reduction=reduction)
-        bag_logged = bag_loss
-        if self.world > 1:
-            bag_loss = bag_loss * (self.world * self.bag_size / global_batch_size)
-        return LossTerms(loss + self.bag_loss_weight * bag_loss, logged, bag_logged)
-
-
-# ---------------------------------------------------------------------------------------------
 # training
-
-
-@dataclass
-class EpochStats:
-    """What :func:`train_one_epoch` returns: mean losses per instance (over all ranks) and the
-    torch CPU RNG state at the epoch's end (recorded in the checkpoint for audits)."""
-
-    train_loss: float
-    bag_loss: float | None
-    torch_rng: torch.Tensor
-
-
-def train_one_epoch(
-    runner: nn.Module,
-    criterion: TrainLoss,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    scaler: torch.amp.GradScaler,
-    dataset: Dataset,
-    labels: np.ndarray,
-    *,
-    config: TrainConfig,
-    epoch: int,
-    device: torch.device,
-    amp_dtype: torch.dtype | None = None,
-    world: int = 1,
-    rank: int = 0,
-    progress: bool = False,
-) -> EpochStats:
-    """Train ``runner`` (a :class:`_TrainStep`, DDP-wrapped when ``world > 1``) for epoch ``epoch`` (0-based).
-
-    The epoch's batches and every random draw inside it are seeded from ``(config.seed, epoch)``
-    (and the rank under DDP, whose rank trains its contiguous part of each global batch), so a
-    resumed run repeats them exactly. ``amp_dtype`` None trains in float32. Every rank must call.
-    """
-    n = labels.size
-    labels_t = torch.from_numpy(labels)
-    # Every rank draws its own augmentation/dropout numbers; one process keeps its old seed.
-    epoch_seed = _derive_seed(config.seed, epoch) if world == 1 else _derive_seed(config.seed, epoch, rank)
-    global_batches = batches = _epoch_batches(labels, config, epoch)
-    if world > 1:
-        # This rank's contiguous part of every global batch, cut between bags.
-        unit = config.bag_size if config.bag_branch else 1
-        batches = [dist_util.shard_batch(b, unit, rank, world) for b in global_batches]
-    runner.train()
-    channels_last = device.type == "cuda"
-    loss_sum = bag_loss_sum = 0.0
-    seen = 0
-    with _seeded_torch(epoch_seed, device):
-        loader = DataLoader(
-            dataset,
-            batch_sampler=batches,
-            num_workers=config.num_workers,
-            pin_memory=device.type == "cuda",
-            generator=torch.Generator().manual_seed(epoch_seed),
-            **({"collate_fn": _collate_or_none} if world > 1 else {}),
-        )
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False)
-        template = None
-        for b, item in enumerate(bar):
-            if item is None:
-                # This rank's part of a short last batch is empty: it still joins the
-                # collective forward/backward, with zero instances.
-                if template is None:
-                    template = default_collate([dataset[global_batches[b][0]]])[0]
-                item = (template[:0], torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long))
-            x, y, idx = item
-            template = x
-            idx = idx.long()
-            if idx.numel() and (idx.min() < 0 or idx.max() >= n):
-                raise ValueError(f"dataset index out of range [0, {n}): got {int(idx.min())}..{int(idx.max())}")
-            y_idx = labels_t[idx]
-            if not torch.equal(y.long(), y_idx):
-                raise ValueError("labels yielded by the dataset disagree with its .labels/.table at the same index")
-            y_dev = y_idx.to(device, non_blocking=True)
-            x = x.to(device, non_blocking=True)
-            if channels_last and x.ndim == 4:
-                x = x.contiguous(memory_format=torch.channels_last)
-            autocast = torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float16,
-                                      enabled=amp_dtype is not None)
-            with autocast:
-                logits, bag_logits = runner(x)
-                terms = criterion(logits, bag_logits, y_dev, idx, len(global_batches[b]))
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(terms.total).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            bsz = x.shape[0]
-            if world == 1:  # batch means
-                loss_sum += float(terms.loss.detach()) * bsz
-                if terms.bag_loss is not None:
-                    bag_loss_sum += float(terms.bag_loss.detach()) * bsz
-            else:  # sums of this rank's instances (and bags), added over the ranks below
-                loss_sum += float(terms.loss.detach())
-                if terms.bag_loss is not None:
-                    bag_loss_sum += float(terms.bag_loss.detach()) * config.bag_size
-            seen += bsz
-            bar.set_postfix(loss=f"{loss_sum / max(seen, 1):.4f}")
-        end_rng = torch.get_rng_state()
-    if world > 1:
-        loss_sum, bag_loss_sum, seen = dist_util.all_reduce_sum([loss_sum, bag_loss_sum, seen])
-    bag_loss = bag_loss_sum / max(seen, 1) if config.bag_branch else None
-    return EpochStats(train_loss=loss_sum / max(seen, 1), bag_loss=bag_loss, torch_rng=end_rng)
 
 
 @contextlib.contextmanager
@@ -574,23 +382,6 @@ def _claim_run_dir(run_dir: Path) -> Iterator[None]:
         lock.release()  # a no-op on the other ranks
 
 
-def _build_model(config: TrainConfig, num_classes: int, in_channels: int, weights_path: Any,
-                 device: torch.device, world: int) -> tuple[Backbone, BagAttentionBranch | None]:
-    """The backbone (and bag branch), seeded from the config, on ``device``."""
-    with _seeded_torch(_derive_seed(config.seed, 2**31), device):
-        model = build_model(config.model, num_classes, in_channels=in_channels, weights_path=weights_path)
-        bag = BagAttentionBranch(model.feature_dim, num_classes) if config.bag_branch else None
-    model.to(device)
-    if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)  # faster convolutions on tensor cores
-    if bag is not None:
-        bag.to(device)
-    if world > 1:
-        # Normalise with the statistics of the whole global batch, as the single process does.
-        dist_util.convert_sync_batchnorm(model, device)
-    return model, bag
-
-
 def _process_group(config: TrainConfig, distributed: bool | None) -> tuple[torch.device, int, int]:
     """``(device, world size, rank)``, initialising the process group under torchrun (see :func:`train`)."""
     device = resolve_device(config.device)
@@ -599,21 +390,6 @@ def _process_group(config: TrainConfig, distributed: bool | None) -> tuple[torch
     if distributed and dist_util.init_from_env(device):
         return dist_util.local_device(device), dist_util.world_size(), dist_util.rank()
     return device, 1, 0
-
-
-def _build_optimization(
-    config: TrainConfig, model: Backbone, bag: BagAttentionBranch | None, labels: np.ndarray, device: torch.device
-) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR, torch.amp.GradScaler, torch.dtype | None]:
-    """``(optimizer, per-step LR schedule, grad scaler, autocast dtype or None for float32)``."""
-    params = list(model.parameters()) + (list(bag.parameters()) if bag is not None else [])
-    optimizer = _make_optimizer(params, config)
-    total_steps = len(_epoch_batches(labels, config, 0)) * config.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(config.schedule, step, total_steps))
-    use_amp = config.amp and device.type == "cuda"
-    amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if use_amp else None
-    # Loss scaling is needed for float16 only; bf16 has float32's exponent range.
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-    return optimizer, scheduler, scaler, amp_dtype
 
 
 def _start_or_resume(
@@ -656,8 +432,15 @@ def train(
     progress: bool = True,
     on_epoch_end: Callable[[dict], None] | None = None,
     distributed: bool | None = None,
+    method: Any = None,
 ) -> TrainResult:
     """Train a backbone (and optionally the bag branch) with per-instance weights and soft targets.
+
+    With ``method`` (a :class:`~urnet_core.training.methods.Method`, e.g. a peer of
+    :mod:`urnet_core.peers`) the method's networks are trained instead, by the same harness
+    (:mod:`urnet_core.training.method_loop`: seeds, batches, optimizers, LR schedule, AMP,
+    checkpoint/resume, DDP, history and evaluation as below); it takes no ``sample_weights`` or
+    ``soft_targets``.
 
     Parameters
     ----------
@@ -705,81 +488,14 @@ def train(
     -------
     TrainResult
     """
-    labels, weights, targets = _check_train_inputs(train_dataset, num_classes, config, sample_weights, soft_targets)
-    device, world, rank = _process_group(config, distributed)
-    main = rank == 0
-    run_dir = Path(run_dir) if run_dir is not None else None
-    data_hash = compute_data_hash(labels, weights, targets, weights_path)
-    if world > 1:
-        dist_util.check_consistent((asdict(config), data_hash, labels.size, num_classes, in_channels),
-                                   "training inputs")
+    from urnet_core.training.method_loop import fit_method  # they build on this module
+    from urnet_core.training.weighted_ce import WeightedCrossEntropy
 
-    with contextlib.ExitStack() as stack:
-        if run_dir is not None:
-            stack.enter_context(_claim_run_dir(run_dir))
-        model, bag = _build_model(config, num_classes, in_channels, weights_path, device, world)
-        train_step = _TrainStep(model, bag, config.bag_size)
-        optimizer, scheduler, scaler, amp_dtype = _build_optimization(config, model, bag, labels, device)
-        criterion = TrainLoss(config, weights, targets, world=world)
-
-        meta = {"model_name": config.model, "num_classes": num_classes, "in_channels": in_channels}
-        ckpt, fingerprint = _start_or_resume(run_dir, resume, train_dataset, config=asdict(config), meta=meta,
-                                             data_hash=data_hash)
-        start_epoch, history = 0, []
-        if ckpt is not None:
-            start_epoch, history = restore_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler,
-                                                      scaler=scaler, bag=bag)
-            if main:
-                logger.info("resuming %s from epoch %d/%d", run_dir, start_epoch, config.epochs)
-            del ckpt
-        runner: nn.Module = train_step
-        if world > 1:
-            device_ids = [device.index] if device.type == "cuda" else None
-            runner = nn.parallel.DistributedDataParallel(train_step, device_ids=device_ids)
-
-        for epoch in range(start_epoch, config.epochs):
-            t0 = time.perf_counter()
-            stats = train_one_epoch(runner, criterion, optimizer, scheduler, scaler, train_dataset, labels,
-                                    config=config, epoch=epoch, device=device, amp_dtype=amp_dtype, world=world,
-                                    rank=rank, progress=progress and main)
-            record: dict[str, Any] = {"epoch": epoch + 1, "lr": float(optimizer.param_groups[0]["lr"]),
-                                      "train_loss": stats.train_loss}
-            if bag is not None:
-                record["bag_loss"] = stats.bag_loss
-            record["eval"] = None
-            if eval_dataset is not None and (epoch + 1 == config.epochs or (epoch + 1) % config.eval_every == 0):
-                record["eval"], _ = evaluate(model, eval_dataset, num_classes=num_classes,
-                                             batch_size=max(config.batch_size, 256), device=device,
-                                             progress=progress and main, distributed=world > 1)
-            record["seconds"] = time.perf_counter() - t0
-            if world > 1:
-                record["seconds"] = dist_util.broadcast_object(record["seconds"])  # the same history on every rank
-            history.append(record)
-            if main:
-                top1 = f" top1 {record['eval']['top1']:.4f}" if record["eval"] else ""
-                logger.info("epoch %d/%d loss %.4f%s (%.1fs)", epoch + 1, config.epochs, record["train_loss"], top1,
-                            record["seconds"])
-            if run_dir is not None and main:
-                # Each epoch reseeds from (seed, epoch), so resuming does not need the RNG
-                # states; they record where the RNGs stood, for audits.
-                rng = {"torch": stats.torch_rng,
-                       "numpy": np.random.default_rng([config.seed, epoch]).bit_generator.state}
-                save_checkpoint(run_dir / CHECKPOINT_NAME, epoch=epoch + 1, config=asdict(config), meta=meta,
-                                data_hash=data_hash, fingerprint=fingerprint, model=model, optimizer=optimizer,
-                                scheduler=scheduler, scaler=scaler, bag=bag, history=history, rng=rng)
-            dist_util.barrier()  # the other ranks wait for rank 0's checkpoint
-            if on_epoch_end is not None:
-                on_epoch_end(record)
-
-    model.eval()
-    if bag is not None:
-        bag.eval()
-    if world > 1:
-        dist_util.revert_sync_batchnorm(model)
-    final = dict(history[-1]["eval"] or {}) if history else {}
-    if history:
-        final["train_loss"] = history[-1]["train_loss"]
-    return TrainResult(model=model, history=history, final_metrics=final, run_dir=run_dir, bag_branch=bag)
+    return fit_method(WeightedCrossEntropy() if method is None else method, train_dataset, num_classes=num_classes,
+                      config=config, in_channels=in_channels, sample_weights=sample_weights,
+                      soft_targets=soft_targets, eval_dataset=eval_dataset, run_dir=run_dir, resume=resume,
+                      weights_path=weights_path, progress=progress, on_epoch_end=on_epoch_end,
+                      distributed=distributed)
 
 
 # ---------------------------------------------------------------------------------------------
