@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from urnet_core.utils.validation import as_features, as_labels, check_positive_int
-from urnet_core.reweight.cluster_weight import release_pages
+from urnet_core.utils.memory import release_pages
 
 logger = logging.getLogger(__name__)
 
