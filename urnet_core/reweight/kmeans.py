@@ -201,7 +201,9 @@ def _kmeanspp(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
 
     def sq_dist(rows: np.ndarray) -> np.ndarray:  # (len(rows), n) float64
         c = xf[rows]
-        d = x_sq[None, :] - 2.0 * (c @ xf.T) + x_sq[rows][:, None]
+        # (x c^T)^T, not c x^T: the same float32 values (OpenBLAS computes each dot product in
+        # the same order; tests/test_kmeans.py checks it) at 2-3x the speed for these few rows.
+        d = x_sq[None, :] - 2.0 * (xf @ c.T).T + x_sq[rows][:, None]
         return np.maximum(d, 0.0, out=d).astype(np.float64)
 
     chosen = [int(rng.integers(xf.shape[0]))]
