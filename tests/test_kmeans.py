@@ -153,3 +153,18 @@ def test_subsample_training_reproduces_faiss_kmeans(blobs):
     both = km.nearest_centroid(small, stack)
     np.testing.assert_array_equal(both[:, 0], ref.labels)
     np.testing.assert_array_equal(both[:, 1], km.nearest_centroid(small, centres[::-1]))
+
+
+def test_kmeanspp_products_keep_their_bits():
+    """k-means++ computes ``(x c^T)^T`` (faster for a few candidate rows); it must equal ``c x^T``
+    bit for bit, so the seeded initialisations of the faiss backend do not change."""
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(0)
+    for threads in (1, 2):
+        with threadpool_limits(threads):
+            for _ in range(100):
+                n, d, m = int(rng.integers(6, 1400)), int(rng.choice([3, 8, 64, 256])), int(rng.integers(1, 4))
+                x = (rng.normal(size=(n, d)) * rng.uniform(0.1, 10)).astype(np.float32)
+                c = x[rng.integers(0, n, m)]
+                np.testing.assert_array_equal((x @ c.T).T, c @ x.T)

@@ -168,6 +168,28 @@ def test_cluster_count_reaches_cluster_weights(problem):
         URNetConfig(cluster_count="pooled")
 
 
+@pytest.mark.parametrize("backend", ["faiss", "sklearn"])
+def test_cluster_counts_from_one_clustering_equal_two_calls(problem, backend):
+    """What ``weight_components`` relies on: the own-class count from the same clustering
+    (``cluster_counts``) equals a second call with ``cluster_count='class'`` and the same seed."""
+    problem = dict(problem)
+    flip = np.random.default_rng(1).random(problem["labels"].size) < 0.25
+    problem["labels"] = np.where(flip, (problem["labels"] + 1) % 4, problem["labels"])
+    cfg = URNetConfig(cluster_reweight=True, n_clusters=3, kmeans_backend=backend)
+    timings = {}
+    ws = compose_weights(cfg, **problem, seed=4, cluster_counts=("class",), timings=timings)
+    pooled = compose_weights(cfg, **problem, seed=4)
+    own = compose_weights(URNetConfig(cluster_reweight=True, n_clusters=3, kmeans_backend=backend,
+                                      cluster_count="class"), **problem, seed=4)
+    np.testing.assert_array_equal(ws.components["cluster"], pooled.components["cluster"])
+    np.testing.assert_array_equal(ws.cluster_by_count["class"], own.components["cluster"])
+    assert not np.array_equal(ws.cluster_by_count["class"], ws.components["cluster"])
+    assert {"cluster", "cluster.train_s", "cluster.train_rows", "cluster.assign_s"} <= set(timings)
+    assert timings["cluster.train_rows"] > 0
+    with pytest.raises(ValueError, match="cluster_counts"):
+        compose_weights(URNetConfig(), **problem, cluster_counts=("class",))
+
+
 def test_out_of_core_inputs_match_in_memory(problem, tmp_path, monkeypatch):
     """Memory-mapped float16 features and probabilities, class ids for predictions, compact
     targets: the same weights as the in-memory call, validated in small chunks."""

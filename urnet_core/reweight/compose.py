@@ -18,7 +18,7 @@ import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
-from typing import Iterator, Mapping
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -32,7 +32,9 @@ from urnet_core.utils.validation import (
 from urnet_core.reweight.kmeans import BACKENDS
 from urnet_core.utils.typecheck import check_dataclass_types
 from urnet_core.reweight.class_weight import CLASS_SCHEMES, class_weights, effective_number_weights
-from urnet_core.reweight.cluster_weight import COUNT_MODES, cluster_weights, confusion_matrix, predicted_classes
+from urnet_core.reweight.cluster import (
+    COUNT_MODES, ClusterStats, cluster_weights_by_count, confusion_matrix, predicted_classes,
+)
 from urnet_core.reweight.instance_weight import instance_weights
 from urnet_core.reweight.label_weight import LabelPairs, expand_label_targets
 
@@ -54,7 +56,7 @@ class URNetConfig:
     ``class_scheme`` is ``'balanced'`` (default), ``'literal'`` (eq. 3 as printed) or
     ``'effective_number'`` (Cui et al. 2019 peer baseline, using ``cb_beta``).
     ``cluster_count`` is what ``N_Gjl`` of eq. 7 counts (see
-    :func:`~urnet_core.reweight.cluster_weight.cluster_weights`): ``'all'`` instances of the
+    :func:`~urnet_core.reweight.cluster.cluster_weights`): ``'all'`` instances of the
     pooled classes in the group (the paper's reading, default) or only the class's ``'class'``
     own instances (a within-class density weight that down-weights mislabelled instances).
     ``bag_branch``/``bag_size`` are read by the trainer, not by :func:`compose_weights`.
@@ -135,11 +137,15 @@ class WeightSet:
     components : dict of str -> ndarray (n,)
         Raw per-instance weight of each active strategy: ``'class'``, ``'cluster'``,
         ``'instance'``.
+    cluster_by_count : dict of str -> ndarray of float32 (n,)
+        Cluster weights of every count mode asked for with ``cluster_counts`` (from the same
+        clustering as ``components['cluster']``; not part of ``sample_weights``).
     """
 
     sample_weights: np.ndarray
     soft_targets: np.ndarray | LabelPairs | None
     components: dict[str, np.ndarray] = field(default_factory=dict)
+    cluster_by_count: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def combine_components(components: Mapping[str, np.ndarray], *, n: int | None = None) -> np.ndarray:
@@ -185,6 +191,7 @@ def compose_weights(
     seed: int = 0,
     compact_targets: bool | None = None,
     timings: dict[str, float] | None = None,
+    cluster_counts: Sequence[str] = (),
 ) -> WeightSet:
     """Per-instance weights and targets of the configured URNet rung.
 
@@ -218,7 +225,16 @@ def compose_weights(
         the features), ``validate_probs`` (the pass over the probabilities or class ids),
         ``class``, ``cluster`` (confusion matrix + cluster weights), ``instance``, ``combine``,
         ``label``. Each stage is also logged at INFO as ``stage <name> took <seconds>s``
-        (``urnet -v weights`` shows them; ``urnet bench`` parses them).
+        (``urnet -v weights`` shows them; ``urnet bench`` parses them). The stages' parts are
+        added under dotted names: ``cluster.train_s`` (training the centroids: one pass, the
+        subsample gathering + faiss; blocks, the k-means), ``cluster.train_rows`` (rows trained
+        on), ``cluster.assign_s`` (one pass, the assignment pass over every row; blocks, reading
+        the blocks' rows), ``instance.train_s``, ``instance.train_steps`` (optimiser steps),
+        ``instance.score_s`` (scoring every row).
+    cluster_counts : sequence of {'all', 'class'}, default=()
+        Also return the cluster weights of these count modes (``WeightSet.cluster_by_count``),
+        from the same clustering as ``config.cluster_count``'s (clustering once for several
+        counts; needs ``config.cluster_reweight``).
 
     Returns
     -------
@@ -275,10 +291,18 @@ def compose_weights(
         feats = need(features, "features", "cluster")
         with stage("cluster"):
             conf = confusion_matrix(labels, need(predicted, "pred_probs", "cluster"), num_classes)
-            components["cluster"] = cluster_weights(
-                feats, labels, conf, top_k=config.top_k, n_clusters=config.n_clusters,
-                count=config.cluster_count, backend=config.kmeans_backend, seed=seed,
+            counts = tuple(dict.fromkeys((config.cluster_count, *cluster_counts)))
+            cstats = ClusterStats()
+            by_count = cluster_weights_by_count(
+                feats, labels, conf, top_k=config.top_k, n_clusters=config.n_clusters, counts=counts,
+                backend=config.kmeans_backend, seed=seed, stats=cstats,
             )
+            components["cluster"] = by_count[config.cluster_count]
+            timings["cluster.train_s"] = cstats.seconds_train if cstats.mode == "one_pass" else cstats.seconds_kmeans
+            timings["cluster.train_rows"] = cstats.train_rows if cstats.mode == "one_pass" else cstats.problem_rows
+            timings["cluster.assign_s"] = cstats.seconds_assign if cstats.mode == "one_pass" else cstats.seconds_read
+    elif cluster_counts:
+        raise ValueError("cluster_counts needs config.cluster_reweight")
     if config.instance_reweight:
         feats = need(features, "features", "instance")
         vecs = need(label_vectors, "label_vectors", "instance")
@@ -288,6 +312,7 @@ def compose_weights(
             components["instance"] = instance_weights(
                 feats, labels, vecs, ranks=ranks, sources=sources, top_r=config.top_r,
                 clean_source=config.clean_source, epochs=config.instance_epochs, seed=seed, device=config.device,
+                timings=timings,
             )
     with stage("combine"):
         sample_weights = combine_components(components, n=n)
@@ -301,4 +326,5 @@ def compose_weights(
         sample_weights=sample_weights,
         soft_targets=targets,
         components={k: v.astype(np.float32) for k, v in components.items()},
+        cluster_by_count={k: by_count[k].astype(np.float32) for k in cluster_counts} if cluster_counts else {},
     )

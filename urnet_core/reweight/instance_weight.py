@@ -27,14 +27,19 @@ Choices the paper leaves open:
 from __future__ import annotations
 
 import logging
+import time
+import warnings
 from typing import Any
 
 import numpy as np
 
-from urnet_core.utils.validation import as_features, as_labels, check_positive_int
-from urnet_core.reweight.cluster_weight import release_pages
+from urnet_core.utils.memory import release_pages
+from urnet_core.utils.validation import as_features, as_labels, check_positive_int, nonfinite_rows
 
 logger = logging.getLogger(__name__)
+
+#: Rows scored per chunk (d=256: 64 MB of float32 features per chunk).
+DEFAULT_SCORE_ROWS = 1 << 16
 
 
 def select_positives(
@@ -119,8 +124,9 @@ def instance_weights(
     seed: int = 0,
     negatives_per_positive: int = 1,
     return_model: bool = False,
-    chunk_rows: int = 8192,
+    chunk_rows: int = DEFAULT_SCORE_ROWS,
     device: str = "cpu",
+    timings: dict[str, float] | None = None,
 ) -> np.ndarray | tuple[np.ndarray, Any]:
     """Per-instance confidence weights ``wI`` (eq. 8-9).
 
@@ -142,13 +148,18 @@ def instance_weights(
         Random other labels drawn per positive; their cosines are averaged.
     return_model : bool, default=False
         Also return the trained model and the feature standardisation ``(mean, std)``.
-    chunk_rows : int, default=8192
-        Rows per chunk when scoring all instances (features may be a memory map).
+    chunk_rows : int, default=65536
+        Rows per chunk when scoring all instances (features may be a memory map;
+        :func:`score_rows`). A row's weight does not depend on it.
     device : str, default="cpu"
         Torch device of the confidence model (``"cuda"`` on a GPU machine; ``"auto"`` picks CUDA
         when available). CPU is bit-reproducible for a seed. At the default batch size this
         small model is bound by kernel launches on a GPU: on one H200 it was not faster than 16
         CPU cores (``reports/benchmarks_gpu.md``), so CUDA mainly frees the CPU.
+
+    timings : dict, optional
+        Filled with ``instance.train_s`` (training the confidence model), ``instance.train_steps``
+        (its optimiser steps) and ``instance.score_s`` (scoring every row).
 
     Returns
     -------
@@ -186,7 +197,6 @@ def instance_weights(
     x_pos = torch.from_numpy((feats_pos - mean) / std).to(dev)
     t_all = torch.from_numpy(text).to(dev)
     y_all = torch.from_numpy(labels.copy())  # may be a read-only view (e.g. from a table)
-    y_all_dev = y_all.to(dev)
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -196,55 +206,112 @@ def instance_weights(
     # fused: one kernel per step on CUDA instead of several per parameter (this model is launch-bound there)
     opt = torch.optim.Adam(model.parameters(), lr=lr, fused=dev.type == "cuda")
     pos_t = torch.from_numpy(pos)
-    y_pos = y_all[pos_t]
+    t0 = time.perf_counter()
+    history, steps = _train(model, opt, x_pos, y_all[pos_t], t_all, c, epochs=epochs, batch_size=batch_size,
+                            negs=negs, gen=gen, dev=dev)
+    t1 = time.perf_counter()
+    out = score_rows(model, features, labels, t_all, mean, std, chunk_rows=chunk_rows, dev=dev)
+    t2 = time.perf_counter()
+    if timings is not None:
+        timings["instance.train_s"] = t1 - t0
+        timings["instance.train_steps"] = steps
+        timings["instance.score_s"] = t2 - t1
+    logger.info("confidence model: %d positives, final loss %.4f", pos.size, history[-1])
+    weights = np.clip(out, 0.0, 1.0)  # eq. 9; negative cosine -> 0
+    if return_model:
+        return weights, {"model": model.cpu(), "mean": mean, "std": std, "positives": pos, "loss_history": history}
+    return weights
+
+
+def _train(model, opt, x_pos, y_pos, t_all, c: int, *, epochs: int, batch_size: int, negs: int, gen, dev):
+    """Adam on eq. 8 over shuffled positives; returns (mean loss per epoch, optimiser steps).
+
+    Each epoch draws its permutation and negatives at once from the CPU generator ``gen`` (the
+    same stream on every device); losses are summed on the device (no host sync per step).
+    """
+    import torch
+    from torch.nn import functional as F
+
     on_cuda = dev.type == "cuda"
-    history = []
+    n_pos = y_pos.numel()
+    history, steps = [], 0
     model.train()
     for _ in range(epochs):
-        # One epoch's random draws at once (CPU generator: the same stream on every device).
-        local_perm = torch.randperm(pos_t.numel(), generator=gen)
+        local_perm = torch.randperm(n_pos, generator=gen)
         # A random *other* label per positive: shift by 1..C-1 modulo C.
-        shift = torch.randint(1, c, (pos_t.numel(), negs), generator=gen)
+        shift = torch.randint(1, c, (n_pos, negs), generator=gen)
         y_epoch = y_pos[local_perm]
         pairs_epoch = torch.cat([y_epoch[:, None], (y_epoch[:, None] + shift) % c], 1).to(dev)  # (P, 1 + negs)
         perm_dev = local_perm.to(dev)
-        total = torch.zeros((), dtype=torch.float64, device=dev)  # summed on device: no sync per step
-        for s in range(0, perm_dev.numel(), batch_size):
+        total = torch.zeros((), dtype=torch.float64, device=dev)
+        for s in range(0, n_pos, batch_size):
             pairs = pairs_epoch[s : s + batch_size]
-            v_i_n = torch.nn.functional.normalize(model.embed_image(x_pos[perm_dev[s : s + batch_size]]), dim=1)
+            v_i_n = F.normalize(model.embed_image(x_pos[perm_dev[s : s + batch_size]]), dim=1)
             if on_cuda:
                 # All C labels in one launch: cheap on a GPU and no host sync (torch.unique syncs).
-                v_t_n = torch.nn.functional.normalize(model.embed_text(t_all), dim=1)[pairs]
+                v_t_n = F.normalize(model.embed_text(t_all), dim=1)[pairs]
             else:
                 # Embed only the labels this batch uses (its own and its negatives): the text
                 # tower has no batch statistics, so this equals embedding all C labels and
                 # picking rows, at O(B) instead of O(C) per step (O(C^2) per epoch: the
                 # dominant cost at C=5000 on a CPU).
                 used, inverse = torch.unique(pairs, return_inverse=True)
-                v_t_n = torch.nn.functional.normalize(model.embed_text(t_all[used]), dim=1)[inverse]
+                v_t_n = F.normalize(model.embed_text(t_all[used]), dim=1)[inverse]
             cos = (v_i_n[:, None, :] * v_t_n).sum(2)  # (B, 1 + negs)
             loss = -(cos[:, 0] - cos[:, 1:].mean(1)).mean()  # eq. 8
             opt.zero_grad()
             loss.backward()
             opt.step()
+            steps += 1
             total += loss.detach().double() * pairs.shape[0]
-        history.append(float(total) / max(pos_t.numel(), 1))
+        history.append(float(total) / max(n_pos, 1))
     model.eval()
-    with torch.no_grad():
-        v_t = torch.nn.functional.normalize(model.embed_text(t_all), dim=1)
-        out = np.empty(labels.shape[0], dtype=np.float64)
-        for s in range(0, labels.shape[0], chunk_rows):
-            block = as_features(np.asarray(features[s : s + chunk_rows], dtype=np.float32), name="features")
-            x = torch.from_numpy((block - mean) / std).to(dev)
-            v_i = torch.nn.functional.normalize(model.embed_image(x), dim=1)
-            cos = (v_i * v_t[y_all_dev[s : s + chunk_rows]]).sum(1)
-            out[s : s + chunk_rows] = cos.double().cpu().numpy()
-            release_pages(features)
-    logger.info("confidence model: %d positives, final loss %.4f", pos.size, history[-1])
-    weights = np.clip(out, 0.0, 1.0)  # eq. 9; negative cosine -> 0
-    if return_model:
-        return weights, {"model": model.cpu(), "mean": mean, "std": std, "positives": pos, "loss_history": history}
-    return weights
+    return history, steps
+
+
+def score_rows(model, features: np.ndarray, labels: np.ndarray, text: Any, mean: np.ndarray, std: np.ndarray, *,
+               chunk_rows: int = DEFAULT_SCORE_ROWS, dev: Any = "cpu") -> np.ndarray:
+    """``cos(V_I_i, V_T_{y_i})`` of every row (eq. 9 before clipping), float64 (n,).
+
+    ``features`` (n, d) may be a float16/float32 memory map: it is read in chunks of
+    ``chunk_rows`` rows under ``torch.inference_mode``; each chunk is checked for NaN/inf on
+    its stored values, converted to float32 once (straight into a reused buffer, standardised
+    there as ``(x - mean) / std``), scored in one pass of the image tower, and its pages are
+    released. Per-element float32 arithmetic, so the result equals standardising in numpy.
+    """
+    import torch
+    from torch.nn import functional as F
+
+    n, d = features.shape
+    chunk_rows = max(1, min(int(chunk_rows), n))
+    out = np.empty(n, dtype=np.float64)
+    y = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64))
+    with torch.inference_mode():
+        text_t = text if isinstance(text, torch.Tensor) else torch.from_numpy(np.asarray(text, dtype=np.float32))
+        v_t = F.normalize(model.embed_text(text_t.to(dev)), dim=1)
+        mean_t = torch.from_numpy(np.asarray(mean, dtype=np.float32)).to(dev)
+        std_t = torch.from_numpy(np.asarray(std, dtype=np.float32)).to(dev)
+        buf = torch.empty((chunk_rows, d), dtype=torch.float32)
+        for s in range(0, n, chunk_rows):
+            raw = np.asarray(features[s : s + chunk_rows])
+            bad = nonfinite_rows(raw)
+            if bad.size:
+                raise ValueError(
+                    f"features contain NaN or inf in {bad.size} row(s), first at row {s + int(bad[0])}; "
+                    "check the feature extraction (e.g. a diverged model) before reweighting"
+                )
+            m = raw.shape[0]
+            x = buf[:m]
+            with warnings.catch_warnings():  # read-only memory maps: torch warns, nothing writes to them
+                warnings.simplefilter("ignore", UserWarning)
+                src = torch.from_numpy(np.ascontiguousarray(raw))
+            x.copy_(src)  # the one conversion (a plain copy for float32)
+            release_pages(features, s, s + m)
+            x.sub_(mean_t).div_(std_t)
+            v_i = F.normalize(model.embed_image(x.to(dev)), dim=1)
+            cos = (v_i * v_t[y[s : s + m].to(dev)]).sum(1)
+            out[s : s + m] = cos.double().cpu().numpy()
+    return out
 
 
 def combined_instance_weights(text_confidence: np.ndarray, out_of_sample_confidence: np.ndarray) -> np.ndarray:

@@ -322,8 +322,6 @@ def weight_components(study: StudyConfig, seed: int, *, signals: str = "in_sampl
     bundle = load_bundle(study, seed)
     source = baseline(study, seed) if signals == "in_sample" else cross_fit(study, seed)
     cfg = every_strategy(study)
-    own_class_cfg = dataclasses.replace(cfg, class_reweight=False, instance_reweight=False, label_reweight=False,
-                                        cluster_count="class")
     backend = resolve_backend(cfg.kmeans_backend, batched=True)
     compact = use_compact_targets(len(bundle.train), bundle.num_classes)
     sources = [read_json(source / "stage.json")["key"]]
@@ -350,15 +348,14 @@ def weight_components(study: StudyConfig, seed: int, *, signals: str = "in_sampl
         comps = {name: np.zeros(n, dtype=np.float32) for name in ("class", "cluster", "instance", "cluster_own_class")}
         for f in np.unique(folds):
             rows = np.flatnonzero(folds == f)
+            # Both counts of eq. 7 (the study's and the class's own) from one clustering per fold.
             ws = compose_weights(dataclasses.replace(cfg, label_reweight=False), labels=labels[rows],
                                  num_classes=num_classes, features=features[rows], pred_probs=predicted[rows],
                                  label_vectors=vectors, ranks=table["rank"].to_numpy()[rows],
-                                 sources=table["source"].to_numpy()[rows], seed=seed)
-            own = compose_weights(own_class_cfg, labels=labels[rows], num_classes=num_classes,
-                                  features=features[rows], pred_probs=predicted[rows], seed=seed)
+                                 sources=table["source"].to_numpy()[rows], seed=seed, cluster_counts=("class",))
             for name in ("class", "cluster", "instance"):
                 comps[name][rows] = ws.components[name]
-            comps["cluster_own_class"][rows] = own.components["cluster"]
+            comps["cluster_own_class"][rows] = ws.cluster_by_count["class"]
         # Class weights from the whole table (folds are stratified, so per fold they agree anyway).
         scheme_cfg = dataclasses.replace(cfg, cluster_reweight=False, instance_reweight=False, label_reweight=False)
         comps["class"] = compose_weights(scheme_cfg, labels=labels, num_classes=num_classes).components["class"]

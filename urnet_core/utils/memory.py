@@ -1,0 +1,60 @@
+"""Memory of out-of-core passes: the resident pages of memory-mapped feature files.
+
+The reweighting stages read feature files larger than RAM (WebVision: 16M x 256 float16) in
+row chunks; :func:`release_pages` drops each chunk's pages after use so the resident set stays
+near one chunk.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def release_pages(arr: Any, start: int | None = None, stop: int | None = None) -> None:
+    """Drop this process's resident pages of a memory-mapped array (no-op for other arrays).
+
+    ``arr`` is an ``np.memmap`` or a view of one (``np.load(path, mmap_mode='r')``, also after
+    ``np.asarray``). With ``start``/``stop``, only the pages of rows ``arr[start:stop]`` are
+    released (``madvise(MADV_DONTNEED)`` on that byte range), else the whole mapping. The pages
+    stay in the OS page cache; only the resident set shrinks, so a pass over a file larger than
+    RAM keeps the RSS near one chunk. Copy-on-write maps (``mmap_mode='c'``) are left alone:
+    dropping their pages would discard the process's edits.
+    """
+    import mmap
+
+    obj, mm = arr, None
+    for _ in range(8):  # views of views: follow .base to the mapping
+        if getattr(obj, "mode", None) == "c":
+            return
+        mm = getattr(obj, "_mmap", None)
+        if mm is None and isinstance(obj, mmap.mmap):
+            mm = obj
+        if mm is not None:
+            break
+        obj = getattr(obj, "base", None)
+        if obj is None:
+            return
+    if mm is None:
+        return
+    try:
+        if start is None and stop is None:
+            mm.madvise(mmap.MADV_DONTNEED)
+            return
+        view = np.asarray(arr)[start:stop]
+        if view.size == 0:
+            return
+        if not view.flags.c_contiguous:  # strided view: the whole mapping
+            mm.madvise(mmap.MADV_DONTNEED)
+            return
+        base = np.frombuffer(mm, dtype=np.uint8)  # the mapping's address (read-only export, dropped below)
+        first = view.ctypes.data - base.ctypes.data
+        del base
+        page = mmap.PAGESIZE
+        lo = (first // page) * page
+        hi = min(len(mm), first + view.nbytes)
+        if 0 <= lo < hi:
+            mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+    except (AttributeError, OSError, ValueError, BufferError, TypeError):  # no madvise, closed map
+        pass
