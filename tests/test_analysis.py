@@ -225,22 +225,6 @@ def test_label_change_summary():
 
 
 # --------------------------------------------------------------------------- cluster / bag helpers
-def test_cluster_problems_and_timing():
-    rng = np.random.default_rng(0)
-    labels = np.repeat([0, 1, 2], 20)
-    m = np.array([[18, 2, 0], [0, 19, 1], [5, 0, 15]])
-    probs = A.cluster_problems(labels, m, top_k=1)
-    assert [set(labels[p]) for p in probs] == [{0, 1}, {1, 2}, {2, 0}]
-    x = rng.normal(size=(60, 4)).astype(np.float32)
-    calls = iter(np.arange(0, 100, 0.5))
-    timing = A.time_kmeans_backends(x, probs, 3, backends=["sklearn"], repeats=2, timer=lambda: next(calls))
-    assert timing["backend"].tolist() == ["sklearn"]
-    assert timing["seconds"].iloc[0] == pytest.approx(0.5)
-    assert timing["rows"].iloc[0] == 120
-    assert np.isfinite(timing["mean_inertia"].iloc[0])
-    assert "sklearn" in A.available_kmeans_backends()
-
-
 def test_cluster_group_table():
     from urnet_core.reweight.cluster_weight import ClassClusters
 
@@ -289,27 +273,6 @@ def test_saliency_by_noise_type():
     assert df["uniform"].iloc[0] == pytest.approx(1 / 3)
     with pytest.raises(ValueError, match="same shape"):
         A.saliency_by_noise_type(bags, sal[:, :2], kinds)
-
-
-def test_bag_branch_from_checkpoint(tmp_path):
-    from urnet_core.models.bag import BagAttentionBranch
-
-    torch.manual_seed(0)
-    branch = BagAttentionBranch(6, 3, hidden=5)
-    from urnet_core.training.checkpoint import CHECKPOINT_FORMAT
-
-    torch.save({"format": CHECKPOINT_FORMAT, "bag_branch": branch.state_dict(), "model": {}}, tmp_path / "c.pt")
-    loaded = A.bag_branch_from_checkpoint(tmp_path / "c.pt")
-    x = torch.randn(2, 3, 6)
-    assert torch.allclose(loaded(x)[1], branch.eval()(x)[1])
-    torch.save({"format": CHECKPOINT_FORMAT, "bag_branch": None}, tmp_path / "nobag.pt")
-    with pytest.raises(ValueError, match="no bag branch"):
-        A.bag_branch_from_checkpoint(tmp_path / "nobag.pt")
-    torch.save({"bag_branch": branch.state_dict()}, tmp_path / "foreign.pt")
-    with pytest.raises(ValueError, match="not a urnet training checkpoint"):
-        A.bag_branch_from_checkpoint(tmp_path / "foreign.pt")
-    with pytest.raises(FileNotFoundError):
-        A.bag_branch_from_checkpoint(tmp_path / "missing.pt")
 
 
 def test_clean_counts_and_soft_target_examples():

@@ -9,6 +9,7 @@ import pytest
 
 from urnet_core.benchmarks import data as D
 from urnet_core.benchmarks import fit as F
+from urnet_core.benchmarks import kmeans as K
 from urnet_core.benchmarks import loading as L
 from urnet_core.benchmarks import pipeline as P
 from urnet_core.benchmarks import report as R
@@ -69,6 +70,22 @@ def test_weights_cli_reports_stages_and_rss(tmp_path):
         assert res["cluster"] == {}  # no split: the projection scales the whole cluster stage
     dense = P.weights_section(data, P.WeightsVariant("float32", "dense"), instance_epochs=1)
     assert dense["inputs_bytes"]["probs"] > 600 * 20 * 4 and dense["inputs_bytes"]["features"] > 600 * 8 * 4
+
+
+def test_cluster_problems_and_timing():
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1, 2], 20)
+    m = np.array([[18, 2, 0], [0, 19, 1], [5, 0, 15]])
+    probs = K.cluster_problems(labels, m, top_k=1)
+    assert [set(labels[p]) for p in probs] == [{0, 1}, {1, 2}, {2, 0}]
+    x = rng.normal(size=(60, 4)).astype(np.float32)
+    calls = iter(np.arange(0, 100, 0.5))
+    timing = K.time_kmeans_backends(x, probs, 3, backends=["sklearn"], repeats=2, timer=lambda: next(calls))
+    assert timing["backend"].tolist() == ["sklearn"]
+    assert timing["seconds"].iloc[0] == pytest.approx(0.5)
+    assert timing["rows"].iloc[0] == 120
+    assert np.isfinite(timing["mean_inertia"].iloc[0])
+    assert "sklearn" in K.available_kmeans_backends()
 
 
 def test_stage_seconds_read_the_timings_and_their_splits_when_present():

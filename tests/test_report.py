@@ -211,7 +211,7 @@ def test_group_descriptions_derive_from_the_ablation_groups():
     assert groups <= set(described) and set(described) == set(F.ablation_groups())
     assert all("rows of the" not in v for v in described.values())  # every real group has a meaning
     assert set(F._GROUP_MEANINGS) <= set(F.ablation_groups())  # no description of a group that no row has
-    assert A.GROUP_DESCRIPTIONS == described  # still importable from analysis
+    assert not hasattr(F, "GROUP_DESCRIPTIONS") and not hasattr(A, "GROUP_DESCRIPTIONS")  # one name: group_descriptions()
 
 
 def test_group_legend_covers_every_group_present_known_or_not():
@@ -223,11 +223,11 @@ def test_group_legend_covers_every_group_present_known_or_not():
 
 
 def test_balanced_note_and_interval_coverage():
-    assert "25 images in every class" in A.balanced_test_note([25] * 8)
-    assert A.balanced_test_note([25, 30]) is None
-    assert "seeds (0, 1, 2)" in A.interval_coverage({"seeds": [0, 1, 2]})
-    assert "benchmark draw is the same" in A.interval_coverage({"seeds": [0]})
-    assert "the benchmark draw (which labels" in A.interval_coverage({"seeds": [0, 1], "draw_per_seed": True})
+    assert "25 images in every class" in F.balanced_test_note([25] * 8)
+    assert F.balanced_test_note([25, 30]) is None
+    assert "seeds (0, 1, 2)" in F.interval_coverage({"seeds": [0, 1, 2]})
+    assert "benchmark draw is the same" in F.interval_coverage({"seeds": [0]})
+    assert "the benchmark draw (which labels" in F.interval_coverage({"seeds": [0, 1], "draw_per_seed": True})
 
 
 # --------------------------------------------------------------------------- findings of the notebooks
@@ -267,9 +267,9 @@ def test_findings_label_baseline_class_cluster_data():
     row = {"top1_mean": 0.7, "top1_low": 0.68, "top1_high": 0.72, "seeds": 3}
     by_size = pd.DataFrame({"group": ["head", "medium", "tail"], "accuracy": [0.9, 0.7, 0.4],
                             "low": [0.88, 0.6, 0.35], "high": [0.92, 0.8, 0.45]})
-    assert "The long tail costs accuracy" in A.findings_baseline(row, by_size)
+    assert "The long tail costs accuracy" in F.findings_baseline(row, by_size)
     by_size["low"], by_size["high"] = [0.3, 0.3, 0.3], [0.95, 0.95, 0.95]
-    assert "cannot show" in A.findings_baseline(row, by_size)
+    assert "cannot show" in F.findings_baseline(row, by_size)
 
     labels = np.repeat(np.arange(3), [60, 30, 10])
     weights = A.class_weight_table(labels, 3, alpha=0.5)
@@ -284,9 +284,9 @@ def test_findings_label_baseline_class_cluster_data():
     profile = A.class_size_profile(labels, 3)
     noise = pd.DataFrame({"share_clean": [0.6], "share_asym": [0.1], "share_sym": [0.2], "share_open": [0.1],
                           "share_ambiguous": [0.0], "noise_rate": [0.4]}, index=["all"])
-    text = A.findings_data(profile, noise)
+    text = F.findings_data(profile, noise)
     assert "40.0% of the training labels are wrong (asym 10.0%, sym 20.0%, open 10.0%)" in text
-    assert "no ground truth" in A.findings_data(profile, None)
+    assert "no ground truth" in F.findings_data(profile, None)
 
 
 def test_parameters_table_flattens_nested_settings():
@@ -377,3 +377,16 @@ def test_progress_file_and_watcher(tmp_path):
     assert lines[-1] == "08_ablation: ablation: 3/3 runs"
     slow = {"stage": "ablation", "unit": "runs", "done": 12, "total": 57, "slow_done": 10, "slow_seconds": 100.0}
     assert progress.format_progress(slow) == "ablation: 12/57 runs, ~8 min left"
+
+
+def test_the_ablation_ladder_is_urnet_configs_ladder():
+    from urnet_core.reweight.compose import URNetConfig
+    from urnet_core.study.ablation import LADDER, LADDER_STEPS, PAPER_TOP5, ladder_rows
+
+    assert LADDER == tuple(URNetConfig.ladder()) == tuple(PAPER_TOP5)
+    # the rows the ablation trained before the ladder was read from URNetConfig (same cache keys)
+    assert [(r.name, r.strategies, r.bag) for r in ladder_rows()] == [
+        ("baseline", (), False), ("+class", ("class",), False), ("+cluster", ("class", "cluster"), False),
+        ("+instance", ("class", "cluster", "instance"), False), ("+bag", ("class", "cluster", "instance"), True),
+        ("+label", ("class", "cluster", "instance", "label"), True)]
+    assert [s for _, s, _ in LADDER_STEPS] == [r.strategies for r in ladder_rows()]

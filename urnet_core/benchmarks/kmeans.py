@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
+import pandas as pd
 
 from urnet_core.benchmarks.data import SyntheticData
 from urnet_core.benchmarks.fit import fit_exponent
@@ -59,12 +60,21 @@ class KMeansWorkload:
 def kmeans_workload(labels: np.ndarray, predictions: np.ndarray, num_classes: int, d: int, *, top_k: int = 4,
                     max_block_bytes: int | None = None) -> KMeansWorkload:
     """The per-class problems (class + its ``top_k`` most confused classes) and their block schedule."""
-    from urnet_core.reweight.cluster_weight import (
-        DEFAULT_BLOCK_BYTES, class_rows, confusion_matrix, most_confused, schedule_problems,
-    )
+    from urnet_core.reweight.cluster_weight import confusion_matrix
 
     conf = confusion_matrix(labels, predictions, num_classes)
-    partners = most_confused(conf, top_k)
+    return workload_from_confusion(labels, conf, d, top_k=top_k, max_block_bytes=max_block_bytes)
+
+
+def workload_from_confusion(labels: np.ndarray, confusion: np.ndarray, d: int, *, top_k: int = 4,
+                            max_block_bytes: int | None = None) -> KMeansWorkload:
+    """:func:`kmeans_workload` from a ``(C, C)`` confusion matrix: the problems of
+    :func:`~urnet_core.reweight.cluster_weight.cluster_weights` (its public
+    ``most_confused``, ``class_rows`` and ``schedule_problems``), blocks of ``max_block_bytes``."""
+    from urnet_core.reweight.cluster_weight import DEFAULT_BLOCK_BYTES, class_rows, most_confused, schedule_problems
+
+    num_classes = confusion.shape[0]
+    partners = most_confused(confusion, top_k)
     by_class = class_rows(labels, num_classes)
     sizes = np.array([r.size for r in by_class], dtype=np.int64)
     present = [j for j in range(num_classes) if sizes[j]]
@@ -273,3 +283,68 @@ def problem_rows(data: SyntheticData, top_k: int = 4) -> list[int]:
     _, labels, preds, _ = data.load()
     work = kmeans_workload(labels, preds, data.size.c, data.size.d, top_k=top_k)
     return [int(v) for v in work.problem_rows.values()]
+
+
+# --------------------------------------------------------------------------- a study's own data (notebook 04)
+def cluster_problems(labels: Any, confusion: Any, *, top_k: int = 4) -> list[np.ndarray]:
+    """Row indices of each class's k-means problem (the class plus its ``top_k`` most confused),
+    sorted, in class order: the problems of :func:`workload_from_confusion`, for timing the
+    k-means backends on a study's data (notebook 04)."""
+    from urnet_core.utils.validation import as_labels
+
+    m = np.asarray(confusion)
+    if m.ndim != 2 or m.shape[0] != m.shape[1]:
+        raise ValueError(f"confusion must be square (C, C), got shape {m.shape}")
+    labels = as_labels(labels, num_classes=m.shape[0])
+    work = workload_from_confusion(labels, m, 1, top_k=top_k)
+    return [np.sort(np.concatenate([work.by_class[t] for t in work.pools[j]])) for j in sorted(work.pools)]
+
+
+def available_kmeans_backends() -> list[str]:
+    """Concrete k-means backends usable on this machine (cuML only with CUDA)."""
+    from urnet_core.reweight.kmeans import BACKENDS, resolve_backend
+
+    out = []
+    for name in BACKENDS:
+        if name == "auto":
+            continue
+        try:
+            resolve_backend(name, batched=True)
+        except ValueError:
+            continue
+        out.append(name)
+    return out
+
+
+def time_kmeans_backends(features: Any, problems: Sequence[np.ndarray], n_clusters: int = 5, *,
+                         backends: Sequence[str] | None = None, repeats: int = 3, seed: int = 0,
+                         n_jobs: int | None = None, timer: Callable[[], float] = time.perf_counter) -> pd.DataFrame:
+    """Wall-clock time of :func:`urnet_core.reweight.kmeans.batched_kmeans` per backend on ``problems``.
+
+    Each backend runs once untimed (warm-up: imports, CUDA context), then ``repeats`` timed
+    runs; the table reports the median and the minimum, and the mean inertia (to check the
+    backends solve the problem equally well).
+
+    Returns
+    -------
+    DataFrame: ``backend``, ``seconds`` (median), ``min_seconds``, ``problems``, ``rows``
+    (total rows over problems), ``mean_inertia``.
+    """
+    from urnet_core.reweight.kmeans import batched_kmeans
+    from urnet_core.utils.validation import as_features, check_positive_int
+
+    x = as_features(features)
+    repeats = check_positive_int(repeats, "repeats")
+    names = list(backends) if backends is not None else available_kmeans_backends()
+    rows = []
+    for name in names:
+        batched_kmeans(x, problems, n_clusters, backend=name, seed=seed, n_jobs=n_jobs)
+        times = []
+        for _ in range(repeats):
+            t0 = timer()
+            res = batched_kmeans(x, problems, n_clusters, backend=name, seed=seed, n_jobs=n_jobs)
+            times.append(timer() - t0)
+        rows.append({"backend": name, "seconds": float(np.median(times)), "min_seconds": float(np.min(times)),
+                     "problems": len(problems), "rows": int(sum(len(p) for p in problems)),
+                     "mean_inertia": float(np.mean([r.inertia for r in res])) if res else float("nan")})
+    return pd.DataFrame(rows)

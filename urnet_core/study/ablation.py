@@ -32,6 +32,7 @@ from urnet_core.study.stats import detectable_difference, gap_closed, mean_ci, p
 logger = logging.getLogger(__name__)
 
 #: The paper's ablation (WebVision 2.0 validation, top-5 accuracy, single runs).
+#: Keyed by the rungs of :data:`LADDER` (a test checks they agree).
 PAPER_TOP5 = {"baseline": 71.7, "+class": 72.8, "+cluster": 75.3, "+instance": 76.0, "+bag": 76.3, "+label": 76.5}
 
 METRICS = ("top1", "balanced_accuracy", "macro_f1", "top5", "ece")
@@ -79,11 +80,24 @@ WEIGHT_HYPER = ("alpha", "class_scheme", "cb_beta", "clean_threshold")
 CONFIG_HYPER = ("gce_q",)
 SUBSET_HYPER = ("filter_by", "frac_noise")
 
-#: The paper's ladder: each rung adds one URNet step to the one above (in-sample signals).
-LADDER_STEPS = (("baseline", ()), ("+class", ("class",)), ("+cluster", ("class", "cluster")),
-                ("+instance", ("class", "cluster", "instance")), ("+bag", ("class", "cluster", "instance")),
-                ("+label", ("class", "cluster", "instance", "label")))
-LADDER = tuple(name for name, _ in LADDER_STEPS)
+#: Strategy name of an ablation row -> the URNetConfig flag that turns it on.
+STRATEGY_FLAGS = (("class", "class_reweight"), ("cluster", "cluster_reweight"), ("instance", "instance_reweight"),
+                  ("label", "label_reweight"))
+
+
+def _ladder_steps() -> tuple[tuple[str, tuple[str, ...], bool], ...]:
+    """``(rung, strategies, bag branch)`` of each rung of the one ladder definition,
+    :meth:`~urnet_core.reweight.compose.URNetConfig.ladder`."""
+    from urnet_core.reweight.compose import URNetConfig
+
+    return tuple((name, tuple(s for s, flag in STRATEGY_FLAGS if getattr(cfg, flag)), bool(cfg.bag_branch))
+                 for name, cfg in URNetConfig.ladder().items())
+
+
+#: The paper's ladder: each rung adds one URNet step to the one above (in-sample signals):
+#: ``(rung, strategies, bag branch)``, read from ``URNetConfig.ladder()``.
+LADDER_STEPS = _ladder_steps()
+LADDER = tuple(name for name, _, _ in LADDER_STEPS)
 CF = " (cross-fitted)"
 SCRATCH = " (from scratch)"
 SELECTED = "URNet (tuned)"
@@ -96,8 +110,7 @@ PEER_TRAINERS = {"elr": "urnet_core.peers.elr:train_elr", "coteaching": "urnet_c
 def ladder_rows(*, group: str = "ladder", suffix: str = "", **fields: Any) -> list[MethodSpec]:
     """The rungs of :data:`LADDER_STEPS` (``+bag`` and ``+label`` with the bag branch), renamed with ``suffix``."""
     rows = []
-    for name, strategies in LADDER_STEPS:
-        bag = name in ("+bag", "+label")
+    for name, strategies, bag in LADDER_STEPS:
         rows.append(MethodSpec(name if name == "baseline" and not suffix else name + suffix, group, strategies,
                                bag=bag, **fields))
     return rows
@@ -144,7 +157,8 @@ def default_methods(*, profile: str = "default", ground_truth: bool = True,
         rows += paper_default_peers()
         oracles.insert(0, MethodSpec("oracle: clean only", "oracle", subset="clean_oracle"))
     if include_tricks:
-        rows.append(MethodSpec("URNet + top-K Flickr", "trick", LADDER_STEPS[-1][1], bag=True, subset="flickr_top_k"))
+        rows.append(MethodSpec("URNet + top-K Flickr", "trick", LADDER_STEPS[-1][1], bag=LADDER_STEPS[-1][2],
+                               subset="flickr_top_k"))
     return rows + (oracles if ground_truth else [])
 
 

@@ -23,8 +23,7 @@ instances) and :func:`weights_by_noise_type`.
 
 from __future__ import annotations
 
-import time
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -545,73 +544,6 @@ def label_change_summary(labels: Any, targets: Any, table: pd.DataFrame | None =
 
 
 # --------------------------------------------------------------------------- cluster reweight
-def cluster_problems(labels: Any, confusion: Any, *, top_k: int = 4) -> list[np.ndarray]:
-    """Row indices of each class's k-means problem (the class plus its ``top_k`` most confused).
-
-    The same problems :func:`urnet_core.reweight.cluster_weight.cluster_weights` solves, for
-    timing the k-means backends on this data.
-    """
-    from urnet_core.reweight.cluster_weight import most_confused
-
-    m = np.asarray(confusion)
-    if m.ndim != 2 or m.shape[0] != m.shape[1]:
-        raise ValueError(f"confusion must be square (C, C), got shape {m.shape}")
-    labels = as_labels(labels, num_classes=m.shape[0])
-    partners = most_confused(m, top_k)
-    by_class = [np.flatnonzero(labels == j) for j in range(m.shape[0])]
-    return [np.sort(np.concatenate([by_class[t] for t in np.concatenate([[j], partners[j]])]))
-            for j in range(m.shape[0]) if by_class[j].size]
-
-
-def available_kmeans_backends() -> list[str]:
-    """Concrete k-means backends usable on this machine (cuML only with CUDA)."""
-    from urnet_core.reweight.kmeans import BACKENDS, resolve_backend
-
-    out = []
-    for name in BACKENDS:
-        if name == "auto":
-            continue
-        try:
-            resolve_backend(name, batched=True)
-        except ValueError:
-            continue
-        out.append(name)
-    return out
-
-
-def time_kmeans_backends(features: Any, problems: Sequence[np.ndarray], n_clusters: int = 5, *,
-                         backends: Sequence[str] | None = None, repeats: int = 3, seed: int = 0,
-                         n_jobs: int | None = None, timer: Callable[[], float] = time.perf_counter) -> pd.DataFrame:
-    """Wall-clock time of :func:`urnet_core.reweight.kmeans.batched_kmeans` per backend on ``problems``.
-
-    Each backend runs once untimed (warm-up: imports, CUDA context), then ``repeats`` timed
-    runs; the table reports the median and the minimum, and the mean inertia (to check the
-    backends solve the problem equally well).
-
-    Returns
-    -------
-    DataFrame: ``backend``, ``seconds`` (median), ``min_seconds``, ``problems``, ``rows``
-    (total rows over problems), ``mean_inertia``.
-    """
-    from urnet_core.reweight.kmeans import batched_kmeans
-
-    x = as_features(features)
-    repeats = check_positive_int(repeats, "repeats")
-    names = list(backends) if backends is not None else available_kmeans_backends()
-    rows = []
-    for name in names:
-        batched_kmeans(x, problems, n_clusters, backend=name, seed=seed, n_jobs=n_jobs)
-        times = []
-        for _ in range(repeats):
-            t0 = timer()
-            res = batched_kmeans(x, problems, n_clusters, backend=name, seed=seed, n_jobs=n_jobs)
-            times.append(timer() - t0)
-        rows.append({"backend": name, "seconds": float(np.median(times)), "min_seconds": float(np.min(times)),
-                     "problems": len(problems), "rows": int(sum(len(p) for p in problems)),
-                     "mean_inertia": float(np.mean([r.inertia for r in res])) if res else float("nan")})
-    return pd.DataFrame(rows)
-
-
 def cluster_group_table(details: Any, class_names: Sequence[str] | None = None) -> pd.DataFrame:
     """One class's k-means groups (a ``ClassClusters`` from ``cluster_weights(return_details=True)``).
 
@@ -793,30 +725,6 @@ def saliency_by_noise_type(bags: Any, saliency: Any, noise_type: Any) -> pd.Data
     return out
 
 
-def bag_branch_from_checkpoint(path: Any) -> Any:
-    """The trained :class:`~urnet_core.models.bag.BagAttentionBranch` stored in a training checkpoint.
-
-    Raises ``ValueError`` when the checkpoint was trained without the bag branch.
-    """
-    from pathlib import Path
-
-    from urnet_core.models.bag import BagAttentionBranch
-    from urnet_core.training.checkpoint import load_checkpoint
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    state = load_checkpoint(path).get("bag_branch")  # the one loader: checks the format
-    if not state:
-        raise ValueError(f"{path}: the checkpoint holds no bag branch (trained without bag_branch=True)")
-    feature_dim = state["fc2.weight"].shape[1]
-    hidden = state["fc2.weight"].shape[0]
-    num_classes = state["fc4.weight"].shape[0]
-    branch = BagAttentionBranch(feature_dim, num_classes, hidden=hidden)
-    branch.load_state_dict(state)
-    return branch.eval()
-
-
 def clean_counts(table: pd.DataFrame, num_classes: int) -> pd.DataFrame:
     """Representative (clean) instances per class (challenge C4).
 
@@ -905,20 +813,3 @@ def parameters_table(params: Mapping[str, Any]) -> pd.DataFrame:
 
     walk("", dict(params or {}))
     return pd.DataFrame(rows, columns=["parameter", "value"])
-
-
-# --------------------------------------------------------------------------- the words moved to findings
-#: The prose (each notebook's findings, the verdict, the group legend) lives in
-#: :mod:`urnet_core.study.findings`; these names stay importable from here.
-_FINDINGS_NAMES = ("AUROC_CHANCE", "AUROC_TIE", "SALIENCY_TIE", "findings_data", "findings_challenges",
-                   "findings_baseline", "findings_class", "findings_cluster", "findings_instance", "findings_bag",
-                   "findings_label", "GROUP_DESCRIPTIONS", "FULL_URNET", "group_legend", "study_verdict",
-                   "coverage_sentence", "interval_coverage", "balanced_test_note")
-
-
-def __getattr__(name: str):
-    if name in _FINDINGS_NAMES:
-        from urnet_core.study import findings
-
-        return getattr(findings, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -495,12 +495,6 @@ def group_descriptions() -> dict[str, str]:
     return {g: _GROUP_MEANINGS.get(g, f"rows of the '{g}' group") for g in ablation_groups()}
 
 
-def __getattr__(name: str):  # GROUP_DESCRIPTIONS stays importable, computed from the ablation's groups
-    if name == "GROUP_DESCRIPTIONS":
-        return group_descriptions()
-    raise AttributeError(name)
-
-
 #: The ladder's top rung (the paper's full URNet), named as in the tables and charts.
 FULL_URNET = "+label"
 

@@ -686,7 +686,7 @@ def accuracy_by_size_chart(by_size: pd.DataFrame, *, methods: Sequence[str] | No
 
 
 def backend_timing_chart(timing: pd.DataFrame) -> Figure:
-    """Bar chart of k-means wall-clock time per backend (``analysis.time_kmeans_backends``)."""
+    """Bar chart of k-means wall-clock time per backend (:func:`urnet_core.benchmarks.kmeans.time_kmeans_backends`)."""
     fig = _figure(5, 3.2)
     ax = fig.add_subplot()
     ax.bar(timing["backend"], timing["seconds"], color="#4c72b0")

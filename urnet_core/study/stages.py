@@ -104,10 +104,6 @@ def stage_dir(run_dir: str | Path, stage: str, key: str) -> Path:
     return Path(run_dir) / stage / key
 
 
-def is_complete(path: str | Path) -> bool:
-    return (Path(path) / MARKER).is_file()
-
-
 def run_stage(
     run_dir: str | Path,
     stage: str,
