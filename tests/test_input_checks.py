@@ -288,6 +288,7 @@ def test_study_data_section_notebook_and_verdict_say_how_many(uneven_csv, tmp_pa
     from urnet_core.data.coverage import class_coverage
     from urnet_core.data.manifest import load_dataset
     from urnet_core.study import analysis, findings
+    from urnet_core.study import verdict as words
     from urnet_core.study.pipeline import describe
     from urnet_core.study.report import write_index
 
@@ -299,7 +300,7 @@ def test_study_data_section_notebook_and_verdict_say_how_many(uneven_csv, tmp_pa
     summary = pd.DataFrame({"method": ["baseline"], "group": ["baseline"], "seeds": [1],
                             "top1_mean": [0.5], "top1_low": [0.5], "top1_high": [0.5]})
     results = pd.DataFrame({"method": ["baseline"], "group": ["baseline"], "seed": [0], "top1": [0.5]})
-    verdict = " ".join(findings.study_verdict({"results": results, "summary": summary, "data": data}))
+    verdict = " ".join(words.study_verdict({"results": results, "summary": summary, "data": data}))
     assert "Caution: 3 of the 4 classes have no or fewer than 5 training images, 1 of them in the test split" in verdict
     index = write_index(tmp_path / "reports", notebooks=[], tables={"data": data}, parameters=study.to_dict())
     html = index.read_text()
@@ -315,7 +316,7 @@ def test_study_data_section_notebook_and_verdict_say_how_many(uneven_csv, tmp_pa
 
 def test_enough_images_everywhere_says_nothing():
     from urnet_core.data.coverage import coverage_from_labels
-    from urnet_core.study.findings import coverage_sentence
+    from urnet_core.study.verdict import coverage_sentence
 
     cov = coverage_from_labels(np.repeat([0, 1], 5), [0, 1], ["a", "b"])
     assert cov.messages() == [] and coverage_sentence({"class_coverage": cov.to_dict()}) is None

@@ -10,7 +10,7 @@ import pytest
 from urnet_core.config import StudyConfig
 from urnet_core.reweight.instance_weight import combined_instance_weights
 from urnet_core.study import ablation as A
-from urnet_core.study.analysis import auroc_by_noise_type
+from urnet_core.study.scoring import auroc_by_noise_type
 from urnet_core.study.pipeline import stratified_folds, validation_mask
 
 

@@ -244,7 +244,7 @@ def _run_study(study: StudyConfig, reports: Path, notebooks: list[Path], selecte
             raise
         takeaway = None
         if "write_tables(" in nb.read_text(encoding="utf-8"):  # the ablation's page opens with the verdict's lines
-            from urnet_core.study.findings import verdict
+            from urnet_core.study.verdict import verdict
 
             tables = read_tables(run_dir)
             if tables is not None:
