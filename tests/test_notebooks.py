@@ -211,7 +211,7 @@ def test_findings_follow_the_numbers(study):
 
 def test_step_pages_state_the_measured_effect_the_index_states(study):
     from urnet_core.study import verdict as words
-    from urnet_core.study.ablation import read_tables
+    from urnet_core.study.ablation_tables import read_tables
 
     tables = read_tables(study["settings"].run.run_dir)
     ladder_line = words.verdict(tables)["lines"][2]

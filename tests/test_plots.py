@@ -138,7 +138,7 @@ def _results():
 
 
 def test_result_charts():
-    from urnet_core.study.ablation import accuracy_by_class_size, summary_table
+    from urnet_core.study.ablation_tables import accuracy_by_class_size, summary_table
 
     res = _results()
     summary = summary_table(res)

@@ -19,7 +19,7 @@ from urnet_core.study import scoring as S
 from urnet_core.study import verdict as V
 from urnet_core.study import findings as F
 from urnet_core.study import progress
-from urnet_core.study.ablation import gap_closed_table, ladder_differences, summary_table
+from urnet_core.study.ablation_tables import gap_closed_table, ladder_differences, summary_table
 
 SEEDS = (0, 1, 2)
 

@@ -202,7 +202,7 @@ def versus_baseline_figure(table: pd.DataFrame, *, metric: str = "top-1") -> Fig
 
 def verdict_rows(tables: dict) -> list[str]:
     """The rows the verdict names: URNet's headline rows, the baseline and the best tuned peer."""
-    from urnet_core.study.ablation import best_of_group
+    from urnet_core.study.ablation_tables import best_of_group
     from urnet_core.study.verdict import headline_rows
 
     results = tables.get("results")

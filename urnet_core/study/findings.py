@@ -108,8 +108,8 @@ def findings_challenges(profile: Mapping[str, Any], spread: pd.DataFrame, *, wro
 def findings_baseline(summary_row: Mapping[str, Any], by_size: pd.DataFrame | None = None) -> str:
     """02_baseline: the baseline's accuracy and what the long tail costs it.
 
-    ``summary_row``: the baseline's row of ``ablation.summary_table`` (``top1_mean/_low/_high``);
-    ``by_size``: ``ablation.accuracy_by_class_size`` for the baseline.
+    ``summary_row``: the baseline's row of ``ablation_tables.summary_table`` (``top1_mean/_low/_high``);
+    ``by_size``: ``ablation_tables.accuracy_by_class_size`` for the baseline.
     """
     m, lo, hi = (float(summary_row[f"top1_{k}"]) for k in ("mean", "low", "high"))
     seeds = int(summary_row.get("seeds", 1))

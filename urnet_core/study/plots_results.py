@@ -50,7 +50,7 @@ def ablation_chart(summary: pd.DataFrame, *, metric: str = "top1", title: str | 
     """
     for col in (f"{metric}_mean", f"{metric}_low", f"{metric}_high", "method", "group"):
         if col not in summary.columns:
-            raise ValueError(f"summary has no column {col!r}; pass ablation.summary_table(results)")
+            raise ValueError(f"summary has no column {col!r}; pass ablation_tables.summary_table(results)")
     df = summary.reset_index(drop=True)
     mean = df[f"{metric}_mean"].to_numpy() * 100
     low = df[f"{metric}_low"].to_numpy() * 100

@@ -99,7 +99,7 @@ def versus_baseline(results: pd.DataFrame, group: str = "peer", *, baseline: str
     """Every row of ``group`` minus the baseline, paired by seed, in pp of ``metric``: ``method``,
     ``diff_pp``, ``low_pp``, ``high_pp``, ``half_width_pp``, ``seeds`` and ``outcome``
     (better / worse / tie / untested), best first. Empty without the baseline or the group."""
-    from urnet_core.study.ablation import paired_row
+    from urnet_core.study.ablation_tables import paired_row
 
     cols = ["method", "diff_pp", "low_pp", "high_pp", "half_width_pp", "seeds", "outcome"]
     if results is None or not len(results) or baseline not in set(results["method"]):
@@ -184,7 +184,7 @@ def headline_table(results: pd.DataFrame, *, metric: str = "top1") -> pd.DataFra
     """URNet's rows (:func:`headline_rows` present) minus the baseline and minus the best tuned
     peer, paired by seed: ``method``, ``versus``, ``other`` and the columns of
     :func:`urnet_core.study.ablation.paired_row`, plus ``outcome``."""
-    from urnet_core.study.ablation import best_of_group, paired_row
+    from urnet_core.study.ablation_tables import best_of_group, paired_row
 
     cols = ["method", "versus", "other", "diff_pp", "low_pp", "high_pp", "half_width_pp", "detectable_pp",
             "seeds", "outcome"]
@@ -356,7 +356,7 @@ def verdict(tables: Mapping[str, Any], *, metric: str = "top1") -> dict[str, lis
     data = tables.get("data") or {}
     if results is None or summary is None or not len(summary):
         return {"warnings": [], "lines": ["The ablation has not run yet, so there is no verdict."], "details": []}
-    from urnet_core.study.ablation import best_of_group
+    from urnet_core.study.ablation_tables import best_of_group
 
     n_seeds = int(results["seed"].nunique())
     methods = set(summary["method"])
