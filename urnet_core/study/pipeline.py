@@ -284,10 +284,10 @@ def cross_fit(study: StudyConfig, seed: int, *, force: bool = False) -> Path:
 
 
 def every_strategy(study: StudyConfig):
-    """``study.urnet`` with every strategy on: the weights stage computes them all once, and the
-    ablation's rows pick which to combine."""
-    return dataclasses.replace(study.urnet, class_reweight=True, cluster_reweight=True, instance_reweight=True,
-                               label_reweight=True, bag_branch=True)
+    """``study.urnet`` with every strategy on (the top rung of ``URNetConfig.ladder()``): the
+    weights stage computes them all once, and the ablation's rows pick which to combine."""
+    fields = {f.name: getattr(study.urnet, f.name) for f in dataclasses.fields(study.urnet)}  # shallow
+    return type(study.urnet).full(**fields)
 
 
 SIGNALS = ("in_sample", "cross_fit")
