@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from urnet_core.study import analysis as A
+from urnet_core.study import scoring as S
 
 
 def _one_hot_probs(pred, c, p=0.9):
@@ -177,27 +178,27 @@ def test_ambiguity_margins_and_groups():
 # --------------------------------------------------------------------------- weights
 def test_weight_auroc_perfect_chance_and_inverse():
     noisy = np.array([False, False, True, True])
-    assert A.weight_auroc([0.9, 0.8, 0.1, 0.2], noisy) == pytest.approx(1.0)
-    assert A.weight_auroc([0.1, 0.2, 0.9, 0.8], noisy) == pytest.approx(0.0)
-    assert A.weight_auroc([1, 1, 1, 1], noisy) == pytest.approx(0.5)
-    assert A.weight_auroc([0.9, 0.3, 0.5, 0.2], [0, 0, 1, 1]) == pytest.approx(0.75)
+    assert S.weight_auroc([0.9, 0.8, 0.1, 0.2], noisy) == pytest.approx(1.0)
+    assert S.weight_auroc([0.1, 0.2, 0.9, 0.8], noisy) == pytest.approx(0.0)
+    assert S.weight_auroc([1, 1, 1, 1], noisy) == pytest.approx(0.5)
+    assert S.weight_auroc([0.9, 0.3, 0.5, 0.2], [0, 0, 1, 1]) == pytest.approx(0.75)
     with pytest.raises(ValueError, match="both"):
-        A.weight_auroc([1, 2], [False, False])
+        S.weight_auroc([1, 2], [False, False])
     with pytest.raises(ValueError, match="entries"):
-        A.weight_auroc([1, 2, 3], noisy)
+        S.weight_auroc([1, 2, 3], noisy)
     with pytest.raises(ValueError, match="NaN"):
-        A.weight_auroc([np.nan, 1, 1, 1], noisy)
+        S.weight_auroc([np.nan, 1, 1, 1], noisy)
 
 
 def test_weights_by_noise_type_and_report():
     w = np.array([1.0, 3.0, 0.5, 0.1, 2.0])
     kinds = np.array(["sym", "clean", "clean", "open", "zzz"])
-    df = A.weights_by_noise_type(w, kinds)
+    df = S.weights_by_noise_type(w, kinds)
     assert df["noise_type"].tolist() == ["clean", "sym", "open", "zzz"]
     assert df.set_index("noise_type").loc["clean", "mean"] == pytest.approx(1.75)
     t = pd.DataFrame({"noise_type": ["clean", "clean", "sym", "open"], "label": [0, 0, 0, 0],
                       "true_label": [0, 0, 1, -1]})
-    rep = A.weight_report({"good": [1.0, 0.9, 0.1, 0.2], "bad": [0.1, 0.2, 1.0, 0.9]}, t).set_index("weight")
+    rep = S.weight_report({"good": [1.0, 0.9, 0.1, 0.2], "bad": [0.1, 0.2, 1.0, 0.9]}, t).set_index("weight")
     assert rep.loc["good", "auroc"] == pytest.approx(1.0)
     assert rep.loc["bad", "auroc"] == pytest.approx(0.0)
     assert rep.loc["good", "mean_clean"] == pytest.approx(0.95)
@@ -215,7 +216,7 @@ def test_label_change_summary():
     pred = np.array([0, 1, 0, 1])
     targets = label_targets(labels, pred, 2, beta=0.8)
     t = pd.DataFrame({"label": labels, "true_label": [0, 1, 1, 1], "noise_type": ["clean", "asym", "clean", "clean"]})
-    res = A.label_change_summary(labels, targets, t)
+    res = S.label_change_summary(labels, targets, t)
     assert res["changed"] == 2
     assert res["mixed_class"].tolist() == [-1, 1, 0, -1]
     assert res["changed_share_noisy"] == pytest.approx(1.0)
@@ -225,53 +226,37 @@ def test_label_change_summary():
 
 
 # --------------------------------------------------------------------------- cluster / bag helpers
-def test_cluster_problems_and_timing():
-    rng = np.random.default_rng(0)
-    labels = np.repeat([0, 1, 2], 20)
-    m = np.array([[18, 2, 0], [0, 19, 1], [5, 0, 15]])
-    probs = A.cluster_problems(labels, m, top_k=1)
-    assert [set(labels[p]) for p in probs] == [{0, 1}, {1, 2}, {2, 0}]
-    x = rng.normal(size=(60, 4)).astype(np.float32)
-    calls = iter(np.arange(0, 100, 0.5))
-    timing = A.time_kmeans_backends(x, probs, 3, backends=["sklearn"], repeats=2, timer=lambda: next(calls))
-    assert timing["backend"].tolist() == ["sklearn"]
-    assert timing["seconds"].iloc[0] == pytest.approx(0.5)
-    assert timing["rows"].iloc[0] == 120
-    assert np.isfinite(timing["mean_inertia"].iloc[0])
-    assert "sklearn" in A.available_kmeans_backends()
-
-
 def test_cluster_group_table():
     from urnet_core.reweight.cluster_weight import ClassClusters
 
     d = ClassClusters(cls=0, classes=np.array([0, 2]), indices=np.arange(5), groups=np.array([0, 0, 1, 1, 1]),
                       composition=np.array([[2, 0], [1, 2]]), group_weights=np.array([0.8, 1.2]))
-    df = A.cluster_group_table(d, ["a", "b", "c"])
+    df = S.cluster_group_table(d, ["a", "b", "c"])
     assert df.columns.tolist() == ["group", "size", "own", "weight", "a", "c"]
     assert df["size"].tolist() == [2, 3]
     with pytest.raises(ValueError):
-        A.cluster_group_table(None)
+        S.cluster_group_table(None)
 
 
 def test_sample_bags_and_saliency():
     from urnet_core.models.bag import BagAttentionBranch
 
     labels = np.repeat([0, 1, 2], [5, 2, 6])
-    bags = A.sample_bags(labels, classes=[0, 1, 2], bags_per_class=2, bag_size=3, seed=1)
+    bags = S.sample_bags(labels, classes=[0, 1, 2], bags_per_class=2, bag_size=3, seed=1)
     assert bags.shape == (4, 3)  # class 1 is too small
     assert all(len(set(labels[b])) == 1 for b in bags)
     assert all(len(set(b)) == 3 for b in bags)
     torch.manual_seed(0)
     branch = BagAttentionBranch(4, 3, hidden=8)
-    sal = A.bag_saliency(branch, np.random.default_rng(0).normal(size=(13, 4)), bags)
+    sal = S.bag_saliency(branch, np.random.default_rng(0).normal(size=(13, 4)), bags)
     assert sal.shape == (4, 3)
     assert sal.sum(1) == pytest.approx(np.ones(4))
     with pytest.raises(ValueError, match="outside"):
-        A.bag_saliency(branch, np.zeros((3, 4)), bags)
+        S.bag_saliency(branch, np.zeros((3, 4)), bags)
 
 
 def test_per_class_accuracy_table_and_size_groups():
-    df = A.per_class_accuracy_table([[1.0, 0.5, 0.0], [0.8, 0.5, 0.2]], [30, 20, 10])
+    df = S.per_class_accuracy_table([[1.0, 0.5, 0.0], [0.8, 0.5, 0.2]], [30, 20, 10])
     assert df["accuracy"].tolist() == pytest.approx([0.9, 0.5, 0.1])
     assert df["group"].tolist() == ["head", "medium", "tail"]
     assert A.size_groups([1, 5, 3, 5]).tolist() == ["tail", "head", "medium", "head"]
@@ -281,35 +266,14 @@ def test_saliency_by_noise_type():
     bags = np.array([[0, 1, 2], [3, 4, 5]])
     sal = np.array([[0.6, 0.3, 0.1], [0.2, 0.2, 0.6]])
     kinds = np.array(["clean", "sym", "clean", "open", "clean", "clean"])
-    df = A.saliency_by_noise_type(bags, sal, kinds).set_index("noise_type")
+    df = S.saliency_by_noise_type(bags, sal, kinds).set_index("noise_type")
     assert df.loc["clean", "n"] == 4
     assert df.loc["clean", "mean_saliency"] == pytest.approx((0.6 + 0.1 + 0.2 + 0.6) / 4)
     assert df.loc["clean", "top_share"] == pytest.approx(0.5)
     assert df.loc["open", "top_share"] == pytest.approx(0.0)
     assert df["uniform"].iloc[0] == pytest.approx(1 / 3)
     with pytest.raises(ValueError, match="same shape"):
-        A.saliency_by_noise_type(bags, sal[:, :2], kinds)
-
-
-def test_bag_branch_from_checkpoint(tmp_path):
-    from urnet_core.models.bag import BagAttentionBranch
-
-    torch.manual_seed(0)
-    branch = BagAttentionBranch(6, 3, hidden=5)
-    from urnet_core.training.checkpoint import CHECKPOINT_FORMAT
-
-    torch.save({"format": CHECKPOINT_FORMAT, "bag_branch": branch.state_dict(), "model": {}}, tmp_path / "c.pt")
-    loaded = A.bag_branch_from_checkpoint(tmp_path / "c.pt")
-    x = torch.randn(2, 3, 6)
-    assert torch.allclose(loaded(x)[1], branch.eval()(x)[1])
-    torch.save({"format": CHECKPOINT_FORMAT, "bag_branch": None}, tmp_path / "nobag.pt")
-    with pytest.raises(ValueError, match="no bag branch"):
-        A.bag_branch_from_checkpoint(tmp_path / "nobag.pt")
-    torch.save({"bag_branch": branch.state_dict()}, tmp_path / "foreign.pt")
-    with pytest.raises(ValueError, match="not a urnet training checkpoint"):
-        A.bag_branch_from_checkpoint(tmp_path / "foreign.pt")
-    with pytest.raises(FileNotFoundError):
-        A.bag_branch_from_checkpoint(tmp_path / "missing.pt")
+        S.saliency_by_noise_type(bags, sal[:, :2], kinds)
 
 
 def test_clean_counts_and_soft_target_examples():
@@ -317,12 +281,12 @@ def test_clean_counts_and_soft_target_examples():
 
     t = pd.DataFrame({"label": [0, 0, 0, 1, 2, 2], "true_label": [0, 1, 0, 1, 2, 0],
                       "noise_type": ["clean", "asym", "clean", "clean", "clean", "sym"]})
-    cc = A.clean_counts(t, 3).set_index("class")
+    cc = S.clean_counts(t, 3).set_index("class")
     assert cc.loc[0, "clean"] == 2 and cc.loc[0, "n"] == 3
     assert cc.loc[2, "clean_share"] == pytest.approx(0.5)
     pred = np.array([0, 1, 0, 1, 2, 0])
     targets = label_targets(t["label"], pred, 3)
-    ex = A.soft_target_examples(t["label"], targets, t, class_names=["a", "b", "c"])
+    ex = S.soft_target_examples(t["label"], targets, t, class_names=["a", "b", "c"])
     assert ex["row"].tolist() == [1, 5]
     assert ex["mixed"].tolist() == ["b", "a"]
     assert ex["true_label"].tolist() == ["b", "a"]

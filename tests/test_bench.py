@@ -7,33 +7,39 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from urnet_core.benchmarks import suite as B
+from urnet_core.benchmarks import data as D
+from urnet_core.benchmarks import fit as F
+from urnet_core.benchmarks import kmeans as K
+from urnet_core.benchmarks import loading as L
+from urnet_core.benchmarks import pipeline as P
+from urnet_core.benchmarks import report as R
+from urnet_core.benchmarks import suite as S
 
 
 def test_fit_exponent_recovers_known_exponent():
     n = np.array([1e5, 3e5, 1e6, 4e6])
     noise = np.array([1.02, 0.98, 1.01, 0.99])
-    b, a = B.fit_exponent(n, 3e-6 * n**1.07 * noise)
+    b, a = F.fit_exponent(n, 3e-6 * n**1.07 * noise)
     assert b == pytest.approx(1.07, abs=0.02)
     assert a == pytest.approx(3e-6, rel=0.3)
-    assert B.project_time(10.0, 1e6, 4e6, 1.0) == pytest.approx(40.0)
+    assert F.project_time(10.0, 1e6, 4e6, 1.0) == pytest.approx(40.0)
     with pytest.raises(ValueError, match="two distinct"):
-        B.fit_exponent([1e5, 1e5], [1.0, 2.0])
+        F.fit_exponent([1e5, 1e5], [1.0, 2.0])
 
 
 def test_parse_sizes_and_long_tail():
-    assert B.parse_sizes("1e5x1000x256, 2e4x100x64") == [B.Size(100_000, 1000, 256), B.Size(20_000, 100, 64)]
+    assert D.parse_sizes("1e5x1000x256, 2e4x100x64") == [D.Size(100_000, 1000, 256), D.Size(20_000, 100, 64)]
     for bad in ("1e5x1000", "1e5x1000xabc", "10x100x8", ""):
         with pytest.raises(ValueError):
-            B.parse_sizes(bad)
-    sizes = B.long_tail_sizes(50_000, 100, imbalance=100.0)
+            D.parse_sizes(bad)
+    sizes = D.long_tail_sizes(50_000, 100, imbalance=100.0)
     assert sizes.sum() == 50_000 and sizes.min() >= 1
     assert 50 < sizes.max() / sizes.min() <= 110
 
 
 def test_synthetic_data_is_cached_and_web_shaped(tmp_path):
-    size = B.Size(1000, 20, 8)
-    data = B.synthetic_data(size, tmp_path, progress=False)
+    size = D.Size(1000, 20, 8)
+    data = D.synthetic_data(size, tmp_path, progress=False)
     feats, labels, preds, vectors = data.load()
     assert feats.shape == (1000, 8) and feats.dtype == np.float16 and isinstance(feats, np.memmap)
     assert np.isfinite(np.asarray(feats, dtype=np.float32)).all()
@@ -43,22 +49,69 @@ def test_synthetic_data_is_cached_and_web_shaped(tmp_path):
     assert 0.2 < wrong.mean() < 0.4
     assert (preds[wrong] // 5 == labels[wrong] // 5).mean() > 0.7  # mostly confused within groups
     mtime = data.features.stat().st_mtime_ns
-    again = B.synthetic_data(size, tmp_path, progress=False)
+    again = D.synthetic_data(size, tmp_path, progress=False)
     assert again.root == data.root and again.features.stat().st_mtime_ns == mtime
 
 
 def test_weights_cli_reports_stages_and_rss(tmp_path):
-    data = B.synthetic_data(B.Size(600, 20, 8), tmp_path, progress=False)
-    res = B.weights_section(data, B.WeightsVariant("float16", "ids"), instance_epochs=1)
+    data = D.synthetic_data(D.Size(600, 20, 8), tmp_path, progress=False)
+    res = P.weights_section(data, P.WeightsVariant("float16", "ids"), instance_epochs=1)
     st = res["seconds"]
     for stage in ("validate_features", "validate_probs", "class", "cluster", "instance", "combine", "label", "other"):
         assert stage in st and st[stage] >= 0, stage
     assert res["total"] >= sum(v for k, v in st.items() if k != "other") > 0
     assert res["peak_rss_bytes"] > 50e6 and res["ru_maxrss_bytes"] > 0
     assert res["n"] == 600 and res["read_pass"] > 0
-    assert res["cluster"]["train_rows"] > 0  # the one-pass cluster step ran (faiss)
-    dense = B.weights_section(data, B.WeightsVariant("float32", "dense"), instance_epochs=1)
+    timings = res["timings"]  # what the child wrote into weights.json (no log parsing)
+    assert {"validate_features", "cluster", "instance", "file_hash"} <= set(timings)
+    if "cluster.train_rows" in timings:  # written by the cluster step once it reports its split
+        assert res["cluster"]["train_rows"] > 0  # the one-pass cluster step ran (faiss)
+    else:
+        assert res["cluster"] == {}  # no split: the projection scales the whole cluster stage
+    dense = P.weights_section(data, P.WeightsVariant("float32", "dense"), instance_epochs=1)
     assert dense["inputs_bytes"]["probs"] > 600 * 20 * 4 and dense["inputs_bytes"]["features"] > 600 * 8 * 4
+
+
+def test_cluster_problems_and_timing():
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1, 2], 20)
+    m = np.array([[18, 2, 0], [0, 19, 1], [5, 0, 15]])
+    probs = K.cluster_problems(labels, m, top_k=1)
+    assert [set(labels[p]) for p in probs] == [{0, 1}, {1, 2}, {2, 0}]
+    x = rng.normal(size=(60, 4)).astype(np.float32)
+    calls = iter(np.arange(0, 100, 0.5))
+    timing = K.time_kmeans_backends(x, probs, 3, backends=["sklearn"], repeats=2, timer=lambda: next(calls))
+    assert timing["backend"].tolist() == ["sklearn"]
+    assert timing["seconds"].iloc[0] == pytest.approx(0.5)
+    assert timing["rows"].iloc[0] == 120
+    assert np.isfinite(timing["mean_inertia"].iloc[0])
+    assert "sklearn" in K.available_kmeans_backends()
+
+
+def test_stage_seconds_read_the_timings_and_their_splits_when_present():
+    plain = {"validate_features": 1.0, "cluster": 3.0, "instance": 2.0, "file_hash": 0.5}
+    seconds, splits = P.stage_seconds(plain, wall=10.0)
+    assert seconds == {**plain, "other": pytest.approx(3.5)}
+    assert splits == {"cluster": {}, "instance": {}}
+    full = {**plain, "cluster.train_s": 1.0, "cluster.train_rows": 1280, "cluster.assign_s": 1.5,
+            "instance.train_s": 1.2, "instance.score_s": 0.6, "instance.train_steps": 40}
+    seconds, splits = P.stage_seconds(full, wall=10.0)
+    assert set(seconds) == set(plain) | {"other"}  # split keys are not stages
+    assert splits["cluster"] == {"train": 1.0, "train_rows": 1280, "assign": 1.5}
+    assert splits["instance"] == {"train": 1.2, "score": 0.6, "train_steps": 40}
+
+
+def test_launcher_records_the_childs_exit_code_wall_and_peak_rss(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "launch.json"
+    code = "import sys; b = bytearray(200 << 20); sys.exit(3)"  # ~200 MB, then exit code 3
+    proc = subprocess.run([sys.executable, "-m", "urnet_core.benchmarks.launch", str(out), "-c", code])
+    meta = json.loads(out.read_text())
+    assert proc.returncode == 3 and meta["status"] == 3 and meta["wall"] > 0
+    assert meta["ru_maxrss_bytes"] > 200e6
 
 
 def test_projection_follows_stage_models():
@@ -68,9 +121,9 @@ def test_projection_follows_stage_models():
                             "other": 1.0},
                 "cluster": {"train": 20.0 * scale, "assign": 1e-6 * n, "train_rows": 1}}
 
-    pipe = [(B.Size(n, 5000, 256), res(n, min(1.0, n / 1e6))) for n in (100_000, 1_000_000, 4_000_000)]
+    pipe = [(D.Size(n, 5000, 256), res(n, min(1.0, n / 1e6))) for n in (100_000, 1_000_000, 4_000_000)]
     big = [5000] * 5000  # problems of 5000 rows at N_max: already past the 1280-row cap
-    proj = B.projection(pipe, problem_rows={4_000_000: big})
+    proj = P.projection(pipe, problem_rows={4_000_000: big})
     st = proj["stages"]
     assert proj["exact_setting"]
     assert st["validate_features"]["seconds"] == pytest.approx(16.0)  # linear x4
@@ -86,21 +139,21 @@ def test_projection_follows_stage_models():
 
 def test_data_loading_creates_a_missing_cache_dir(tmp_path):
     cache = tmp_path / "fresh" / "urnet-bench"  # as <tmp>/urnet-bench on a new machine
-    rows = B.data_loading_section(n_images=6, batch_size=2, workers=0, tmp_dir=cache)
+    rows = L.data_loading_section(n_images=6, batch_size=2, workers=0, tmp_dir=cache)
     assert cache.is_dir() and len(rows) == 4 and all(r["images_per_s"] > 0 for r in rows)
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     cache = tmp_path_factory.mktemp("bench")
-    settings = B.BenchSettings(
-        sizes=[B.Size(600, 20, 8), B.Size(1200, 20, 8)], cache_dir=cache / "not" / "yet",
+    settings = S.BenchSettings(
+        sizes=[D.Size(600, 20, 8), D.Size(1200, 20, 8)], cache_dir=cache / "not" / "yet",
         backends=["sklearn", "sklearn_sub", "faiss", "faiss_onepass", "torch"],
         max_problems={"sklearn": 5, "sklearn_sub": 5}, instance_epochs=1, train_steps=2, train_warmup=1,
         train_epochs=1, train_reps=2,
         train_setups=((50, "small_cnn", 28, True),), data_images=12, data_batch_size=4, data_workers=0, isolate=False, progress=False,
     )
-    table, pipe, proj = B.run_bench(settings)
+    table, pipe, proj = S.run_bench(settings)
     return settings, table, pipe, proj
 
 
@@ -124,7 +177,9 @@ def test_table_rows_columns_and_numbers(tiny_run):
                                            "urnet weights [float32, class ids]"])
     for col in ("seconds", "peak_rss_gb"):
         assert np.isfinite(pl[col].astype(float)).all() and (pl[col] > 0).all(), col
-    assert pl["note"].str.contains("validate_features").all() and pl["note"].str.contains("assign pass").all()
+    assert pl["note"].str.contains("validate_features").all()
+    if all(r.get("cluster") for _, r in pipe):  # the cluster step wrote its split into weights.json
+        assert pl["note"].str.contains("assign pass").all()
     assert proj is not None and proj["seconds"] > 0 and not proj["exact_setting"]
     assert table["item"].str.startswith("projection").sum() == 1
     tr = table[table["section"] == "train"]
@@ -133,23 +188,23 @@ def test_table_rows_columns_and_numbers(tiny_run):
     assert tr["note"].str.contains("over 2 repetitions").any()
     dl = table[table["section"] == "data"]
     assert len(dl) == 4 and (dl["images_per_s"] > 0).all() and (dl["workers"] == 0).all()
-    md = B.to_markdown(table)
+    md = R.to_markdown(table)
     assert md.count("\n") == len(table) + 1 and "| kmeans | faiss |" in md
 
 
 def test_targets_and_report_written(tiny_run, tmp_path):
     settings, table, pipe, proj = tiny_run
-    targets = B.evaluate_targets(table, proj)
-    assert [t["target"] for t in targets] == list(B.TARGETS.values())
+    targets = R.evaluate_targets(table, proj)
+    assert [t["target"] for t in targets] == list(R.TARGETS.values())
     assert all(t["result"].split()[0] in ("PASS", "FAIL", "n/a") for t in targets)
     assert targets[0]["result"] == "n/a" and targets[1]["result"] == "n/a"  # not the 5000/256 setting
     fig_path = tmp_path / "figures" / "benchmark_scaling.png"
-    B.save_figure(B.scaling_figure(table, proj), fig_path)
+    R.save_figure(R.scaling_figure(table, proj), fig_path)
     assert fig_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = {"sizes": settings.sizes, "sections": settings.sections, "backends": ["sklearn", "faiss", "torch"],
               "max_problems": settings.max_problems, "instance_epochs": 1, "pipeline_backend": "auto",
               "wall_seconds": 1.0}
-    out = B.write_report(tmp_path / "benchmarks.md", table, targets, B.machine_info(), settings=report,
+    out = R.write_report(tmp_path / "benchmarks.md", table, targets, R.machine_info(), settings=report,
                          figure_path=fig_path, proj=proj, pipe=pipe)
     text = out.read_text()
     for needle in ("## Machine", "cores", "torch", "faiss", "scikit-learn", "| section | item |",
@@ -175,7 +230,7 @@ REPORTS = Path(__file__).resolve().parents[1] / "reports"
 
 @pytest.mark.parametrize("name", ["benchmarks.md", "benchmarks_gpu.md"])
 def test_committed_reports_have_one_cell_per_header(name):
-    from urnet_core.benchmarks.suite import markdown_tables
+    from urnet_core.benchmarks.report import markdown_tables
 
     path = REPORTS / name
     if not path.is_file():
@@ -195,8 +250,8 @@ def test_committed_reports_have_one_cell_per_header(name):
 
 
 def test_markdown_writer_round_trips_and_short_rows_are_placed_or_refused():
-    from urnet_core.benchmarks.suite import (make_table, markdown_tables, realign_row, rerender_markdown,
-                                             table_from_markdown, to_markdown)
+    from urnet_core.benchmarks.report import (make_table, markdown_tables, realign_row, rerender_markdown,
+                                              table_from_markdown, to_markdown)
 
     rows = [{"section": "kmeans", "item": "faiss", "N": 1000, "C": 10, "D": 8, "seconds": 1.5, "peak_rss_gb": 0.2,
              "measured_on": "10 of 10 problems", "note": "a | b\nc"},

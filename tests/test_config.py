@@ -189,3 +189,15 @@ def test_notebook_runs_with_notebooks_as_working_folder(tmp_path, tiny_text_mode
                      for o in c.get("outputs", []) if o.get("output_type") == "stream")
     assert "(alpha=0.9)" in text and ": True" in text  # the stored weights are the alpha-0.9 ones
     assert (run_dir / "weights").is_dir() and not (NOTEBOOKS_DIR / "runs").exists()
+
+
+def test_every_strategy_is_the_ladders_top_rung_over_the_studys_settings():
+    import dataclasses
+
+    from urnet_core.study.pipeline import every_strategy
+
+    for overrides in ({}, {"urnet.alpha": 0.3, "urnet.class_reweight": False, "urnet.top_k": 2}):
+        study = StudyConfig().with_overrides(overrides)
+        before = dataclasses.replace(study.urnet, class_reweight=True, cluster_reweight=True, instance_reweight=True,
+                                     label_reweight=True, bag_branch=True)  # the definition it replaced
+        assert every_strategy(study) == before

@@ -460,6 +460,9 @@ def test_stage_key_follows_the_computing_source(monkeypatch):
     assert {"training/loop.py", "study/pipeline.py", "study/ablation.py", "reweight/cluster_weight.py",
             "data/webnoise.py", "resources/class_descriptions.txt"} <= names
     assert not names & {"study/plots.py", "study/report.py", "study/runner.py", "cli/study.py"}
+    # the modules split off the presentation modules present too (committed reports re-render without a rerun)
+    assert not names & {"study/scoring.py", "study/verdict.py", "study/plots_weights.py", "study/plots_results.py",
+                        "benchmarks/launch.py", "benchmarks/report.py"}
     k = stage_key("weights", "abc")
     monkeypatch.setattr(stages, "_source_digest", lambda: "an edited train.py")  # an edit changes the digest
     assert k != stage_key("weights", "abc")

@@ -141,7 +141,7 @@ def test_amp_training_on_cuda_learns():
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
 def test_bench_train_rows_on_cuda():
-    from urnet_core.benchmarks.suite import train_step_section
+    from urnet_core.benchmarks.train import train_step_section
 
     rows = train_step_section(num_classes=100, steps=3, warmup=1, epochs=1, device="cuda")
     ratios = [r["ratio_vs_ce"] for r in rows if "ratio_vs_ce" in r]

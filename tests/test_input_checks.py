@@ -287,7 +287,8 @@ def test_study_data_section_notebook_and_verdict_say_how_many(uneven_csv, tmp_pa
     from urnet_core.config import StudyConfig
     from urnet_core.data.coverage import class_coverage
     from urnet_core.data.manifest import load_dataset
-    from urnet_core.study import analysis
+    from urnet_core.study import analysis, findings
+    from urnet_core.study import verdict as words
     from urnet_core.study.pipeline import describe
     from urnet_core.study.report import write_index
 
@@ -299,7 +300,7 @@ def test_study_data_section_notebook_and_verdict_say_how_many(uneven_csv, tmp_pa
     summary = pd.DataFrame({"method": ["baseline"], "group": ["baseline"], "seeds": [1],
                             "top1_mean": [0.5], "top1_low": [0.5], "top1_high": [0.5]})
     results = pd.DataFrame({"method": ["baseline"], "group": ["baseline"], "seed": [0], "top1": [0.5]})
-    verdict = " ".join(analysis.study_verdict({"results": results, "summary": summary, "data": data}))
+    verdict = " ".join(words.study_verdict({"results": results, "summary": summary, "data": data}))
     assert "Caution: 3 of the 4 classes have no or fewer than 5 training images, 1 of them in the test split" in verdict
     index = write_index(tmp_path / "reports", notebooks=[], tables={"data": data}, parameters=study.to_dict())
     html = index.read_text()
@@ -307,15 +308,15 @@ def test_study_data_section_notebook_and_verdict_say_how_many(uneven_csv, tmp_pa
     assert section.count("<b>Warning:</b>") == 2 and "no training image (c, d)" in section
     # Notebook 00 states them in its findings, from the same function.
     profile = analysis.class_size_profile(bundle.train["label"], bundle.num_classes)
-    findings = analysis.findings_data(profile, None, None, class_coverage(bundle))
-    assert findings.startswith("Warning: 2 classes have no training image")
+    text = findings.findings_data(profile, None, None, class_coverage(bundle))
+    assert text.startswith("Warning: 2 classes have no training image")
     last = nbformat.read(str(REPO_ROOT / "notebooks" / "00_data.ipynb"), as_version=4).cells[-1].source
     assert "class_coverage(bundle)" in last and "findings_data(" in last
 
 
 def test_enough_images_everywhere_says_nothing():
     from urnet_core.data.coverage import coverage_from_labels
-    from urnet_core.study.analysis import coverage_sentence
+    from urnet_core.study.verdict import coverage_sentence
 
     cov = coverage_from_labels(np.repeat([0, 1], 5), [0, 1], ["a", "b"])
     assert cov.messages() == [] and coverage_sentence({"class_coverage": cov.to_dict()}) is None
@@ -350,3 +351,27 @@ def test_config_error_wording(values, message):
     with pytest.raises(ValueError) as info:
         StudyConfig.from_dict(values, source="study.yaml")
     assert str(info.value) == message
+
+
+def test_bag_branch_from_checkpoint(tmp_path):
+    import torch
+
+    from urnet_core.models.bag import BagAttentionBranch
+    from urnet_core.study.inputs import bag_branch_from_checkpoint
+
+    torch.manual_seed(0)
+    branch = BagAttentionBranch(6, 3, hidden=5)
+    from urnet_core.training.checkpoint import CHECKPOINT_FORMAT
+
+    torch.save({"format": CHECKPOINT_FORMAT, "bag_branch": branch.state_dict(), "model": {}}, tmp_path / "c.pt")
+    loaded = bag_branch_from_checkpoint(tmp_path / "c.pt")
+    x = torch.randn(2, 3, 6)
+    assert torch.allclose(loaded(x)[1], branch.eval()(x)[1])
+    torch.save({"format": CHECKPOINT_FORMAT, "bag_branch": None}, tmp_path / "nobag.pt")
+    with pytest.raises(ValueError, match="no bag branch"):
+        bag_branch_from_checkpoint(tmp_path / "nobag.pt")
+    torch.save({"bag_branch": branch.state_dict()}, tmp_path / "foreign.pt")
+    with pytest.raises(ValueError, match="not a urnet training checkpoint"):
+        bag_branch_from_checkpoint(tmp_path / "foreign.pt")
+    with pytest.raises(FileNotFoundError):
+        bag_branch_from_checkpoint(tmp_path / "missing.pt")

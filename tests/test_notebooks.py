@@ -165,7 +165,7 @@ def test_notebook_ends_with_what_it_shows(name):
     heading, cell = nb.cells[-2], nb.cells[-1]
     assert heading.cell_type == "markdown" and heading.source.startswith("## What this shows")
     assert cell.cell_type == "code" and "conclusion(" in cell.source
-    assert "findings.findings_" in cell.source or "findings.study_verdict" in cell.source
+    assert "findings.findings_" in cell.source or "verdict.study_verdict" in cell.source
     if name in STEP_PAGES:  # a step page states its step's measured effect, from the ablation's tables
         assert "read_tables(study.run.run_dir)" in cell.source and "tables=ablation_tables" in cell.source
 
@@ -210,21 +210,21 @@ def test_findings_follow_the_numbers(study):
 
 
 def test_step_pages_state_the_measured_effect_the_index_states(study):
-    from urnet_core.study import findings
-    from urnet_core.study.ablation import read_tables
+    from urnet_core.study import verdict as words
+    from urnet_core.study.ablation_tables import read_tables
 
     tables = read_tables(study["settings"].run.run_dir)
-    ladder_line = findings.verdict(tables)["lines"][2]
+    ladder_line = words.verdict(tables)["lines"][2]
     assert ladder_line in study["index"].read_text().replace("&#x27;", "'")
     for name, step in STEP_PAGES.items():
-        sentence = findings.step_effect(tables, step)
+        sentence = words.step_effect(tables, step)
         assert sentence.startswith("Measured in the ablation")  # the page ran again after notebook 08
         assert sentence in _text_of(_executed(study, name)), name
         page = (study["reports"] / f"{name}.html").read_text().replace("&#x27;", "'")
         assert re.search(r"id='takeaway'><b>Takeaway:</b> " + re.escape(sentence), page), name
     page = (study["reports"] / "08_ablation.html").read_text().replace("&#x27;", "'")
     takeaway = re.search(r"id='takeaway'>(.*?)</div>", page, flags=re.S).group(1)
-    assert all(line in takeaway for line in findings.verdict(tables)["lines"])  # the verdict's three lines
+    assert all(line in takeaway for line in words.verdict(tables)["lines"])  # the verdict's three lines
 
 
 @pytest.mark.parametrize("name", NOTEBOOK_NAMES)

@@ -11,6 +11,9 @@ import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from urnet_core.study import analysis as A  # noqa: E402
+from urnet_core.study import scoring as S  # noqa: E402
+from urnet_core.study import plots_weights as PW  # noqa: E402
+from urnet_core.study import plots_results as PR  # noqa: E402
 from urnet_core.study import plots as P  # noqa: E402
 
 C = 4
@@ -98,11 +101,11 @@ def test_challenge_figures(data):
 def test_weight_histograms(data):
     n = len(data["labels"])
     w = {"instance": np.linspace(0, 1, n), "cluster": np.ones(n)}
-    fig = P.weight_histograms(w, data["table"]["noise_type"])
+    fig = PW.weight_histograms(w, data["table"]["noise_type"])
     assert len(fig.axes) == 2
     assert len(fig.axes[0].patches) == 4  # clean / noisy / open-set / ambiguous outlines
     with pytest.raises(ValueError, match="entries"):
-        P.weight_histograms({"x": np.ones(3)}, data["table"]["noise_type"])
+        PW.weight_histograms({"x": np.ones(3)}, data["table"]["noise_type"])
 
 
 def test_cluster_and_bag_figures(data):
@@ -111,16 +114,16 @@ def test_cluster_and_bag_figures(data):
     m = confusion_matrix(data["labels"], data["probs"], C)
     _, details = cluster_weights(data["feats"], data["labels"], m, top_k=2, n_clusters=3, backend="sklearn",
                                  return_details=True)
-    fig = P.cluster_groups_figure(details[0], data["table"], images=data["images"], class_names=NAMES, per_group=4)
+    fig = PW.cluster_groups_figure(details[0], data["table"], images=data["images"], class_names=NAMES, per_group=4)
     assert 3 <= _images_in(fig) <= 12
-    fig = P.cluster_composition_chart(details[0], NAMES)
+    fig = PW.cluster_composition_chart(details[0], NAMES)
     assert len(fig.axes[0].patches) == 3 * 3  # groups x pooled classes
-    bags = A.sample_bags(data["labels"], classes=[0, 1], bags_per_class=2)
+    bags = S.sample_bags(data["labels"], classes=[0, 1], bags_per_class=2)
     sal = np.full(bags.shape, 1 / 3)
-    fig = P.bag_saliency_figure(bags, sal, data["table"], images=data["images"], class_names=NAMES)
+    fig = PW.bag_saliency_figure(bags, sal, data["table"], images=data["images"], class_names=NAMES)
     assert _images_in(fig) == bags.size
     with pytest.raises(ValueError, match="same shape"):
-        P.bag_saliency_figure(bags, sal[:, :2], data["table"], images=data["images"])
+        PW.bag_saliency_figure(bags, sal[:, :2], data["table"], images=data["images"])
 
 
 def _results():
@@ -135,23 +138,23 @@ def _results():
 
 
 def test_result_charts():
-    from urnet_core.study.ablation import accuracy_by_class_size, summary_table
+    from urnet_core.study.ablation_tables import accuracy_by_class_size, summary_table
 
     res = _results()
     summary = summary_table(res)
-    fig = P.ablation_chart(summary)
+    fig = PR.ablation_chart(summary)
     bars = fig.axes[0].patches
     assert len(bars) == 4
     assert sorted(b.get_width() for b in bars) == pytest.approx([61, 63, 66, 81])
     with pytest.raises(ValueError, match="summary_table"):
-        P.ablation_chart(res)
-    fig = P.accuracy_by_size_chart(accuracy_by_class_size(res, np.array([40, 20, 10, 5])))
+        PR.ablation_chart(res)
+    fig = PR.accuracy_by_size_chart(accuracy_by_class_size(res, np.array([40, 20, 10, 5])))
     assert len(fig.axes[0].patches) == 3 * 4
-    pc = A.per_class_accuracy_table([[0.9, 0.5, 0.2, 0.1]], [40, 20, 10, 5])
-    assert isinstance(P.per_class_accuracy_chart(pc), Figure)
+    pc = S.per_class_accuracy_table([[0.9, 0.5, 0.2, 0.1]], [40, 20, 10, 5])
+    assert isinstance(PR.per_class_accuracy_chart(pc), Figure)
     timing = pd.DataFrame({"backend": ["faiss", "sklearn"], "seconds": [0.1, 0.5], "min_seconds": [0.1, 0.4],
                            "problems": [4, 4], "rows": [100, 100], "mean_inertia": [1.0, 1.0]})
-    fig = P.backend_timing_chart(timing)
+    fig = PR.backend_timing_chart(timing)
     assert [p.get_height() for p in fig.axes[0].patches] == pytest.approx([0.1, 0.5])
 
 
@@ -161,9 +164,9 @@ def test_discrete_weights_draw_one_visible_bar_per_group_and_value(data):
     # side by side (four outlines on top of each other showed only one).
     kinds = data["table"]["noise_type"]
     class_w = np.array([1.0, 1.5, 2.0, 3.0])[data["labels"]]
-    fig = P.weight_histograms({"class": class_w}, kinds)
+    fig = PW.weight_histograms({"class": class_w}, kinds)
     ax = fig.axes[0]
-    groups = len(P._noise_groups(np.asarray(kinds)))
+    groups = len(PW._noise_groups(np.asarray(kinds)))
     assert len(ax.patches) == groups * 4
     lefts = {(round(p.get_x(), 6)) for p in ax.patches}
     assert len(lefts) == groups * 4  # no two bars at the same place
@@ -176,7 +179,7 @@ def test_cluster_groups_show_confused_classes_framed_in_another_colour(data):
     m = confusion_matrix(data["labels"], data["probs"], C)
     _, details = cluster_weights(data["feats"], data["labels"], m, top_k=2, n_clusters=3, backend="sklearn",
                                  return_details=True)
-    fig = P.cluster_groups_figure(details[0], data["table"], images=data["images"], class_names=NAMES, per_group=6)
+    fig = PW.cluster_groups_figure(details[0], data["table"], images=data["images"], class_names=NAMES, per_group=6)
     colours = {matplotlib.colors.to_hex(ax.spines["left"].get_edgecolor()) for ax in fig.axes if ax.images}
     comp = np.asarray(details[0].composition)
     if (comp[:, 1:].sum(1) > 0).any():  # some group holds confused classes' images: they are shown
@@ -191,7 +194,7 @@ def test_log_axes_have_several_tick_labels_within_a_decade():
     assert len(labels) >= 3, labels
     per_class = pd.DataFrame({"count": [20, 35, 60, 90], "accuracy": [0.5, 0.6, 0.7, 0.8],
                               "accuracy_std": [0.1] * 4, "group": ["tail", "medium", "medium", "head"]})
-    fig = P.per_class_accuracy_chart(per_class)
+    fig = PR.per_class_accuracy_chart(per_class)
     assert len([t for t in fig.axes[0].get_xticklabels() if t.get_text()]) >= 3
 
 
@@ -214,7 +217,7 @@ def test_ablation_chart_legend_outside_the_bars():
                             "group": ["ladder", "ladder", "peer", "oracle"],
                             "top1_mean": [0.7, 0.75, 0.8, 0.9], "top1_low": [0.6, 0.7, 0.75, 0.85],
                             "top1_high": [0.8, 0.8, 0.85, 0.95]})
-    fig = P.ablation_chart(summary)
+    fig = PR.ablation_chart(summary)
     renderer = FigureCanvasAgg(fig).get_renderer()
     ax = fig.axes[0]
     legend = ax.get_legend().get_window_extent(renderer)

@@ -15,9 +15,11 @@ import pandas as pd
 import pytest
 
 from urnet_core.study import analysis as A
+from urnet_core.study import scoring as S
+from urnet_core.study import verdict as V
 from urnet_core.study import findings as F
 from urnet_core.study import progress
-from urnet_core.study.ablation import gap_closed_table, ladder_differences, summary_table
+from urnet_core.study.ablation_tables import gap_closed_table, ladder_differences, summary_table
 
 SEEDS = (0, 1, 2)
 
@@ -58,7 +60,7 @@ TUNED = {"URNet (tuned)": "urnet", "URNet+ (tuned)": "urnet"}
 
 
 def _verdict(top1, **kw):
-    return F.verdict(_tables(top1, groups={**TUNED, **kw.pop("groups", {})}, **kw))
+    return V.verdict(_tables(top1, groups={**TUNED, **kw.pop("groups", {})}, **kw))
 
 
 def test_verdict_opens_with_three_lines_naming_rows_as_the_charts_do():
@@ -70,7 +72,7 @@ def test_verdict_opens_with_three_lines_naming_rows_as_the_charts_do():
     assert peer.startswith("Against the best tuned peer, class-balanced loss (Cui 2019)")
     assert "URNet+ (tuned) beats it" in peer and "+label loses to it" in peer
     assert re.search(r"\+class helps; \+bag hurts; \+cluster, \+instance and \+label cannot be told apart", ladder)
-    assert "Full URNet" not in " ".join(F.study_verdict(_tables(BASE)))  # no name that no chart carries
+    assert "Full URNet" not in " ".join(V.study_verdict(_tables(BASE)))  # no name that no chart carries
     details = " ".join(v["details"])
     assert "Resolution: the headline (URNet+ (tuned) minus class-balanced loss (Cui 2019))" in details
     assert "1.0 pp target" in details and "1.5 pp target" in details
@@ -86,13 +88,13 @@ def test_verdict_follows_the_numbers_when_urnet_loses_or_ties():
 
 def test_verdict_without_ground_truth_skips_the_oracle_with_a_reason():
     top1 = {k: v for k, v in BASE.items() if not k.startswith("oracle")}
-    text = " ".join(F.study_verdict(_tables(top1, ground_truth=False)))
+    text = " ".join(V.study_verdict(_tables(top1, ground_truth=False)))
     assert "no ground truth" in text and "no oracle" in text and "gap closed" in text
     assert "closes" not in text
 
 
 def test_verdict_with_one_seed_calls_nothing_better_or_worse():
-    v = F.verdict(_tables(BASE, seeds=(0,)))
+    v = V.verdict(_tables(BASE, seeds=(0,)))
     text = " ".join(v["lines"])
     assert "single seed" in " ".join(v["warnings"])
     assert "helps" not in text.replace("no step can be called helping", "") and " beats " not in text
@@ -105,7 +107,7 @@ def test_selection_regret_sentence():
         "rule": ["clean_weighted_balanced_accuracy"] * 2 + ["noisy_balanced_accuracy"] * 2,
         "pick": ["a", "b", "c", "d"], "regret_pp": [0.0, -1.25, -9.0, -9.0], "rank_on_test": [1, 2, 5, 5],
         "candidates": [6, 6, 6, 6]})
-    text = " ".join(F.verdict(tables)["details"])
+    text = " ".join(V.verdict(tables)["details"])
     assert "in every one of the 2 tuned families the rule's pick is within 1.2 pp of the best candidate" in text
     assert "9.0" not in text  # the other rule's regret is not the selection's
 
@@ -114,19 +116,19 @@ def test_versus_baseline_names_which_peers_beat_cross_entropy():
     top1 = {"baseline": 0.70, "class-balanced loss (Cui 2019)": 0.74, "generalized CE (Zhang 2018)": 0.70,
             "oracle: clean only": 0.85}
     tables = _tables(top1)
-    table = F.versus_baseline(tables["results"], "peer")
+    table = V.versus_baseline(tables["results"], "peer")
     assert list(table["method"]) == ["class-balanced loss (Cui 2019)", "generalized CE (Zhang 2018)"]
     assert list(table["outcome"]) == ["better", "tie"]
     assert table["low_pp"].iloc[0] > 0 > table["low_pp"].iloc[1]
-    sentence = F.versus_baseline_sentence(table)
+    sentence = V.versus_baseline_sentence(table)
     assert sentence.startswith("1 of 2 tuned peers beat the baseline")
     assert "class-balanced loss (Cui 2019) beats the baseline" in sentence
     assert "generalized CE (Zhang 2018) cannot be told apart from the baseline" in sentence
     # The peers profile: no ladder, no URNet row; the verdict's first line is this sentence.
     tables["ladder_differences"] = tables["ladder_differences"].iloc[0:0]
-    lines = F.verdict(tables)["lines"]
+    lines = V.verdict(tables)["lines"]
     assert lines[0] == sentence and "no URNet row" in lines[1] and "did not run" in lines[2]
-    view = F.versus_baseline_view(table)
+    view = V.versus_baseline_view(table)
     assert list(view["minus baseline (pp)"]) == ["+4.0", "+0.0"]
 
 
@@ -171,14 +173,14 @@ def test_step_pages_and_index_change_their_wording_together(flip, tmp_path):
         tables = {**tables, "results": results, "summary": summary_table(results),
                   "ladder_differences": ladder_differences(results)}
     pages = _page_conclusions(tables)
-    ladder_line = F.verdict(tables)["lines"][2]
+    ladder_line = V.verdict(tables)["lines"][2]
     from urnet_core.study.report import write_index
 
     index_html = write_index(tmp_path, notebooks=[], tables=tables, parameters={}).read_text()
     words = {}
     for page, step in STEP_PAGES.items():
-        row = F.step_row(tables, step)
-        expected = F.STEP_WORDS[F.step_outcome(row)]
+        row = V.step_row(tables, step)
+        expected = V.STEP_WORDS[V.step_outcome(row)]
         first = pages[page].split("\n\n")[0]  # the page's takeaway
         assert first.startswith(f"Measured in the ablation (notebook 08): {step} {expected}"), (page, first)
         assert f"{float(row['diff_pp']):+.1f} pp" in first
@@ -187,7 +189,7 @@ def test_step_pages_and_index_change_their_wording_together(flip, tmp_path):
                               flags=re.S)
         assert table_row and f"<td>{expected}</td>" in table_row.group(1), step  # the index's ladder table
         words[step] = expected
-        for other in set(F.STEP_WORDS.values()) - {expected}:  # never two words for one step
+        for other in set(V.STEP_WORDS.values()) - {expected}:  # never two words for one step
             assert f"{step} {other}" not in first
     if flip == "as measured":
         assert words == {"+class": "helps", "+cluster": "cannot be told apart", "+instance": "cannot be told apart",
@@ -207,27 +209,27 @@ def test_group_descriptions_derive_from_the_ablation_groups():
     from urnet_core.study.ablation import default_methods
 
     groups = {r.group for p in ("default", "quick", "full", "peers") for r in default_methods(profile=p)}
-    described = F.group_descriptions()
-    assert groups <= set(described) and set(described) == set(F.ablation_groups())
+    described = V.group_descriptions()
+    assert groups <= set(described) and set(described) == set(V.ablation_groups())
     assert all("rows of the" not in v for v in described.values())  # every real group has a meaning
-    assert set(F._GROUP_MEANINGS) <= set(F.ablation_groups())  # no description of a group that no row has
-    assert A.GROUP_DESCRIPTIONS == described  # still importable from analysis
+    assert set(V._GROUP_MEANINGS) <= set(V.ablation_groups())  # no description of a group that no row has
+    assert not hasattr(F, "GROUP_DESCRIPTIONS") and not hasattr(A, "GROUP_DESCRIPTIONS")  # one name: group_descriptions()
 
 
 def test_group_legend_covers_every_group_present_known_or_not():
     summary = _tables({**BASE, "new thing": 0.7}, groups={"new thing": "brand-new group"})["summary"]
-    legend = F.group_legend(summary)
+    legend = V.group_legend(summary)
     assert list(legend["group"]) == ["ladder", "peer", "oracle", "brand-new group"]
     assert legend.set_index("group").loc["brand-new group", "meaning"] == "rows of the 'brand-new group' group"
     assert "+label" in legend.set_index("group").loc["ladder", "rows"]
 
 
 def test_balanced_note_and_interval_coverage():
-    assert "25 images in every class" in A.balanced_test_note([25] * 8)
-    assert A.balanced_test_note([25, 30]) is None
-    assert "seeds (0, 1, 2)" in A.interval_coverage({"seeds": [0, 1, 2]})
-    assert "benchmark draw is the same" in A.interval_coverage({"seeds": [0]})
-    assert "the benchmark draw (which labels" in A.interval_coverage({"seeds": [0, 1], "draw_per_seed": True})
+    assert "25 images in every class" in V.balanced_test_note([25] * 8)
+    assert V.balanced_test_note([25, 30]) is None
+    assert "seeds (0, 1, 2)" in V.interval_coverage({"seeds": [0, 1, 2]})
+    assert "benchmark draw is the same" in V.interval_coverage({"seeds": [0]})
+    assert "the benchmark draw (which labels" in V.interval_coverage({"seeds": [0, 1], "draw_per_seed": True})
 
 
 # --------------------------------------------------------------------------- findings of the notebooks
@@ -267,9 +269,9 @@ def test_findings_label_baseline_class_cluster_data():
     row = {"top1_mean": 0.7, "top1_low": 0.68, "top1_high": 0.72, "seeds": 3}
     by_size = pd.DataFrame({"group": ["head", "medium", "tail"], "accuracy": [0.9, 0.7, 0.4],
                             "low": [0.88, 0.6, 0.35], "high": [0.92, 0.8, 0.45]})
-    assert "The long tail costs accuracy" in A.findings_baseline(row, by_size)
+    assert "The long tail costs accuracy" in F.findings_baseline(row, by_size)
     by_size["low"], by_size["high"] = [0.3, 0.3, 0.3], [0.95, 0.95, 0.95]
-    assert "cannot show" in A.findings_baseline(row, by_size)
+    assert "cannot show" in F.findings_baseline(row, by_size)
 
     labels = np.repeat(np.arange(3), [60, 30, 10])
     weights = A.class_weight_table(labels, 3, alpha=0.5)
@@ -284,13 +286,13 @@ def test_findings_label_baseline_class_cluster_data():
     profile = A.class_size_profile(labels, 3)
     noise = pd.DataFrame({"share_clean": [0.6], "share_asym": [0.1], "share_sym": [0.2], "share_open": [0.1],
                           "share_ambiguous": [0.0], "noise_rate": [0.4]}, index=["all"])
-    text = A.findings_data(profile, noise)
+    text = F.findings_data(profile, noise)
     assert "40.0% of the training labels are wrong (asym 10.0%, sym 20.0%, open 10.0%)" in text
-    assert "no ground truth" in A.findings_data(profile, None)
+    assert "no ground truth" in F.findings_data(profile, None)
 
 
 def test_parameters_table_flattens_nested_settings():
-    table = A.parameters_table({"a": 1, "sources": {"flickr": {"share": 0.3}}})
+    table = S.parameters_table({"a": 1, "sources": {"flickr": {"share": 0.3}}})
     assert table.to_dict("records") == [{"parameter": "a", "value": "1"},
                                         {"parameter": "sources.flickr.share", "value": "0.3"}]
 
@@ -336,7 +338,7 @@ def test_index_of_the_peers_profile_shows_the_sanity_table(tmp_path):
     assert "<h2>Tuned peers against the baseline</h2>" in html and "<td>beats the baseline</td>" in html
     assert (tmp_path / "claim_headline.png").is_file() and not (tmp_path / "claim_ladder.png").exists()
     assert "the ladder, step by step</h2>" not in html
-    assert len(F.ladder_view(pd.DataFrame())) == 0 and len(F.headline_view(pd.DataFrame())) == 0
+    assert len(V.ladder_view(pd.DataFrame())) == 0 and len(V.headline_view(pd.DataFrame())) == 0
 
 
 def test_index_without_ablation_has_no_stale_chart(tmp_path):
@@ -377,3 +379,16 @@ def test_progress_file_and_watcher(tmp_path):
     assert lines[-1] == "08_ablation: ablation: 3/3 runs"
     slow = {"stage": "ablation", "unit": "runs", "done": 12, "total": 57, "slow_done": 10, "slow_seconds": 100.0}
     assert progress.format_progress(slow) == "ablation: 12/57 runs, ~8 min left"
+
+
+def test_the_ablation_ladder_is_urnet_configs_ladder():
+    from urnet_core.reweight.compose import URNetConfig
+    from urnet_core.study.ablation import LADDER, LADDER_STEPS, PAPER_TOP5, ladder_rows
+
+    assert LADDER == tuple(URNetConfig.ladder()) == tuple(PAPER_TOP5)
+    # the rows the ablation trained before the ladder was read from URNetConfig (same cache keys)
+    assert [(r.name, r.strategies, r.bag) for r in ladder_rows()] == [
+        ("baseline", (), False), ("+class", ("class",), False), ("+cluster", ("class", "cluster"), False),
+        ("+instance", ("class", "cluster", "instance"), False), ("+bag", ("class", "cluster", "instance"), True),
+        ("+label", ("class", "cluster", "instance", "label"), True)]
+    assert [s for _, s, _ in LADDER_STEPS] == [r.strategies for r in ladder_rows()]

@@ -10,7 +10,8 @@ import pytest
 from urnet_core.config import StudyConfig
 from urnet_core.reweight.instance_weight import combined_instance_weights
 from urnet_core.study import ablation as A
-from urnet_core.study.analysis import auroc_by_noise_type
+from urnet_core.study import ablation_tables as T
+from urnet_core.study.scoring import auroc_by_noise_type
 from urnet_core.study.pipeline import stratified_folds, validation_mask
 
 
@@ -68,12 +69,12 @@ def test_head_to_head_names_the_best_peer_and_oracle():
     results = _results({"baseline": ("ladder", [0.70, 0.71, 0.72]), "+label": ("ladder", [0.74, 0.75, 0.76]),
                         A.SELECTED: ("selected", [0.80, 0.81, 0.83]), "peer a": ("peer", [0.78, 0.79, 0.80]),
                         "peer b": ("peer", [0.76, 0.77, 0.78]), "oracle": ("oracle", [0.90, 0.91, 0.92])})
-    table = A.head_to_head(results).set_index(["method", "versus"])
+    table = T.head_to_head(results).set_index(["method", "versus"])
     assert {"half_width_pp", "detectable_pp"} <= set(table.columns)
     assert table.loc[(A.SELECTED, "best peer"), "other"] == "peer a"
     assert table.loc[(A.SELECTED, "best peer"), "diff_pp"] == pytest.approx((0.80 + 0.81 + 0.83 - 2.37) / 3 * 100)
     assert table.loc[("+label", "best peer"), "diff_pp"] < 0 and table.loc[("+label", "best oracle"), "significant"]
-    gap = A.per_class_gap(results, A.SELECTED, "peer a", pd.DataFrame({"label": [0, 0, 1]}), 2)
+    gap = T.per_class_gap(results, A.SELECTED, "peer a", pd.DataFrame({"label": [0, 0, 1]}), 2)
     assert list(gap.columns[:4]) == ["class", "train_rows", "size_group", "diff_pp"]
 
 

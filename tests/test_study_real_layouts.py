@@ -54,7 +54,7 @@ def csv_study(tmp_path_factory, tiny_text_model):
 
 
 def _tables(run_dir: Path) -> dict:
-    from urnet_core.study.ablation import read_tables
+    from urnet_core.study.ablation_tables import read_tables
 
     tables = read_tables(run_dir)
     assert tables is not None, "the ablation's table set is missing or incomplete"

@@ -11,7 +11,7 @@ Prints one table (all rows measured in this run) and the targets of the "Scale" 
 PASS/FAIL. With ``--out`` also writes the markdown report (machine, what was run, table,
 targets) and the log-log scaling figure (default ``<out folder>/figures/benchmark_scaling.png``),
 both atomically. Synthetic data are cached in ``--cache-dir`` (keyed by a hash of their
-parameters). See :mod:`urnet_core.benchmarks.suite` for what each section measures.
+parameters). See :mod:`urnet_core.benchmarks.suite` for the sections and the module of each.
 """
 
 from __future__ import annotations
@@ -64,17 +64,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def bench_command(args: argparse.Namespace) -> int:
+    from urnet_core.benchmarks import data as D
+    from urnet_core.benchmarks import report as R
     from urnet_core.benchmarks import suite as B
+    from urnet_core.benchmarks.kmeans import available_backends
 
     t_start = time.perf_counter()
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its CPU-feature probing is noise here
     quick = bool(args.quick)
-    sizes = B.parse_sizes(args.sizes) if args.sizes else list(B.QUICK_SIZES if quick else B.FULL_SIZES)
+    sizes = D.parse_sizes(args.sizes) if args.sizes else list(D.QUICK_SIZES if quick else D.FULL_SIZES)
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = sorted(set(sections) - set(B.SECTIONS))
     if unknown or not sections:
         raise ValueError(f"--sections {args.sections!r}: unknown {unknown}; choose from {list(B.SECTIONS)}")
-    backends = [b.strip() for b in args.backends.split(",")] if args.backends else B.available_backends()
+    backends = [b.strip() for b in args.backends.split(",")] if args.backends else available_backends()
     if "sklearn" not in backends and "kmeans" in sections:
         raise ValueError("--backends must include sklearn (the reference of the k-means section)")
     cap = args.sklearn_problems or (8 if quick else 40)
@@ -91,9 +94,9 @@ def bench_command(args: argparse.Namespace) -> int:
                      "numbers are a smoke check, not the scale verdict")
     settings = B.BenchSettings(
         sizes=sizes,
-        pipeline_sizes=B.parse_sizes(args.pipeline_sizes) if args.pipeline_sizes else None,
-        kmeans_sizes=(B.parse_sizes(args.kmeans_sizes) if args.kmeans_sizes
-                      else None if (quick or args.sizes) else list(B.FULL_KMEANS_SIZES)),
+        pipeline_sizes=D.parse_sizes(args.pipeline_sizes) if args.pipeline_sizes else None,
+        kmeans_sizes=(D.parse_sizes(args.kmeans_sizes) if args.kmeans_sizes
+                      else None if (quick or args.sizes) else list(D.FULL_KMEANS_SIZES)),
         cache_dir=Path(args.cache_dir) if args.cache_dir else B.default_cache_dir(),
         sections=sections,
         backends=backends,
@@ -101,7 +104,7 @@ def bench_command(args: argparse.Namespace) -> int:
         instance_epochs=args.instance_epochs or (3 if quick else 50),
         train_steps=args.train_steps or (10 if quick else 30),
         data_images=256 if quick else 1024,
-        train_setups=B.QUICK_TRAIN_SETUPS if quick else B.DEFAULT_TRAIN_SETUPS,
+        train_setups=D.QUICK_TRAIN_SETUPS if quick else D.DEFAULT_TRAIN_SETUPS,
         max_minutes=args.max_minutes,
         device=args.device,
         seed=args.seed,
@@ -113,14 +116,14 @@ def bench_command(args: argparse.Namespace) -> int:
 
         if not torch.cuda.is_available():
             raise ValueError("--device cuda: no CUDA GPU is visible here")
-    info = B.machine_info()
+    info = R.machine_info()
     load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     table, pipe, proj = B.run_bench(settings)
     load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    targets = B.evaluate_targets(table, proj)
+    targets = R.evaluate_targets(table, proj)
     wall = time.perf_counter() - t_start
 
-    print(B.to_markdown(table))
+    print(R.to_markdown(table))
     print()
     for t in targets:
         print(f"{t['result']:>4}  {t['target']}: {t['value']}")
@@ -128,7 +131,7 @@ def bench_command(args: argparse.Namespace) -> int:
     if args.out:
         out = Path(args.out)
         fig_path = Path(args.figure) if args.figure else out.parent / "figures" / "benchmark_scaling.png"
-        B.save_figure(B.scaling_figure(table, proj), fig_path)
+        R.save_figure(R.scaling_figure(table, proj), fig_path)
         report = {
             # no paths of this machine in the report: the cache folder is named, not spelled out
             "command": "urnet " + " ".join("<cache-dir>" if
@@ -140,6 +143,6 @@ def bench_command(args: argparse.Namespace) -> int:
             "pipeline_backend": settings.pipeline_backend, "device": settings.device, "notes": notes,
             "load_average": (load_start, load_end),
         }
-        B.write_report(out, table, targets, info, settings=report, figure_path=fig_path, proj=proj, pipe=pipe)
+        R.write_report(out, table, targets, info, settings=report, figure_path=fig_path, proj=proj, pipe=pipe)
         print(f"wrote {out} and {fig_path}")
     return 0

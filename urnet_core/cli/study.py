@@ -106,7 +106,8 @@ def _print_chosen(study, reports: str) -> None:
     from pathlib import Path
 
     from urnet_core.cli.weights_plus import recommended_config, write_recommended
-    from urnet_core.study.ablation import RECOMMENDED, MethodSpec, read_tables
+    from urnet_core.study.ablation import RECOMMENDED, MethodSpec
+    from urnet_core.study.ablation_tables import read_tables
     from urnet_core.study.tuning import FAMILIES, chosen_settings, resolve_tuned
 
     tables = read_tables(study.run.run_dir)

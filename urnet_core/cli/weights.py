@@ -18,7 +18,10 @@ Rows of ``--features``/``--probs`` follow the rows of the table's ``--split`` (d
   either file works too);
 * ``components.npz`` (per-component weights);
 * ``weights.json``, the index: config, input hashes, per-component statistics,
-  ``targets_file``, the set's ``key`` and every file with its size.
+  ``targets_file``, the set's ``key``, every file with its size and ``timings``: the seconds
+  of each stage (those :func:`~urnet_core.reweight.compose.compose_weights` fills, such as
+  ``validate_features``, ``cluster``, ``instance``, plus ``file_hash``, hashing the inputs);
+  ``urnet bench`` reads them.
 
 The four files are one artefact set (:func:`urnet_core.utils.artefacts.artefact_set`): they are
 written into a temporary folder next to ``DIR`` and renamed into place as a whole, so an
@@ -39,6 +42,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -202,6 +206,7 @@ def weights_command(args: argparse.Namespace) -> int:
             vectors = label_vectors(list(names))
     ranks = table["rank"].to_numpy(np.float64) if "rank" in table.columns else None
     sources = table["source"].to_numpy(object) if "source" in table.columns else None
+    timings: dict[str, float] = {}  # seconds per stage (compose_weights fills it), written to weights.json
     if plus is not None:
         from urnet_core.cli.weights_plus import urnet_plus_arrays
 
@@ -215,7 +220,7 @@ def weights_command(args: argparse.Namespace) -> int:
         soft = new_labels is not None
     else:
         ws = compose_weights(config, labels=labels, num_classes=num_classes, features=features, pred_probs=probs,
-                             label_vectors=vectors, ranks=ranks, sources=sources, seed=args.seed)
+                             label_vectors=vectors, ranks=ranks, sources=sources, seed=args.seed, timings=timings)
         sample_weights, components, targets, targets_labels = ws.sample_weights, ws.components, ws.soft_targets, labels
         soft = targets is not None
     if targets is None:  # one-hot (of the new labels for URNet+'s relabel), so `urnet train --targets` always has a file
@@ -226,10 +231,12 @@ def weights_command(args: argparse.Namespace) -> int:
     def stats(w: np.ndarray) -> dict:
         return {"mean": float(w.mean()), "std": float(w.std()), "min": float(w.min()), "max": float(w.max())}
 
+    t_hash = time.perf_counter()
     inputs = {k: file_hash(v) for k, v in
               (("table", args.table), ("features", args.features), ("probs", args.probs),
                ("in_sample_probs", args.in_sample_probs), ("folds", args.folds),
                ("label_vectors", args.label_vectors)) if v}  # fmt: skip
+    timings["file_hash"] = time.perf_counter() - t_hash
     summary = {
         "config": dataclasses.asdict(config),
         "urnet_plus": plus,
@@ -242,6 +249,8 @@ def weights_command(args: argparse.Namespace) -> int:
         "components": {k: stats(v) for k, v in components.items()},
         "soft_targets": soft,
         "targets_file": targets_name,
+        # not part of the key: how long this run took, per stage (what `urnet bench` reads)
+        "timings": {k: int(v) if isinstance(v, (int, np.integer)) else float(v) for k, v in timings.items()},
     }
     key = stable_hash("weights-v2", summary["config"], plus, inputs, args.split, args.seed, int(num_classes))
     # One artefact set: built next to --out and renamed into place whole (never new weights beside old targets).

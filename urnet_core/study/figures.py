@@ -1,4 +1,4 @@
-"""The claim figures: one figure for each claim the verdict makes (:mod:`urnet_core.study.findings`).
+"""The claim figures: one figure for each claim the verdict makes (:mod:`urnet_core.study.verdict`).
 
 (a) :func:`ladder_steps_figure`: each ladder step's paired difference with its 95% interval, a
 zero line and the paper's step beside it; (b) :func:`headline_figure`: URNet's rows minus the
@@ -48,7 +48,7 @@ def _differences(ax, labels: Sequence[str], rows: pd.DataFrame, *, paper: Sequen
                  versus: bool = False) -> None:
     """Horizontal paired differences (pp) with 95% intervals, coloured and marked by outcome, each
     with the verdict's word for it (a step helps / hurts; a row beats / loses to the other)."""
-    from urnet_core.study.findings import STEP_WORDS, VERSUS_WORDS, outcome
+    from urnet_core.study.verdict import STEP_WORDS, VERSUS_WORDS, outcome
 
     word_of = VERSUS_WORDS if versus else STEP_WORDS
 
@@ -110,7 +110,7 @@ def ladder_steps_figure(ladder: pd.DataFrame, *, metric: str = "top-1") -> Figur
 def headline_figure(head: pd.DataFrame, *, metric: str = "top-1") -> Figure:
     """(b) URNet's rows minus the baseline and minus the best tuned peer, paired by seed.
 
-    ``head``: :func:`urnet_core.study.findings.headline_table`."""
+    ``head``: :func:`urnet_core.study.verdict.headline_table`."""
     fig = _figure(8.5, 0.62 * len(head) + 1.7)
     ax = fig.add_subplot()
     labels = [f"{m}\nminus {o}" for m, o in zip(head["method"], head["other"])]
@@ -168,7 +168,7 @@ def rows_dot_plot(results: pd.DataFrame, summary: pd.DataFrame, *, metric: str =
 def claim_figures(tables: dict, *, marked: Sequence[str] | None = None) -> dict[str, Figure]:
     """The claim figures the ablation's ``tables`` allow: ``{"ladder", "headline", "rows"}``
     (a figure is left out when its rows did not run)."""
-    from urnet_core.study import findings
+    from urnet_core.study import verdict as words
 
     out: dict[str, Figure] = {}
     results, summary = tables.get("results"), tables.get("summary")
@@ -176,11 +176,11 @@ def claim_figures(tables: dict, *, marked: Sequence[str] | None = None) -> dict[
     if ladder is not None and len(ladder):
         out["ladder"] = ladder_steps_figure(ladder)
     if results is not None and len(results):
-        head = findings.headline_table(results)
+        head = words.headline_table(results)
         if len(head):
             out["headline"] = headline_figure(head)
         else:
-            peers = findings.versus_baseline(results, "peer")
+            peers = words.versus_baseline(results, "peer")
             if len(peers):
                 out["headline"] = versus_baseline_figure(peers)
     if summary is not None and len(summary) and results is not None:
@@ -190,7 +190,7 @@ def claim_figures(tables: dict, *, marked: Sequence[str] | None = None) -> dict[
 
 def versus_baseline_figure(table: pd.DataFrame, *, metric: str = "top-1") -> Figure:
     """(b) in the ``peers`` profile: every tuned peer minus the baseline, paired by seed
-    (:func:`urnet_core.study.findings.versus_baseline`)."""
+    (:func:`urnet_core.study.verdict.versus_baseline`)."""
     fig = _figure(8.5, 0.55 * len(table) + 1.7)
     ax = fig.add_subplot()
     _differences(ax, [f"{m}  minus  baseline" for m in table["method"]], table, versus=True)
@@ -202,8 +202,8 @@ def versus_baseline_figure(table: pd.DataFrame, *, metric: str = "top-1") -> Fig
 
 def verdict_rows(tables: dict) -> list[str]:
     """The rows the verdict names: URNet's headline rows, the baseline and the best tuned peer."""
-    from urnet_core.study.ablation import best_of_group
-    from urnet_core.study.findings import headline_rows
+    from urnet_core.study.ablation_tables import best_of_group
+    from urnet_core.study.verdict import headline_rows
 
     results = tables.get("results")
     if results is None or not len(results):

@@ -5,12 +5,17 @@ option, missing root, a label ``cat`` in a file list) would otherwise surface ~2
 failed cell of notebook 00. :func:`check_study_inputs` runs the same loading here, so the
 error is one line naming the file, the line and the key, and nothing has started yet. The
 loaded bundle is memoised (:func:`urnet_core.study.pipeline.load_bundle`), so the runner reuses it.
+
+The trained models a notebook reads back are inputs too: :func:`bag_branch_from_checkpoint`
+(notebook 06) rebuilds the bag attention branch from a training checkpoint.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
+from typing import Any
 
 from urnet_core.config import StudyConfig
 
@@ -45,3 +50,25 @@ def check_study_inputs(study: StudyConfig):
     for message in class_coverage(bundle).messages():
         logger.warning("data %s: %s", bundle.name, message)
     return bundle
+
+
+def bag_branch_from_checkpoint(path: str | os.PathLike) -> Any:
+    """The trained :class:`~urnet_core.models.bag.BagAttentionBranch` stored in a training checkpoint.
+
+    Raises ``ValueError`` when the checkpoint was trained without the bag branch.
+    """
+    from urnet_core.models.bag import BagAttentionBranch
+    from urnet_core.training.checkpoint import load_checkpoint
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    state = load_checkpoint(path).get("bag_branch")  # the one loader: checks the format
+    if not state:
+        raise ValueError(f"{path}: the checkpoint holds no bag branch (trained without bag_branch=True)")
+    feature_dim = state["fc2.weight"].shape[1]
+    hidden = state["fc2.weight"].shape[0]
+    num_classes = state["fc4.weight"].shape[0]
+    branch = BagAttentionBranch(feature_dim, num_classes, hidden=hidden)
+    branch.load_state_dict(state)
+    return branch.eval()

@@ -31,7 +31,8 @@ from urnet_core.utils.io import file_hash, load_npy, read_json, save_npy, stable
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT = "checkpoint.pt"
+#: Files of a baseline stage (:func:`baseline`), read back with :func:`load_baseline`.
+BASELINE_FILES = {"features": "features.npy", "train_probs": "train_probs.npy"}
 TEST_METRICS = "test_metrics.json"
 TEST_PROBS = "test_probs.npy"
 #: Label targets of eq. 10 in a weights stage: dense ``(n, C)`` rows, or compact pairs at scale.
@@ -158,8 +159,8 @@ def baseline(study: StudyConfig, seed: int, *, force: bool = False) -> Path:
         metrics, model = fit_and_evaluate(bundle, bundle.train, config, folder, init_weights=study.data.init_weights)
         features, probs = extract_features(model, make_dataset(bundle, bundle.train, train=False, model=config.model),
                                            batch_size=512, device=next(model.parameters()).device)
-        save_npy(folder / "features.npy", np.asarray(features, dtype=np.float32))
-        save_npy(folder / "train_probs.npy", np.asarray(probs, dtype=np.float32))
+        save_npy(folder / BASELINE_FILES["features"], np.asarray(features, dtype=np.float32))
+        save_npy(folder / BASELINE_FILES["train_probs"], np.asarray(probs, dtype=np.float32))
         return _summary(metrics, len(bundle.train))
 
     folder, _ = run_stage(study.run.run_dir, "baseline", key, compute, force=force,
@@ -186,6 +187,13 @@ def selection_baseline(study: StudyConfig, seed: int, *, force: bool = False) ->
     folder, _ = run_stage(study.run.run_dir, "selection_baseline", key, compute, force=force,
                           description={"seed": seed})
     return folder
+
+
+def load_baseline(folder: str | Path, name: str) -> np.ndarray:
+    """One array of a baseline stage folder: ``"features"`` (n, D) or ``"train_probs"`` (n, C)."""
+    if name not in BASELINE_FILES:
+        raise KeyError(f"baseline array {name!r}: one of {sorted(BASELINE_FILES)}")
+    return load_npy(Path(folder) / BASELINE_FILES[name], mmap=False)
 
 
 def load_test_metrics(folder: str | Path) -> dict:
@@ -273,10 +281,10 @@ def cross_fit(study: StudyConfig, seed: int, *, force: bool = False) -> Path:
 
 
 def every_strategy(study: StudyConfig):
-    """``study.urnet`` with every strategy on: the weights stage computes them all once, and the
-    ablation's rows pick which to combine."""
-    return dataclasses.replace(study.urnet, class_reweight=True, cluster_reweight=True, instance_reweight=True,
-                               label_reweight=True, bag_branch=True)
+    """``study.urnet`` with every strategy on (the top rung of ``URNetConfig.ladder()``): the
+    weights stage computes them all once, and the ablation's rows pick which to combine."""
+    fields = {f.name: getattr(study.urnet, f.name) for f in dataclasses.fields(study.urnet)}  # shallow
+    return type(study.urnet).full(**fields)
 
 
 SIGNALS = ("in_sample", "cross_fit")
@@ -418,13 +426,6 @@ def subset_targets(targets, keep: np.ndarray):
     if isinstance(targets, LabelPairs):
         return LabelPairs(np.asarray(targets.predicted)[keep], targets.beta)
     return targets[keep]
-
-
-def dense_label_targets(targets, labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """Dense ``(n, C)`` rows of either target form (for small tables and figures)."""
-    from urnet_core.training.targets import LabelPairs
-
-    return targets.expand(labels, num_classes) if isinstance(targets, LabelPairs) else np.asarray(targets)
 
 
 def describe(study: StudyConfig, bundle) -> dict[str, Any]:

@@ -305,7 +305,7 @@ def write_index(reports_dir: str | Path, *, notebooks: Iterable[tuple[str, str |
                 test_class_counts: list[int] | None = None, run_dir: str | Path | None = None) -> Path:
     """Write ``reports_dir/index.html``: the answer first, then the evidence.
 
-    Sections: the verdict (three lines, then the details, computed by :func:`urnet_core.study.findings.verdict`
+    Sections: the verdict (three lines, then the details, computed by :func:`urnet_core.study.verdict.verdict`
     from the ablation's numbers), the claim figures (:data:`CLAIM_FILES` beside the index), the
     ladder's paired differences, the tuned peers against the baseline, every row with its interval, a legend of the row groups,
     the gap closed, the data, the notebooks and the environment. ``notebooks``: (title, html
@@ -314,7 +314,7 @@ def write_index(reports_dir: str | Path, *, notebooks: Iterable[tuple[str, str |
     not run). ``test_class_counts``: images per class of the test split (says why top-1 equals
     balanced accuracy on a balanced split).
     """
-    from urnet_core.study import findings
+    from urnet_core.study import verdict as words
 
     reports = Path(reports_dir)
     env = environment()
@@ -334,7 +334,7 @@ def write_index(reports_dir: str | Path, *, notebooks: Iterable[tuple[str, str |
              + (f" on {html.escape(str(data.get('name')))}" if data.get("name") else "") + ".</p>"]
 
     parts.append("<h2>Verdict: does URNet work here, and which step helps?</h2>")
-    verdict = findings.verdict(tables) if summary is not None else {
+    verdict = words.verdict(tables) if summary is not None else {
         "warnings": [], "lines": ["The ablation (notebook 08) has not run yet, so there is no verdict."], "details": []}
     parts.append("<div class='verdict' id='verdict'>"
                  + "".join(f"<p class='warning'><b>Warning:</b> {html.escape(w)}</p>" for w in verdict["warnings"])
@@ -357,18 +357,18 @@ def write_index(reports_dir: str | Path, *, notebooks: Iterable[tuple[str, str |
                      "paired by seed: the interval is over the per-seed differences, which removes the variance "
                      "both runs share (DESIGN.md section 5.5). A step helps or hurts when its 95% interval "
                      "excludes zero, else it cannot be told apart from the rung before; its half-width is set "
-                     f"against the {findings.STEP_TARGET_PP:.1f} pp target. The last column is the paper's "
+                     f"against the {words.STEP_TARGET_PP:.1f} pp target. The last column is the paper's "
                      "single-run top-5 step on WebVision 2.0, for the direction, not the size.</p>")
-        parts.append(_table_html(findings.ladder_view(ladder)))
+        parts.append(_table_html(words.ladder_view(ladder)))
 
     results = tables.get("results")
-    peers = findings.versus_baseline(results, "peer") if results is not None and len(results) else None
+    peers = words.versus_baseline(results, "peer") if results is not None and len(results) else None
     if peers is not None and len(peers):
         parts.append("<h2>Tuned peers against the baseline</h2>")
         parts.append("<p>Each tuned peer minus the baseline (plain cross entropy), paired by seed, in percentage points "
                      "of test top-1 with its 95% interval: do the peers beat cross entropy here? "
-                     + html.escape(findings.versus_baseline_sentence(peers)) + "</p>")
-        parts.append(_table_html(findings.versus_baseline_view(peers)))
+                     + html.escape(words.versus_baseline_sentence(peers)) + "</p>")
+        parts.append(_table_html(words.versus_baseline_view(peers)))
 
     if summary is not None and len(summary):
         parts.append("<h2>Every row</h2>")
@@ -379,12 +379,12 @@ def write_index(reports_dir: str | Path, *, notebooks: Iterable[tuple[str, str |
                      "<code>top1</code> is the headline metric; <code>balanced_accuracy</code> (mean of per-class "
                      "accuracies) and <code>macro_f1</code> weigh every class equally; <code>ece</code> is the "
                      "expected calibration error (lower is better).</p>")
-        note = findings.balanced_test_note(test_class_counts, summary)
+        note = words.balanced_test_note(test_class_counts, summary)
         if note:
             parts.append(f"<p class='note'>{html.escape(note)}</p>")
         parts.append(_table_html(_summary_view(summary, cols)))
         parts.append("<h3>What the groups mean</h3>")
-        parts.append(_table_html(findings.group_legend(summary), text=True))
+        parts.append(_table_html(words.group_legend(summary), text=True))
         gap = tables.get("gap_closed")
         if not data.get("ground_truth", True):
             parts.append("<p>This data has no ground truth (no <code>noise_type</code> or <code>true_label</code> "
@@ -484,7 +484,7 @@ def _claim_figures_html(tables: dict[str, Any], reports: Path) -> list[str]:
 
 
 def _claim_alt(key: str, tables: dict[str, Any]) -> str:
-    from urnet_core.study import findings
+    from urnet_core.study import verdict as words
 
     if key == "ladder":
         ladder = tables["ladder_differences"]
@@ -492,9 +492,9 @@ def _claim_alt(key: str, tables: dict[str, Any]) -> str:
             f"{str(r['step'])} {float(r['diff_pp']):+.1f} pp ({float(r['low_pp']):+.1f} to {float(r['high_pp']):+.1f})"
             for _, r in ladder.iterrows())
     if key == "headline":
-        head = findings.headline_table(tables["results"])
+        head = words.headline_table(tables["results"])
         if not len(head):
-            head = findings.versus_baseline(tables["results"]).assign(other="baseline")
+            head = words.versus_baseline(tables["results"]).assign(other="baseline")
         return "Paired differences: " + "; ".join(
             f"{r['method']} minus {r['other']} {float(r['diff_pp']):+.1f} pp ({float(r['low_pp']):+.1f} to "
             f"{float(r['high_pp']):+.1f})" for _, r in head.iterrows())
@@ -504,7 +504,7 @@ def _claim_alt(key: str, tables: dict[str, Any]) -> str:
 
 
 def _data_html(data: dict[str, Any], parameters: dict[str, Any]) -> str:
-    from urnet_core.study import findings
+    from urnet_core.study import verdict as words
 
     manifest = (parameters.get("data") or {}).get("manifest") or data.get("manifest")
     items = [f"<li><b>{html.escape(str(data.get('name', '?')))}</b>, from the manifest "
@@ -525,7 +525,7 @@ def _data_html(data: dict[str, Any], parameters: dict[str, Any]) -> str:
                      "untouched.</li>")
     elif not data.get("ground_truth", True):
         items.append("<li>No ground truth: which training labels are wrong is unknown.</li>")
-    items.append(f"<li>{html.escape(findings.interval_coverage(data)).replace('`low`', '<code>low</code>').replace('`high`', '<code>high</code>')}</li>")
+    items.append(f"<li>{html.escape(words.interval_coverage(data)).replace('`low`', '<code>low</code>').replace('`high`', '<code>high</code>')}</li>")
     if data.get("data_hash"):
         items.append(f"<li>Data hash <code>{html.escape(str(data['data_hash']))}</code> (changes whenever the "
                      "rows or the images change).</li>")

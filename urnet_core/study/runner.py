@@ -58,7 +58,7 @@ def reads_ablation(notebook: str | Path) -> bool:
 
 def ablation_digest(run_dir: str | Path) -> str | None:
     """Digest of the ablation's tables in ``run_dir`` (None when the set is incomplete)."""
-    from urnet_core.study.ablation import TABLE_FILES
+    from urnet_core.study.ablation_tables import TABLE_FILES
 
     folder = Path(run_dir) / "ablation"
     files = [folder / name for name in TABLE_FILES]
@@ -206,7 +206,7 @@ def _run_study(study: StudyConfig, reports: Path, notebooks: list[Path], selecte
     import papermill as pm
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
-    from urnet_core.study.ablation import read_tables
+    from urnet_core.study.ablation_tables import read_tables
     from urnet_core.study.progress import format_duration
     from urnet_core.study.report import render_notebook_html, write_index
 
@@ -244,7 +244,7 @@ def _run_study(study: StudyConfig, reports: Path, notebooks: list[Path], selecte
             raise
         takeaway = None
         if "write_tables(" in nb.read_text(encoding="utf-8"):  # the ablation's page opens with the verdict's lines
-            from urnet_core.study.findings import verdict
+            from urnet_core.study.verdict import verdict
 
             tables = read_tables(run_dir)
             if tables is not None:

@@ -33,7 +33,8 @@ def package_version() -> str:
 #: Package paths that only present, launch or benchmark: editing them keeps cached stage
 #: artefacts valid (the study's notebook skip key still follows them, see :func:`source_digest`).
 PRESENTATION_PATHS = ("cli/", "benchmarks/", "study/analysis.py", "study/findings.py", "study/figures.py",
-                      "study/plots.py", "study/report.py", "study/runner.py", "study/stats.py")
+                      "study/plots.py", "study/report.py", "study/runner.py", "study/stats.py",
+                      "study/scoring.py", "study/verdict.py", "study/plots_weights.py", "study/plots_results.py")
 
 
 def package_files() -> list[Path]:
@@ -102,10 +103,6 @@ def stage_key(stage: str, *parts: Any) -> str:
 
 def stage_dir(run_dir: str | Path, stage: str, key: str) -> Path:
     return Path(run_dir) / stage / key
-
-
-def is_complete(path: str | Path) -> bool:
-    return (Path(path) / MARKER).is_file()
 
 
 def run_stage(

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from urnet_core.config import StudyConfig
-from urnet_core.study.ablation import RECOMMENDED, SELECTED, MethodSpec, run_method
+from urnet_core.study.ablation import RECOMMENDED, SELECTED, MethodSpec
 from urnet_core.utils.io import load_npy, read_json
 
 CANDIDATES_PER_FAMILY = 6
