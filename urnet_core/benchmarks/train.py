@@ -69,7 +69,8 @@ def train_step_section(*, num_classes: int = 5000, batch_size: int = 128, steps:
     from urnet_core.models.backbones import build_model
     from urnet_core.models.bag import BagAttentionBranch
     from urnet_core.reweight.label_weight import LabelPairs
-    from urnet_core.training.loop import TrainConfig, TrainLoss, train
+    from urnet_core.training.loop import TrainConfig, train
+    from urnet_core.training.weighted_ce import TrainLoss
 
     bag_size = 3
     b = (batch_size // bag_size) * bag_size
