@@ -113,7 +113,8 @@ def fit_and_evaluate(bundle, table: pd.DataFrame, config, run_dir: str | Path, *
     every rank trains and evaluates its shard; rank 0 alone writes. Returns ``(test_metrics, model)``.
     """
     from urnet_core.training import distributed as dist_util
-    from urnet_core.training.loop import evaluate, train
+    from urnet_core.training.inference import evaluate
+    from urnet_core.training.loop import train
 
     if isinstance(method, str):
         from urnet_core.peers import make_method
