@@ -125,7 +125,7 @@ def test_weights_command(problem, tmp_path):
 
     # at scale (n x C over the limit) the targets are written compact and urnet train's loader reads them
     import urnet_core.reweight.compose as compose_mod
-    from urnet_core.reweight.label_weight import load_label_pairs
+    from urnet_core.data.targets import load_label_pairs
 
     old_limit = compose_mod.DENSE_TARGET_LIMIT
     compose_mod.DENSE_TARGET_LIMIT = 10

@@ -18,7 +18,7 @@ import numpy as np
 
 from urnet_core.utils.validation import as_labels, check_fraction, check_positive_int
 from urnet_core.reweight.cluster_weight import DEFAULT_CHUNK_ROWS, _as_predictions, predicted_classes
-from urnet_core.training.targets import LabelPairs, expand_label_targets, load_label_pairs, save_label_pairs
+from urnet_core.data.targets import LabelPairs, expand_label_targets
 
 
 def label_pairs(labels: np.ndarray, predictions: np.ndarray, num_classes: int, *, beta: float = 0.8,

@@ -5,6 +5,7 @@ with optional test-time augmentation and a sharded pass under DDP.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,8 @@ from urnet_core.training.loop import TTA_MODES
 from urnet_core.training.metrics import classification_metrics
 from urnet_core.utils.devices import resolve_device
 from urnet_core.utils.validation import check_option, check_positive_int
+
+logger = logging.getLogger(__name__)
 
 
 def _tta_views(tta: str | None, x: torch.Tensor) -> list[torch.Tensor]:

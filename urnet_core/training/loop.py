@@ -60,7 +60,7 @@ import dataclasses
 import logging
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -84,7 +84,7 @@ from urnet_core.training.checkpoint import (
 )
 from urnet_core.models.backbones import MODEL_NAMES, Backbone, build_model
 from urnet_core.models.bag import BagAttentionBranch, BagBatchSampler
-from urnet_core.training.targets import LabelPairs
+from urnet_core.data.targets import LabelPairs
 
 logger = logging.getLogger(__name__)
 
@@ -450,7 +450,7 @@ def train(
     soft_targets : array (n, C) or LabelPairs, optional
         Soft targets (section 4.5); one-hot of the observed labels when omitted. Dense rows, or
         eq. 10's two-hot targets in compact form
-        (:class:`~urnet_core.training.targets.LabelPairs`: ``O(n)`` memory, the form to use
+        (:class:`~urnet_core.data.targets.LabelPairs`: ``O(n)`` memory, the form to use
         at WebVision scale; same loss up to float rounding). Not used with ``loss='gce'``,
         which takes hard labels.
     eval_dataset : Dataset, optional
