@@ -150,7 +150,7 @@ def test_weights_command(problem, tmp_path):
 
 
 def test_cluster_count_reaches_cluster_weights(problem):
-    from urnet_core.reweight.cluster_weight import cluster_weights, confusion_matrix
+    from urnet_core.reweight.cluster import cluster_weights, confusion_matrix
 
     problem = dict(problem)
     flip = np.random.default_rng(1).random(problem["labels"].size) < 0.25  # noisy labels: groups mix classes
