@@ -287,3 +287,11 @@ def test_markdown_writer_round_trips_and_short_rows_are_placed_or_refused():
     md = "| " + " | ".join(header) + " |\n|" + "|".join("---" for _ in header) + "|\n| " + " | ".join(short) + " |"
     fixed = rerender_markdown(md)
     assert [len(r) for r in markdown_tables(fixed)[0]["rows"]] == [len(header)]
+
+
+def test_instance_stage_is_compared_with_its_floors():
+    assert P.instance_train_floor(8, text_dim=6, batch_size=4, steps=5) > 0
+    note = P.instance_floor_note({"train": 10.0, "train_steps": 1000, "score": 3.0},
+                                 {"instance_floor_steps_s": 200.0, "read_pass": 1.5})
+    assert "100 steps/s = 2.00x the floor" in note and "scoring = 2.00x one read pass" in note
+    assert P.instance_floor_note({"train": 1.0, "train_steps": 0, "score": 1.0}, {}) == ""

@@ -86,7 +86,7 @@ def skipped_variants(size: Size, sizes: Sequence[Size]) -> list[str]:
 
 def stream_write(path: Path, shape: tuple[int, int], dtype, fill: Callable[[int, int], np.ndarray]) -> None:
     """Write an .npy of ``shape`` atomically, rows produced by ``fill(start, stop)`` in ~64 MB chunks."""
-    from urnet_core.utils.validation import release_pages
+    from urnet_core.utils.memory import release_pages
 
     with atomic_path(path) as tmp:
         mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
@@ -217,7 +217,7 @@ def read_pass_seconds(features_path: Path, *, chunk_values: int = 1 << 24, worke
     """
     import torch
 
-    from urnet_core.utils.validation import release_pages
+    from urnet_core.utils.memory import release_pages
 
     x = np.load(features_path, mmap_mode="r")
     step = max(1, chunk_values // x.shape[1])
@@ -238,6 +238,39 @@ def read_pass_seconds(features_path: Path, *, chunk_values: int = 1 << 24, worke
     finally:
         torch.set_num_threads(old)
     return time.perf_counter() - t0
+
+
+def instance_train_floor(feature_dim: int, *, text_dim: int = 300, batch_size: int = 256, steps: int = 200,
+                         seed: int = 0) -> float:
+    """Steps/s of the confidence model's floor: the same two-tower MLP (eq. 8's loss, one negative,
+    Adam) forward + backward on tensors already resident in memory, with no sampling, gathering or
+    label lookup. The instance stage's training steps/s divided by this is its overhead ratio."""
+    import torch
+    import torch.nn.functional as F
+
+    from urnet_core.models.confidence import ConfidenceModel
+
+    gen = torch.Generator().manual_seed(seed)
+    model = ConfidenceModel(feature_dim, text_dim)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x = torch.randn(batch_size, feature_dim, generator=gen)
+    t = torch.randn(2 * batch_size, text_dim, generator=gen)
+
+    def step() -> None:
+        v_i = F.normalize(model.embed_image(x), dim=1)
+        v_t = F.normalize(model.embed_text(t), dim=1).reshape(batch_size, 2, -1)
+        cos = (v_i[:, None, :] * v_t).sum(2)
+        loss = -(cos[:, 0] - cos[:, 1]).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    for _ in range(20):  # warm-up: allocator and kernels
+        step()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return steps / (time.perf_counter() - t0)
 
 
 def one_minute_load() -> float:
@@ -272,6 +305,7 @@ def weights_section(data: SyntheticData, variant: WeightsVariant, *, instance_ep
             break
     best["attempts"] = attempts
     best["read_pass"] = read_pass_seconds(inputs["features"])
+    best["instance_floor_steps_s"] = instance_train_floor(data.size.d)
     best["variant"] = asdict(variant)
     return best
 
@@ -281,6 +315,19 @@ def train_rows(problem_rows: Sequence[int], k: int = 5) -> int:
     from urnet_core.reweight.kmeans import TRAIN_POINTS_PER_CENTROID
 
     return int(sum(min(int(m), TRAIN_POINTS_PER_CENTROID * k) for m in problem_rows if m > k))
+
+
+def instance_floor_note(ins: dict[str, Any], res: dict[str, Any]) -> str:
+    """The instance stage against its floors: training steps/s over :func:`instance_train_floor`'s,
+    scoring over one read pass of the features."""
+    note = ""
+    floor = res.get("instance_floor_steps_s")
+    if floor and ins.get("train_steps") and ins["train"] > 0:
+        rate = ins["train_steps"] / ins["train"]
+        note += f"; training {rate:.0f} steps/s = {floor / rate:.2f}x the floor ({floor:.0f} steps/s on resident tensors)"
+    if res.get("read_pass"):
+        note += f"; scoring = {ins['score'] / res['read_pass']:.2f}x one read pass"
+    return note
 
 
 def load_note(res: dict[str, Any]) -> str:
@@ -308,6 +355,7 @@ def pipeline_rows(results: Sequence[tuple[Size, dict[str, Any]]], *, instance_ep
         if ins:
             parts += (f"; instance = train {ins['train']:.3g}s ({ins['train_steps']:,} steps) + score pass "
                       f"{ins['score']:.3g}s")
+            parts += instance_floor_note(ins, res)
         rows.append({
             "section": "pipeline", "item": f"urnet weights [{WeightsVariant(**res['variant'])}]", "N": size.n,
             "C": size.c, "D": size.d, "seconds": res["total"], "peak_rss_gb": res["peak_rss_bytes"] / 1e9,
