@@ -227,7 +227,7 @@ def test_label_change_summary():
 
 # --------------------------------------------------------------------------- cluster / bag helpers
 def test_cluster_group_table():
-    from urnet_core.reweight.cluster_weight import ClassClusters
+    from urnet_core.reweight.cluster import ClassClusters
 
     d = ClassClusters(cls=0, classes=np.array([0, 2]), indices=np.arange(5), groups=np.array([0, 0, 1, 1, 1]),
                       composition=np.array([[2, 0], [1, 2]]), group_weights=np.array([0.8, 1.2]))

@@ -34,7 +34,7 @@ from urnet_core.data import readers as R
 from urnet_core.data.datasets import ImageFileDataset, Quarantine
 from urnet_core.data.manifest import load_dataset, load_manifest
 from urnet_core.reweight.class_weight import class_weights
-from urnet_core.reweight.cluster_weight import cluster_weights, confusion_matrix
+from urnet_core.reweight.cluster import cluster_weights, confusion_matrix
 from urnet_core.reweight.compose import URNetConfig, compose_weights
 from urnet_core.reweight.instance_weight import instance_weights
 

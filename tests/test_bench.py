@@ -55,7 +55,8 @@ def test_synthetic_data_is_cached_and_web_shaped(tmp_path):
 
 def test_weights_cli_reports_stages_and_rss(tmp_path):
     data = D.synthetic_data(D.Size(600, 20, 8), tmp_path, progress=False)
-    res = P.weights_section(data, P.WeightsVariant("float16", "ids"), instance_epochs=1)
+    res = P.weights_section(data, P.WeightsVariant("float16", "ids"), instance_epochs=1, max_load=float("inf"))
+    assert len(res["attempts"]) == 1 and len(res["load"]) == 2  # the load is recorded with the row
     st = res["seconds"]
     for stage in ("validate_features", "validate_probs", "class", "cluster", "instance", "combine", "label", "other"):
         assert stage in st and st[stage] >= 0, stage
@@ -68,8 +69,22 @@ def test_weights_cli_reports_stages_and_rss(tmp_path):
         assert res["cluster"]["train_rows"] > 0  # the one-pass cluster step ran (faiss)
     else:
         assert res["cluster"] == {}  # no split: the projection scales the whole cluster stage
-    dense = P.weights_section(data, P.WeightsVariant("float32", "dense"), instance_epochs=1)
+    dense = P.weights_section(data, P.WeightsVariant("float32", "dense"), instance_epochs=1, max_load=-1.0)
     assert dense["inputs_bytes"]["probs"] > 600 * 20 * 4 and dense["inputs_bytes"]["features"] > 600 * 8 * 4
+    # a load over max_load repeats the row once, and the note names the other run
+    assert len(dense["attempts"]) == 2 and "repeated" in P.load_note(dense)
+
+
+def test_weights_variants_leave_out_inputs_too_large_to_write():
+    sizes = [D.Size(1_000_000, 5000, 256), D.Size(4_000_000, 5000, 256), D.Size(1_000_000, 5000, 2048)]
+    kinds = {s: [(v.dtype, v.probs) for v in P.weights_variants(s, sizes)] for s in sizes}
+    assert kinds[sizes[0]] == [("float16", "ids")]  # dense (n, C) would be 20 GB
+    assert kinds[sizes[1]] == [("float16", "ids"), ("float32", "ids")]  # 4.1 GB of float32 features
+    assert kinds[sizes[2]] == [("float16", "ids")]  # 8.2 GB of float32 features
+    notes = [n for s in sizes for n in P.skipped_variants(s, sizes)]
+    assert len(notes) == 3 and all("not run" in n for n in notes)
+    small = [D.Size(1000, 20, 8), D.Size(4000, 20, 8)]
+    assert [(v.dtype, v.probs) for v in P.weights_variants(small[0], small)] == [("float16", "ids"), ("float16", "dense")]
 
 
 def test_cluster_problems_and_timing():
@@ -272,3 +287,11 @@ def test_markdown_writer_round_trips_and_short_rows_are_placed_or_refused():
     md = "| " + " | ".join(header) + " |\n|" + "|".join("---" for _ in header) + "|\n| " + " | ".join(short) + " |"
     fixed = rerender_markdown(md)
     assert [len(r) for r in markdown_tables(fixed)[0]["rows"]] == [len(header)]
+
+
+def test_instance_stage_is_compared_with_its_floors():
+    assert P.instance_train_floor(8, text_dim=6, batch_size=4, steps=5) > 0
+    note = P.instance_floor_note({"train": 10.0, "train_steps": 1000, "score": 3.0},
+                                 {"instance_floor_steps_s": 200.0, "read_pass": 1.5})
+    assert "100 steps/s = 2.00x the floor" in note and "scoring = 2.00x one read pass" in note
+    assert P.instance_floor_note({"train": 1.0, "train_steps": 0, "score": 1.0}, {}) == ""

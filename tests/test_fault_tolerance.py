@@ -42,7 +42,8 @@ from urnet_core.training import features as F
 from urnet_core.utils import guards
 from urnet_core.utils.io import read_json, save_npy
 from urnet_core.study.stages import MARKER, code_version, run_stage, stage_key
-from urnet_core.training.loop import CHECKPOINT_NAME, TrainConfig, train
+from urnet_core.training.checkpoint import CHECKPOINT_NAME
+from urnet_core.training.loop import TrainConfig, train
 
 DIGITS_MANIFEST = MANIFEST_DIR / "digits_web.yaml"
 

@@ -15,7 +15,8 @@ from urnet_core.reweight.kmeans import batched_kmeans, kmeans
 from urnet_core.reweight.compose import URNetConfig, compose_weights
 from urnet_core.reweight.instance_weight import instance_weights
 from urnet_core.reweight.label_weight import LabelPairs
-from urnet_core.training.loop import TrainConfig, evaluate, train
+from urnet_core.training.inference import evaluate
+from urnet_core.training.loop import TrainConfig, train
 
 HAS_CUDA = torch.cuda.is_available()
 

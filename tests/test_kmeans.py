@@ -80,7 +80,9 @@ def test_bad_backend_lists_choices():
 
 
 def test_auto_resolves_and_logs_once(caplog):
-    km._LOGGED.clear()
+    from urnet_core.reweight.kmeans import backends
+
+    backends._LOGGED.clear()
     with caplog.at_level("INFO", logger="urnet_core.reweight.kmeans"):
         first = resolve_backend("auto")
         resolve_backend("auto")

@@ -34,7 +34,7 @@ from test_fault_tolerance import _checkpoint_epoch, _finish, _kill_when, _spawn
 from urnet_core.peers import DivideMix, make_method
 from urnet_core.training.checkpoint import CHECKPOINT_NAME
 from urnet_core.training.loop import TrainConfig, train
-from urnet_core.training.targets import LabelPairs
+from urnet_core.data.targets import LabelPairs
 
 
 def _noisy_digits():

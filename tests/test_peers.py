@@ -13,7 +13,8 @@ from urnet_core.peers import ELR, CoTeaching, DivideMix, SoftmaxEnsemble
 from urnet_core.peers import dividemix as dm
 from urnet_core.peers.coteaching import coteaching_keep_rate, coteaching_loss, default_num_gradual, small_loss_indices
 from urnet_core.peers.elr import ELRTargets, elr_loss, elr_regularizer
-from urnet_core.training.loop import TrainConfig, evaluate, predict, train
+from urnet_core.training.inference import evaluate, predict
+from urnet_core.training.loop import TrainConfig, train
 from conftest import DigitsDataset as Digits
 
 

@@ -79,7 +79,7 @@ def test_class_charts(data):
 
 
 def test_challenge_figures(data):
-    from urnet_core.reweight.cluster_weight import confusion_matrix
+    from urnet_core.reweight.cluster import confusion_matrix
 
     m = confusion_matrix(data["labels"], data["probs"], C)
     assert isinstance(P.confusion_heatmap(m, NAMES), Figure)
@@ -109,7 +109,7 @@ def test_weight_histograms(data):
 
 
 def test_cluster_and_bag_figures(data):
-    from urnet_core.reweight.cluster_weight import cluster_weights, confusion_matrix
+    from urnet_core.reweight.cluster import cluster_weights, confusion_matrix
 
     m = confusion_matrix(data["labels"], data["probs"], C)
     _, details = cluster_weights(data["feats"], data["labels"], m, top_k=2, n_clusters=3, backend="sklearn",
@@ -174,7 +174,7 @@ def test_discrete_weights_draw_one_visible_bar_per_group_and_value(data):
 
 
 def test_cluster_groups_show_confused_classes_framed_in_another_colour(data):
-    from urnet_core.reweight.cluster_weight import cluster_weights, confusion_matrix
+    from urnet_core.reweight.cluster import cluster_weights, confusion_matrix
 
     m = confusion_matrix(data["labels"], data["probs"], C)
     _, details = cluster_weights(data["feats"], data["labels"], m, top_k=2, n_clusters=3, backend="sklearn",

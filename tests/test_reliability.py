@@ -227,7 +227,7 @@ def test_train_targets_accepts_the_weights_folder(tmp_path, weights_inputs, monk
     """Dense (small) or compact (at scale): `urnet train --targets DIR` reads what the index names."""
     import urnet_core.reweight.compose as compose_mod
     import urnet_core.training.loop as loop
-    from urnet_core.training.targets import LabelPairs
+    from urnet_core.data.targets import LabelPairs
 
     out = tmp_path / "w"
     if limit is not None:

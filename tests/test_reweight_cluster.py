@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from urnet_core.reweight.cluster_weight import cluster_weights, confusion_matrix, most_confused
+from urnet_core.reweight.cluster import cluster_weights, confusion_matrix, most_confused
 
 
 def test_confusion_matrix_counts_and_probs():
@@ -115,7 +115,7 @@ def _problem_case(seed=0, n=3000, c=6, d=8):
 
 
 def test_one_pass_assignment_equals_per_problem_assignment():
-    from urnet_core.reweight.cluster_weight import class_rows, one_pass_assign
+    from urnet_core.reweight.cluster import class_rows, one_pass_assign
     from urnet_core.reweight.kmeans import nearest_centroid
 
     x, labels, conf = _problem_case()
@@ -158,7 +158,7 @@ def test_one_pass_matches_blocks_when_problems_fit_the_subsample():
 
 
 def test_one_pass_float16_memmap_and_nan(tmp_path):
-    from urnet_core.reweight.cluster_weight import ClusterStats
+    from urnet_core.reweight.cluster import ClusterStats
 
     x, labels, conf = _problem_case(seed=3, n=2000)
     path = tmp_path / "f.npy"

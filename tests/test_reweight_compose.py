@@ -125,7 +125,7 @@ def test_weights_command(problem, tmp_path):
 
     # at scale (n x C over the limit) the targets are written compact and urnet train's loader reads them
     import urnet_core.reweight.compose as compose_mod
-    from urnet_core.reweight.label_weight import load_label_pairs
+    from urnet_core.data.targets import load_label_pairs
 
     old_limit = compose_mod.DENSE_TARGET_LIMIT
     compose_mod.DENSE_TARGET_LIMIT = 10
@@ -150,7 +150,7 @@ def test_weights_command(problem, tmp_path):
 
 
 def test_cluster_count_reaches_cluster_weights(problem):
-    from urnet_core.reweight.cluster_weight import cluster_weights, confusion_matrix
+    from urnet_core.reweight.cluster import cluster_weights, confusion_matrix
 
     problem = dict(problem)
     flip = np.random.default_rng(1).random(problem["labels"].size) < 0.25  # noisy labels: groups mix classes

@@ -95,7 +95,7 @@ def test_compact_label_targets_match_dense(tmp_path, monkeypatch, tiny_text_mode
     from urnet_core.study.ablation import default_methods, run_ablation
     from urnet_core.study.pipeline import load_label_targets, weight_components
     from urnet_core.study.runner import smoke_config
-    from urnet_core.training.targets import LabelPairs
+    from urnet_core.data.targets import LabelPairs
 
     rows = [m for m in default_methods(profile="full") if m.name in ("baseline", "label only", "+label")]
     results = {}

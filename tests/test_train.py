@@ -8,7 +8,8 @@ import torch
 from sklearn.datasets import load_digits
 
 from urnet_core.utils.io import read_json
-from urnet_core.training.loop import TrainConfig, evaluate, load_checkpoint_model, predict, train
+from urnet_core.training.inference import evaluate, predict
+from urnet_core.training.loop import TrainConfig, load_checkpoint_model, train
 from conftest import DigitsDataset as Digits
 
 

@@ -2,7 +2,7 @@
 
 The workload is that of :func:`~urnet_core.reweight.cluster_weight.cluster_weights` (per class:
 its rows plus its 4 most confused classes, ``k = 5``), scheduled in blocks by
-:func:`~urnet_core.reweight.cluster_weight.schedule_problems` exactly as the cluster step does,
+:func:`~urnet_core.reweight.cluster.schedule_problems` exactly as the cluster step does,
 and run by every backend on the same blocks. scikit-learn (and any backend given a problem cap)
 runs on a fixed random subset of the problems and its time is extrapolated linearly in the
 problems' rows (``t_all = t_subset * rows_all / rows_subset``); the column ``measured_on`` says
@@ -60,7 +60,7 @@ class KMeansWorkload:
 def kmeans_workload(labels: np.ndarray, predictions: np.ndarray, num_classes: int, d: int, *, top_k: int = 4,
                     max_block_bytes: int | None = None) -> KMeansWorkload:
     """The per-class problems (class + its ``top_k`` most confused classes) and their block schedule."""
-    from urnet_core.reweight.cluster_weight import confusion_matrix
+    from urnet_core.reweight.cluster import confusion_matrix
 
     conf = confusion_matrix(labels, predictions, num_classes)
     return workload_from_confusion(labels, conf, d, top_k=top_k, max_block_bytes=max_block_bytes)
@@ -71,7 +71,7 @@ def workload_from_confusion(labels: np.ndarray, confusion: np.ndarray, d: int, *
     """:func:`kmeans_workload` from a ``(C, C)`` confusion matrix: the problems of
     :func:`~urnet_core.reweight.cluster_weight.cluster_weights` (its public
     ``most_confused``, ``class_rows`` and ``schedule_problems``), blocks of ``max_block_bytes``."""
-    from urnet_core.reweight.cluster_weight import DEFAULT_BLOCK_BYTES, class_rows, most_confused, schedule_problems
+    from urnet_core.reweight.cluster import DEFAULT_BLOCK_BYTES, class_rows, most_confused, schedule_problems
 
     num_classes = confusion.shape[0]
     partners = most_confused(confusion, top_k)

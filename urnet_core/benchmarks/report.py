@@ -343,7 +343,12 @@ def weights_table(pipe: Sequence[tuple[Size, dict[str, Any]]]) -> pd.DataFrame:
 def write_report(path: str | os.PathLike, table: pd.DataFrame, targets: Sequence[dict[str, Any]],
                  info: dict[str, Any], *, settings: dict[str, Any], figure_path: str | os.PathLike | None,
                  proj: dict[str, Any] | None, pipe: Sequence[tuple[Size, dict[str, Any]]] | None = None) -> Path:
-    """Write the markdown report atomically: machine, what was run, `urnet weights` end to end, the table, targets."""
+    """Write the markdown report atomically: machine, what was run, `urnet weights` end to end, the table, targets.
+
+    Its length is the report's sections written in reading order (machine, what ran, `urnet
+    weights`, the table, targets); each is a few lines of formatting with no logic worth a function
+    of its own.
+    """
     path = Path(path)
     load = settings.get("load_average")
     lines = [

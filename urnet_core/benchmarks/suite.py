@@ -34,7 +34,13 @@ from urnet_core.benchmarks.data import (
 from urnet_core.benchmarks.kmeans import add_kmeans_exponents, available_backends, kmeans_section
 from urnet_core.benchmarks.kmeans import problem_rows as kmeans_problem_rows
 from urnet_core.benchmarks.loading import data_loading_section
-from urnet_core.benchmarks.pipeline import pipeline_rows, projection, weights_section, weights_variants
+from urnet_core.benchmarks.pipeline import (
+    pipeline_rows,
+    projection,
+    skipped_variants,
+    weights_section,
+    weights_variants,
+)
 from urnet_core.benchmarks.report import make_table
 from urnet_core.benchmarks.train import train_step_section
 
@@ -99,6 +105,7 @@ def run_bench(settings: BenchSettings) -> tuple[pd.DataFrame, list[tuple[Size, d
                                    seed=settings.seed, progress=settings.progress)
         elif section == "pipeline":
             pipe_sizes = list(settings.sizes if settings.pipeline_sizes is None else settings.pipeline_sizes)
+            settings.notes.extend(skipped_variants(size, pipe_sizes))
             for variant in weights_variants(size, pipe_sizes):
                 if settings.max_minutes is not None and (time.perf_counter() - t_start) / 60 > settings.max_minutes:
                     settings.notes.append(f"SKIPPED (over the {settings.max_minutes:g} min budget): "

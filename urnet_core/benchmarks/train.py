@@ -60,6 +60,10 @@ def train_step_section(*, num_classes: int = 5000, batch_size: int = 128, steps:
 
     With ``device="cuda"`` both run on the GPU under bf16 autocast (AMP, as ``train`` does
     there), and each timed step ends with ``torch.cuda.synchronize()``.
+
+    Its length is the two timed steps built side by side (the baseline's and URNet's, as closures
+    over the same tensors) and their interleaved timing; keeping them in one place is what makes the
+    ratio fair.
     """
     import contextlib
 

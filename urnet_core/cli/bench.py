@@ -64,6 +64,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def bench_command(args: argparse.Namespace) -> int:
+    """Run the benchmark suite the flags select and write its markdown report, figure and JSON.
+
+    Its length is the flags mapped one by one onto the suite's settings and the report's notes; no
+    computation happens here.
+    """
     from urnet_core.benchmarks import data as D
     from urnet_core.benchmarks import report as R
     from urnet_core.benchmarks import suite as B

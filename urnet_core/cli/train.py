@@ -144,7 +144,7 @@ def _train(args: argparse.Namespace) -> int:
 
         targets_path = resolve_targets(args.targets)  # a `urnet weights` folder names its targets file
         if targets_path.suffix == ".npz":  # compact eq. 10 targets (LabelPairs), written at scale
-            from urnet_core.training.targets import load_label_pairs
+            from urnet_core.data.targets import load_label_pairs
 
             targets = load_label_pairs(targets_path)
         else:

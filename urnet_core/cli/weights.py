@@ -44,10 +44,14 @@ import dataclasses
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from urnet_core.utils.io import file_hash, load_npy, read_json, save_npy, stable_hash
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: The index of a weights output folder.
 INDEX_NAME = "weights.json"
@@ -151,19 +155,10 @@ def _read_table(path: str | Path):
     return pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path)
 
 
-def weights_command(args: argparse.Namespace) -> int:
-    from urnet_core.reweight.compose import URNetConfig, compose_weights, use_compact_targets
-    from urnet_core.reweight.label_weight import LabelPairs, label_targets, save_label_pairs
-    from urnet_core.utils.artefacts import artefact_set
-
-    plus = None
-    if args.config:
-        config, plus = read_config(args.config)
-    else:
-        ladder = URNetConfig.ladder()
-        if args.rung not in ladder:
-            raise ValueError(f"--rung {args.rung!r} is not valid; choose one of {list(ladder)}")
-        config = ladder[args.rung]
+def _load_inputs(args: argparse.Namespace, plus: dict | None
+                 ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray | None, np.ndarray | None, int]:
+    """The table's rows of ``--split`` and the arrays beside it, checked against each other:
+    ``(table, labels, features or None, probs or None, num_classes)``."""
     table = _read_table(args.table)
     if "label" not in table.columns:
         raise KeyError(f"{args.table}: no 'label' column")
@@ -188,44 +183,31 @@ def weights_command(args: argparse.Namespace) -> int:
         raise ValueError(f"--probs {args.probs}: {probs.shape[1]} columns but --num-classes is {args.num_classes}")
     num_classes = args.num_classes or (probs.shape[1] if probs is not None and probs.ndim == 2
                                        else int(labels.max()) + 1)
-    out = Path(args.out)
-    compact = use_compact_targets(len(labels), num_classes)
-    _preflight(out, len(labels), num_classes, compact)
-    vectors = None
-    if config.instance_reweight or plus is not None:
-        if args.label_vectors:
-            vectors = np.asarray(load_npy(args.label_vectors))
-        else:
-            from urnet_core.reweight.text import label_vectors
+    return table, labels, features, probs, num_classes
 
-            names = table.groupby("label")["class_name"].first().reindex(range(num_classes))
-            if names.isna().any():
-                raise ValueError(
-                    f"{args.table}: no class_name for label(s) {list(names.index[names.isna()])}; pass --label-vectors"
-                )
-            vectors = label_vectors(list(names))
-    ranks = table["rank"].to_numpy(np.float64) if "rank" in table.columns else None
-    sources = table["source"].to_numpy(object) if "source" in table.columns else None
-    timings: dict[str, float] = {}  # seconds per stage (compose_weights fills it), written to weights.json
-    if plus is not None:
-        from urnet_core.cli.weights_plus import urnet_plus_arrays
 
-        in_sample = np.asarray(load_npy(args.in_sample_probs))
-        folds = np.asarray(load_npy(args.folds)) if args.folds else None
-        sample_weights, new_labels, components = urnet_plus_arrays(
-            config, plus, labels=labels, num_classes=num_classes, features=features, oof_probs=probs,
-            in_sample_probs=in_sample, label_vectors=vectors, folds=folds, ranks=ranks, sources=sources,
-            seed=args.seed)
-        targets, targets_labels = None, (labels if new_labels is None else new_labels)
-        soft = new_labels is not None
+def _label_vectors(args: argparse.Namespace, table: pd.DataFrame, num_classes: int) -> np.ndarray:
+    """``--label-vectors``, or fastText vectors of the table's class names (one per label)."""
+    if args.label_vectors:
+        return np.asarray(load_npy(args.label_vectors))
     else:
-        ws = compose_weights(config, labels=labels, num_classes=num_classes, features=features, pred_probs=probs,
-                             label_vectors=vectors, ranks=ranks, sources=sources, seed=args.seed, timings=timings)
-        sample_weights, components, targets, targets_labels = ws.sample_weights, ws.components, ws.soft_targets, labels
-        soft = targets is not None
-    if targets is None:  # one-hot (of the new labels for URNet+'s relabel), so `urnet train --targets` always has a file
-        targets = (LabelPairs(targets_labels, 1.0) if compact
-                   else label_targets(targets_labels, targets_labels, num_classes, beta=1.0))
+        from urnet_core.reweight.text import label_vectors
+
+        names = table.groupby("label")["class_name"].first().reindex(range(num_classes))
+        if names.isna().any():
+            raise ValueError(
+                f"{args.table}: no class_name for label(s) {list(names.index[names.isna()])}; pass --label-vectors"
+            )
+        return label_vectors(list(names))
+
+
+def _write_set(args: argparse.Namespace, out: Path, *, config: Any, plus: dict | None, labels: np.ndarray,
+               num_classes: int, sample_weights: np.ndarray, components: dict[str, np.ndarray], targets: Any,
+               soft: bool, timings: dict[str, float]) -> None:
+    """Write weights, targets and components as one artefact set keyed by the config and the inputs' hashes."""
+    from urnet_core.data.targets import LabelPairs, save_label_pairs
+    from urnet_core.utils.artefacts import artefact_set
+
     targets_name = "targets.npz" if isinstance(targets, LabelPairs) else "targets.npy"
 
     def stats(w: np.ndarray) -> dict:
@@ -262,6 +244,50 @@ def weights_command(args: argparse.Namespace) -> int:
             save_npy(tmp / targets_name, targets)
         with open(tmp / "components.npz", "wb") as fh:
             np.savez(fh, **components)
+
+
+def weights_command(args: argparse.Namespace) -> int:
+    from urnet_core.reweight.compose import URNetConfig, compose_weights, use_compact_targets
+    from urnet_core.reweight.label_weight import LabelPairs, label_targets
+
+    plus = None
+    if args.config:
+        config, plus = read_config(args.config)
+    else:
+        ladder = URNetConfig.ladder()
+        if args.rung not in ladder:
+            raise ValueError(f"--rung {args.rung!r} is not valid; choose one of {list(ladder)}")
+        config = ladder[args.rung]
+    table, labels, features, probs, num_classes = _load_inputs(args, plus)
+    out = Path(args.out)
+    compact = use_compact_targets(len(labels), num_classes)
+    _preflight(out, len(labels), num_classes, compact)
+    vectors = _label_vectors(args, table, num_classes) if config.instance_reweight or plus is not None else None
+    ranks = table["rank"].to_numpy(np.float64) if "rank" in table.columns else None
+    sources = table["source"].to_numpy(object) if "source" in table.columns else None
+    timings: dict[str, float] = {}  # seconds per stage (compose_weights fills it), written to weights.json
+    if plus is not None:
+        from urnet_core.cli.weights_plus import urnet_plus_arrays
+
+        in_sample = np.asarray(load_npy(args.in_sample_probs))
+        folds = np.asarray(load_npy(args.folds)) if args.folds else None
+        sample_weights, new_labels, components = urnet_plus_arrays(
+            config, plus, labels=labels, num_classes=num_classes, features=features, oof_probs=probs,
+            in_sample_probs=in_sample, label_vectors=vectors, folds=folds, ranks=ranks, sources=sources,
+            seed=args.seed)
+        targets, targets_labels = None, (labels if new_labels is None else new_labels)
+        soft = new_labels is not None
+    else:
+        ws = compose_weights(config, labels=labels, num_classes=num_classes, features=features, pred_probs=probs,
+                             label_vectors=vectors, ranks=ranks, sources=sources, seed=args.seed, timings=timings)
+        sample_weights, components, targets, targets_labels = ws.sample_weights, ws.components, ws.soft_targets, labels
+        soft = targets is not None
+    if targets is None:  # one-hot (of the new labels for URNet+'s relabel), so `urnet train --targets` always has a file
+        targets = (LabelPairs(targets_labels, 1.0) if compact
+                   else label_targets(targets_labels, targets_labels, num_classes, beta=1.0))
+    targets_name = "targets.npz" if isinstance(targets, LabelPairs) else "targets.npy"
+    _write_set(args, out, config=config, plus=plus, labels=labels, num_classes=num_classes,
+               sample_weights=sample_weights, components=components, targets=targets, soft=soft, timings=timings)
     print(f"wrote {out / 'weights.npy'} ({len(labels)} rows) and {out / targets_name}; "
           f"`urnet train --weights {out / 'weights.npy'} --targets {out}` reads them")
     return 0

@@ -7,6 +7,8 @@
 - :mod:`~urnet_core.data.datasets`: PyTorch datasets yielding ``(image, label, index)``
   (imports torch; not re-exported here to keep this package light).
 - :mod:`~urnet_core.data.manifest`: YAML manifests and :func:`load_dataset`.
+- :mod:`~urnet_core.data.targets`: training targets, eq. 10's compact :class:`LabelPairs` and its
+  file format (what label reweighting writes and the trainer reads).
 """
 
 from urnet_core.data.manifest import DatasetBundle, Manifest, load_bundle, load_dataset, load_manifest, save_bundle

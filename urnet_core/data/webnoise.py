@@ -196,6 +196,10 @@ def make_web_noisy(
     Returns
     -------
     WebNoisyData
+
+    Its length is the generator's steps in the order they draw from the one random stream (class
+    plan, image pools, open-set rows, blends); splitting it would thread that stream and its arrays
+    through every helper, and any reordering changes every seed's data.
     """
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim not in (3, 4):

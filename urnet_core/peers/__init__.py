@@ -10,7 +10,7 @@ The three training methods are :class:`~urnet_core.training.methods.Method` obje
 :func:`~urnet_core.training.loop.train` (``train(dataset, ..., method=ELR())``), with its
 :class:`~urnet_core.training.loop.TrainConfig`, seeds, optimizer and LR schedule, AMP,
 checkpoint/resume and DDP; the result's model works with
-:func:`~urnet_core.training.loop.evaluate` (two-network methods: a :class:`SoftmaxEnsemble`
+:func:`~urnet_core.training.inference.evaluate` (two-network methods: a :class:`SoftmaxEnsemble`
 averaging both networks' softmax outputs). :func:`make_method` builds one by name.
 """
 

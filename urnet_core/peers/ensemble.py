@@ -43,8 +43,8 @@ class SoftmaxEnsemble(nn.Module):
 
     ``encoder(x)`` concatenates both networks' features (``feature_dim`` = the sum) and
     ``head(features)`` returns ``log((softmax_1 + softmax_2) / 2)``, so ``softmax(forward(x))``
-    is the average prediction, which is what :func:`~urnet_core.training.loop.evaluate` and
-    :func:`~urnet_core.training.loop.predict` compute (they call ``encoder`` then ``head``).
+    is the average prediction, which is what :func:`~urnet_core.training.inference.evaluate` and
+    :func:`~urnet_core.training.inference.predict` compute (they call ``encoder`` then ``head``).
     The networks themselves are ``members``.
     """
 

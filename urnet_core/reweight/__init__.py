@@ -2,10 +2,11 @@
 
 - :mod:`~urnet_core.reweight.class_weight` - class weights (4.1, eq. 2-4) and the
   effective-number peer baseline.
-- :mod:`~urnet_core.reweight.cluster` - cluster weights (4.2, eq. 5-7); also importable as
-  :mod:`~urnet_core.reweight.cluster_weight`.
+- :mod:`~urnet_core.reweight.cluster` - cluster weights (4.2, eq. 5-7), on
+  :mod:`~urnet_core.reweight.kmeans` (the old path ``cluster_weight`` is deprecated).
 - :mod:`~urnet_core.reweight.instance_weight` - confidence-model instance weights (4.3, eq. 8-9).
 - :mod:`~urnet_core.reweight.label_weight` - soft targets (4.5, eq. 10).
+- :mod:`~urnet_core.reweight.clean_probability` - URNet+'s fused P(clean | row).
 - :mod:`~urnet_core.reweight.compose` - the configured combination (:class:`URNetConfig`).
 """
 

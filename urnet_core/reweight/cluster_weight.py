@@ -1,12 +1,11 @@
-"""Cluster reweighting (paper section 4.2, eq. 5-7): the names of :mod:`urnet_core.reweight.cluster`.
+"""Deprecated import path of cluster reweighting: use :mod:`urnet_core.reweight.cluster`.
 
-The implementation lives in the :mod:`urnet_core.reweight.cluster` package; this module keeps
-the import path that notebooks, figures and benchmarks use.
+The implementation moved into the :mod:`urnet_core.reweight.cluster` package after 0.1.0; this module
+re-exports its public names for code written against the old path and goes in the next release
+(see the README).
 """
 
 from __future__ import annotations
-
-import numpy as np
 
 from urnet_core.reweight.cluster import (  # noqa: F401  (re-exported)
     COUNT_MODES, DEFAULT_BLOCK_BYTES, DEFAULT_CHUNK_ROWS, NORMALIZE_MODES, ClassClusters, ClusterStats, Grouping,
@@ -14,14 +13,3 @@ from urnet_core.reweight.cluster import (  # noqa: F401  (re-exported)
     eq7_weights, group_fractions, most_confused, one_pass_assign, predicted_classes, read_rows, schedule_problems,
     sorted_union,
 )
-from urnet_core.utils.memory import release_pages  # noqa: F401  (re-exported)
-
-# Old private names, kept for callers written against them (use the public names above).
-_read_rows = read_rows
-_as_float32_tensor = as_float32_tensor
-_sorted_union = sorted_union
-
-
-def _as_predictions(predictions: np.ndarray, num_classes: int, n_rows: int) -> np.ndarray:
-    """Class ids from int predictions ``(n,)`` or probabilities ``(n, C)`` (argmax, chunked)."""
-    return predicted_classes(predictions, num_classes, n_rows)

@@ -239,6 +239,9 @@ def compose_weights(
     Returns
     -------
     WeightSet
+
+    Its length is the ladder's steps in the paper's order, each a guarded call into its strategy
+    module with its timing; the strategies themselves live in those modules.
     """
     if not isinstance(config, URNetConfig):
         raise TypeError(f"config must be a URNetConfig, got {type(config).__name__}")

@@ -17,8 +17,8 @@ from __future__ import annotations
 import numpy as np
 
 from urnet_core.utils.validation import as_labels, check_fraction, check_positive_int
-from urnet_core.reweight.cluster_weight import DEFAULT_CHUNK_ROWS, _as_predictions, predicted_classes
-from urnet_core.training.targets import LabelPairs, expand_label_targets, load_label_pairs, save_label_pairs
+from urnet_core.reweight.cluster import DEFAULT_CHUNK_ROWS, predicted_classes
+from urnet_core.data.targets import LabelPairs, expand_label_targets
 
 
 def label_pairs(labels: np.ndarray, predictions: np.ndarray, num_classes: int, *, beta: float = 0.8,
@@ -78,5 +78,5 @@ def label_targets(
     num_classes = check_positive_int(num_classes, "num_classes")
     beta = check_fraction(beta, "beta")
     labels = as_labels(labels, num_classes=num_classes)
-    pred = _as_predictions(predictions, num_classes, labels.shape[0])
+    pred = predicted_classes(predictions, num_classes, labels.shape[0])
     return expand_label_targets(labels, pred, num_classes, beta=beta)

@@ -206,7 +206,7 @@ def _clean_weights(spec: MethodSpec, study: StudyConfig, folder: Path, labels: n
     as one-hot targets."""
     from urnet_core.reweight.clean_probability import urnet_plus_weights
     from urnet_core.study.pipeline import cross_fit
-    from urnet_core.training.targets import LabelPairs
+    from urnet_core.data.targets import LabelPairs
 
     seed = int(read_json(Path(folder) / "stage.json")["description"]["seed"])
     relabel = {}

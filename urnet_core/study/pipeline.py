@@ -113,7 +113,8 @@ def fit_and_evaluate(bundle, table: pd.DataFrame, config, run_dir: str | Path, *
     every rank trains and evaluates its shard; rank 0 alone writes. Returns ``(test_metrics, model)``.
     """
     from urnet_core.training import distributed as dist_util
-    from urnet_core.training.loop import evaluate, train
+    from urnet_core.training.inference import evaluate
+    from urnet_core.training.loop import train
 
     if isinstance(method, str):
         from urnet_core.peers import make_method
@@ -323,7 +324,7 @@ def weight_components(study: StudyConfig, seed: int, *, signals: str = "in_sampl
     from urnet_core.reweight.instance_weight import combined_instance_weights
     from urnet_core.reweight.kmeans import resolve_backend
     from urnet_core.reweight.label_weight import label_pairs
-    from urnet_core.training.targets import save_label_pairs
+    from urnet_core.data.targets import save_label_pairs
 
     if signals not in SIGNALS:
         raise ValueError(f"signals must be one of {SIGNALS}, got {signals!r}")
@@ -409,7 +410,7 @@ def load_component(folder: str | Path, name: str) -> np.ndarray:
 
 def load_label_targets(folder: str | Path):
     """Eq. 10 targets of a weights stage (dense ``(n, C)`` array or compact ``LabelPairs``)."""
-    from urnet_core.training.targets import load_label_pairs
+    from urnet_core.data.targets import load_label_pairs
 
     folder = Path(folder)
     if (folder / COMPACT_TARGETS).is_file():
@@ -419,7 +420,7 @@ def load_label_targets(folder: str | Path):
 
 def subset_targets(targets, keep: np.ndarray):
     """Rows ``keep`` (bool mask) of dense or compact targets."""
-    from urnet_core.training.targets import LabelPairs
+    from urnet_core.data.targets import LabelPairs
 
     if targets is None:
         return None

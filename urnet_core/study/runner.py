@@ -203,6 +203,11 @@ def _first_line(exc: BaseException) -> str:
 
 def _run_study(study: StudyConfig, reports: Path, notebooks: list[Path], selected: list[Path], *, force: bool,
                execution_timeout: int | None) -> Path:
+    """Execute the selected notebooks in order, render their HTML into ``reports`` and write the index.
+
+    Its length is the study's sequence (stages, notebooks, index) with the progress and error
+    handling around each; the work is in the functions it calls.
+    """
     import papermill as pm
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
 

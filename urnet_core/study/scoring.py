@@ -90,7 +90,7 @@ def label_change_summary(labels: Any, targets: Any, table: pd.DataFrame | None =
     labels : array of int, shape (n,)
     targets : array, shape (n, C), or LabelPairs
         Soft targets (a row differs from one-hot of its label where the baseline disagrees), or
-        their compact form (:class:`~urnet_core.training.targets.LabelPairs`, any size).
+        their compact form (:class:`~urnet_core.data.targets.LabelPairs`, any size).
     table : instances table, optional
         With ground truth, the changed share among noisy and clean instances and how often the
         mixed-in class is the true one.
@@ -102,7 +102,7 @@ def label_change_summary(labels: Any, targets: Any, table: pd.DataFrame | None =
     ``changed_share_clean``, ``changed_noisy_share`` (precision: share of changed that are
     noisy) and ``mixed_is_true_share`` (share of changed whose mixed-in class is the true label).
     """
-    from urnet_core.training.targets import LabelPairs
+    from urnet_core.data.targets import LabelPairs
 
     if isinstance(targets, LabelPairs):
         labels = np.asarray(labels, dtype=np.int64)
@@ -347,7 +347,7 @@ def soft_target_examples(labels: Any, targets: Any, table: pd.DataFrame | None =
     ``target_label`` and ``target_mixed`` (their target mass), and ``true_label``/``noise_type``
     when the table has them. Class columns hold names when ``class_names`` is given.
     """
-    from urnet_core.training.targets import LabelPairs
+    from urnet_core.data.targets import LabelPairs
 
     summary = label_change_summary(labels, targets)
     labels = np.asarray(labels, dtype=np.int64)

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from urnet_core.training.targets import LabelPairs
+from urnet_core.data.targets import LabelPairs
 from urnet_core.utils.io import atomic_path, file_hash, stable_hash, write_json
 
 logger = logging.getLogger(__name__)

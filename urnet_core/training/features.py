@@ -25,7 +25,8 @@ from urnet_core.utils.guards import check_disk_space, planned_feature_bytes
 from urnet_core.utils.io import load_npy, save_npy, stable_hash
 from urnet_core.models.backbones import Backbone
 from urnet_core.training.checkpoint import dataset_fingerprint  # noqa: F401  (re-exported: defined beside train's resume check)
-from urnet_core.training.loop import _inference, resolve_device
+from urnet_core.training.inference import run_inference
+from urnet_core.utils.devices import resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -131,7 +132,7 @@ def extract_features(
         paths, hit = dist_util.run_on_main(lookup) if sharded else lookup()
         if hit:
             return (load_npy(paths[0]), load_npy(paths[1])) if dist_util.is_main() else (None, None)
-    probs, _, feats = _inference(
+    probs, _, feats = run_inference(
         model,
         dataset,
         batch_size=batch_size,

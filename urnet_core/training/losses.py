@@ -84,7 +84,7 @@ def weighted_label_pair_cross_entropy(
     """Weighted cross entropy against ``beta * onehot(y) + (1 - beta) * onehot(yhat)`` (eq. 10).
 
     Equal to :func:`weighted_soft_cross_entropy` with the dense targets of
-    :func:`~urnet_core.training.targets.expand_label_targets` (up to float rounding), but
+    :func:`~urnet_core.data.targets.expand_label_targets` (up to float rounding), but
     gathers two log-probabilities per instance instead of multiplying a ``(B, C)`` target.
 
     Parameters

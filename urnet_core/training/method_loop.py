@@ -58,11 +58,11 @@ from urnet_core.training.loop import (
     check_batch_labels,
     derive_seed,
     epoch_batches,
-    evaluate,
     lr_factor,
     make_optimizer,
     seeded_torch,
 )
+from urnet_core.training.inference import evaluate
 from urnet_core.training.methods import Batch, HarnessContext, Method, Phase, PhaseResult
 from urnet_core.utils.io import atomic_path
 

@@ -15,7 +15,7 @@ labelled set); per batch of a phase :meth:`Method.training_step`, which returns 
 :meth:`Method.end_epoch`, which turns each phase's sums into the history record's entries.
 :meth:`Method.state_dict` / :meth:`Method.load_state_dict` hold what a resumed run needs beyond
 the networks and optimizers (ELR's target memory); :meth:`Method.eval_model` is what
-:func:`~urnet_core.training.loop.evaluate` scores.
+:func:`~urnet_core.training.inference.evaluate` scores.
 """
 
 from __future__ import annotations
@@ -218,7 +218,7 @@ class Method:
         return record
 
     def eval_model(self) -> nn.Module:
-        """The model :func:`~urnet_core.training.loop.evaluate` scores (default: network 0)."""
+        """The model :func:`~urnet_core.training.inference.evaluate` scores (default: network 0)."""
         return self.ctx.networks[0]
 
     def bag_branch(self) -> nn.Module | None:

@@ -31,7 +31,7 @@ from urnet_core.training.losses import (
     weighted_soft_cross_entropy,
 )
 from urnet_core.training.methods import Batch, HarnessContext, Method, Phase, PhaseResult, StepOutput
-from urnet_core.training.targets import LabelPairs
+from urnet_core.data.targets import LabelPairs
 
 
 class LossTerms(NamedTuple):

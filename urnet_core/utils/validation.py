@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from urnet_core.utils.memory import release_pages  # noqa: F401  (re-exported: callers import it from here)
+from urnet_core.utils.memory import release_pages
 
 #: Values per chunk when validating large (possibly memory-mapped) arrays.
 CHECK_CHUNK_VALUES = 1 << 24

@@ -1,8 +1,8 @@
 """Training targets: hard labels, dense soft targets, or eq. 10's compact :class:`LabelPairs`.
 
 The trainer reads targets in one of three forms; this module defines the compact one (and its
-file format) so that training never imports a reweighting strategy. Label reweighting
-(:mod:`urnet_core.reweight.label_weight`) builds them.
+file format) in the data layer, so that neither training nor a reweighting strategy imports the
+other. Label reweighting (:mod:`urnet_core.reweight.label_weight`) builds them.
 """
 
 from __future__ import annotations

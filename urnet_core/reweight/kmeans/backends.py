@@ -1,52 +1,19 @@
-"""k-means with interchangeable backends: cuML (GPU), faiss, PyTorch and scikit-learn.
-
-Cluster reweighting (paper 4.2) runs one small k-means per class, so at WebVision scale
-k-means is the heavy step (at 16M x 5000: 5000 problems, ~16k rows on average). :func:`kmeans` solves one problem;
-:func:`batched_kmeans` solves many small ones together.
-
-Backends
---------
-- ``"cuml"``: RAPIDS cuML on a CUDA GPU (import guarded). Seeded runs are not bit-reproducible.
-- ``"faiss"``: ``faiss.Kmeans`` on CPU, trained on at most 256 points per centroid, then every
-  row is assigned with an exact search. float32.
-- ``"torch"``: plain Lloyd iterations with greedy k-means++ initialisation, on CPU or CUDA. The
-  batched form advances all problems together (similar-size problems padded into one tensor,
-  distances and centroid sums by ``bmm``).
-- ``"sklearn"``: ``sklearn.cluster.KMeans`` with one k-means++ initialisation.
-- ``"cuml_dask"``: ``cuml.dask.cluster.KMeans`` across every GPU of a Dask cluster (one
-  worker per GPU, dask_cuda ``LocalCUDACluster``) for one problem too large for one GPU. Pass
-  ``client=`` (a ``dask.distributed.Client``) or have one active; without either a
-  ``LocalCUDACluster`` is started for the call and closed after. Never chosen by ``"auto"``.
-- ``"auto"``: cuML when CUDA and cuML are available, else faiss, else scikit-learn. For
-  :func:`batched_kmeans`, ``"auto"`` prefers the segmented torch Lloyd on CUDA (cuML has no
-  batched multi-problem k-means), else faiss, else scikit-learn. The choice is logged once.
-
-Inputs may be numpy arrays (float16 accepted; computed in float32), ``np.memmap`` views, or
-CuPy arrays on a CUDA device: those go to cuML / torch on the GPU without a host copy (the
-CPU backends copy them to the host).
-
-Conventions shared by all backends: ``inertia`` is the sum of *squared* Euclidean distances of
-every row to its assigned centre; labels are int64 in ``[0, n_clusters)``. When a problem has
-``n <= n_clusters`` rows, every row is its own cluster (``centers`` has ``n`` rows, inertia 0)
-and no backend is called. Duplicated rows are allowed (clusters may then be empty or coincide).
-NaN/inf rows raise ``ValueError``. On CPU a given seed reproduces the result bit for bit.
-"""
+"""One k-means problem per call, on the backend chosen by :func:`resolve_backend` (conventions in the package docstring)."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import warnings
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator
 
 import numpy as np
 
+from urnet_core.reweight.kmeans.lloyd import segmented_lloyd
+from urnet_core.reweight.kmeans.result import KMeansResult, is_cupy_array
 from urnet_core.utils.validation import as_features, check_option, check_positive_int
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("urnet_core.reweight.kmeans")  # the package's name: one logger for both modules
 
 try:  # optional: fast CPU k-means
     import faiss
@@ -70,26 +37,6 @@ BACKENDS = ("auto", "cuml", "cuml_dask", "faiss", "torch", "sklearn")
 _LOGGED: set[str] = set()
 
 
-@dataclass(frozen=True)
-class KMeansResult:
-    """Result of one k-means problem.
-
-    Attributes
-    ----------
-    centers : ndarray of float32, shape (k, d)
-        ``k = min(n_clusters, n)``.
-    labels : ndarray of int64, shape (n,)
-        Cluster of each row.
-    inertia : float
-        Sum of squared distances of the rows to their centres.
-    backend : str
-        The backend that actually ran (``"trivial"`` when ``n <= n_clusters``).
-    """
-
-    centers: np.ndarray
-    labels: np.ndarray
-    inertia: float
-    backend: str
 
 
 def _cuda_available() -> bool:
@@ -140,11 +87,6 @@ def _has_cuml_dask() -> bool:
     except Exception:  # ImportError or CUDA errors while importing
         return False
     return True
-
-
-def is_cupy_array(x: object) -> bool:
-    """True for a CuPy ndarray (checked by module name, so CuPy is never imported here)."""
-    return type(x).__module__.split(".")[0] == "cupy"
 
 
 def _as_cupy_features(x):  # pragma: no cover - GPU
@@ -389,8 +331,8 @@ def _kmeans_cuml_dask(x, k: int, seed: int, max_iter: int, client=None) -> KMean
 
 def _kmeans_torch(x, k: int, seed: int, max_iter: int, device: str | None = None) -> KMeansResult:
     if is_cupy_array(x):  # pragma: no cover - GPU: hand the device buffer to torch via DLPack
-        return _segmented_lloyd([x], k, seed=seed, max_iter=max_iter, device=device or "cuda")[0]
-    return _segmented_lloyd([np.asarray(x)], k, seed=seed, max_iter=max_iter, device=device)[0]
+        return segmented_lloyd([x], k, seed=seed, max_iter=max_iter, device=device or "cuda")[0]
+    return segmented_lloyd([np.asarray(x)], k, seed=seed, max_iter=max_iter, device=device)[0]
 
 
 _DISPATCH: dict[str, Callable[..., KMeansResult]] = {
@@ -474,255 +416,3 @@ def kmeans(
 
 
 # --------------------------------------------------------------------------- segmented Lloyd (torch)
-class _GroupRows:
-    """The rows of ``x`` in each group, gathered only when asked (``rows[i]`` = ``x[groups[i]]``).
-
-    The batched torch solver takes this instead of a list of gathered copies, so it holds one
-    batch of problems at a time, not every problem's rows at once (the problems of a block
-    overlap: class + its 4 most confused classes, about 5x the block's rows in total).
-    """
-
-    def __init__(self, x: np.ndarray, groups: Sequence[np.ndarray]) -> None:
-        self.x = x
-        self.groups = groups
-        self.shape1 = x.shape[1]
-
-    def __len__(self) -> int:
-        return len(self.groups)
-
-    def __getitem__(self, i: int) -> np.ndarray:
-        return self.x[self.groups[i]]
-
-    def size(self, i: int) -> int:
-        return int(len(self.groups[i]))
-
-
-def _segmented_lloyd(
-    blocks: Sequence[np.ndarray] | _GroupRows,
-    k: int,
-    *,
-    seed: int,
-    max_iter: int,
-    device: str | None = None,
-    max_batch_elems: int = 1 << 26,
-) -> list[KMeansResult]:
-    """Run Lloyd's k-means on every block, advancing many problems together.
-
-    Problems are sorted by size and packed into batches of similar size; a batch is a padded
-    ``(P, n_max, d)`` tensor with a row mask, so every distance and centroid update is one
-    ``bmm`` for the whole batch (no Python loop over problems). A batch holds at most
-    ``max_batch_elems`` padded floats. Initialisation is greedy k-means++ (as scikit-learn:
-    ``2 + ln k`` candidates per step), drawn for all problems of the batch at once from one
-    generator. Problems need ``n_p > k`` (callers handle the trivial ones). Empty clusters keep
-    their previous centre.
-    """
-    import torch
-
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    gen = torch.Generator(device="cpu").manual_seed(int(seed))
-    if isinstance(blocks, _GroupRows):
-        sizes = np.array([blocks.size(i) for i in range(len(blocks))], dtype=np.int64)
-        d = blocks.shape1
-    else:
-        sizes = np.array([b.shape[0] for b in blocks], dtype=np.int64)
-        d = blocks[0].shape[1]
-    order = np.argsort(-sizes, kind="stable")
-    batches, current = [], []
-    for p in order:
-        if current and (len(current) + 1) * int(sizes[current[0]]) * d > max_batch_elems:
-            batches.append(current)
-            current = []
-        current.append(int(p))
-    if current:
-        batches.append(current)
-    out: list[KMeansResult | None] = [None] * len(blocks)
-    for batch in batches:
-        n_max = int(sizes[batch[0]])
-        first = blocks[batch[0]]
-        if is_cupy_array(first):  # pragma: no cover - GPU: DLPack, no host round trip
-            x = torch.zeros((len(batch), n_max, d), dtype=torch.float32, device=dev)
-            for i, p in enumerate(batch):
-                x[i, : sizes[p]] = torch.from_dlpack(first if i == 0 else blocks[p]).to(dev, torch.float32)
-        else:
-            xb = np.zeros((len(batch), n_max, d), dtype=np.float32)
-            for i, p in enumerate(batch):
-                xb[i, : sizes[p]] = first if i == 0 else blocks[p]
-            x = torch.from_numpy(xb).to(dev)
-            del xb
-        del first
-        n_t = torch.from_numpy(sizes[batch]).to(dev)
-        centers, labels, inertia = _padded_lloyd(x, n_t, k, gen=gen, max_iter=max_iter)
-        for i, p in enumerate(batch):
-            out[p] = KMeansResult(
-                centers=centers[i].cpu().numpy().copy(),
-                labels=labels[i, : sizes[p]].cpu().numpy().astype(np.int64),
-                inertia=float(inertia[i]),
-                backend="torch",
-            )
-    return out  # type: ignore[return-value]
-
-
-def _padded_lloyd(x, n_rows, k: int, *, gen, max_iter: int):
-    """Greedy k-means++ then Lloyd on a padded batch ``x`` (P, n_max, d) with ``n_rows`` (P,) valid rows."""
-    import torch
-
-    dev = x.device
-    n_prob, n_max, d = x.shape
-    ar = torch.arange(n_prob, device=dev)
-    valid = torch.arange(n_max, device=dev)[None, :] < n_rows[:, None]  # (P, n_max)
-    x_sq = (x * x).sum(2)  # (P, n_max)
-
-    def sq_dist(c: torch.Tensor) -> torch.Tensor:  # (P, m, d) -> (P, n_max, m)
-        return (x_sq[:, :, None] - 2 * torch.bmm(x, c.transpose(1, 2)) + (c * c).sum(2)[:, None, :]).clamp_min_(0)
-
-    def draw(weights: torch.Tensor, n_draw: int) -> torch.Tensor:
-        """Row indices (P, n_draw) drawn with probability ~ weights (uniform where all zero)."""
-        u = torch.rand((n_prob, n_draw), generator=gen, dtype=torch.float64).to(dev)
-        cs = torch.cumsum(weights, 1)
-        total = cs[:, -1:]
-        pick = torch.searchsorted(cs, u * total, right=True)
-        uniform = (u * n_rows[:, None]).long()
-        pick = torch.where(total > 0, pick, uniform)
-        return torch.minimum(pick, (n_rows - 1)[:, None])
-
-    n_trials = 2 + int(np.log(k))
-    centers = torch.zeros((n_prob, k, d), dtype=x.dtype, device=dev)
-    first = draw(valid.double(), 1)[:, 0]
-    centers[:, 0] = x[ar, first]
-    closest = (sq_dist(centers[:, :1])[:, :, 0].double()) * valid
-    for step in range(1, k):
-        cand_idx = draw(closest, n_trials)  # (P, L)
-        cand = x[ar[:, None], cand_idx]  # (P, L, d)
-        dist = torch.minimum(sq_dist(cand).double(), closest[:, :, None]) * valid[:, :, None]
-        best = dist.sum(1).argmin(1)  # first minimum: deterministic
-        centers[:, step] = cand[ar, best]
-        closest = dist[ar, :, best]
-
-    labels = None
-    for _ in range(max_iter):
-        new_labels = sq_dist(centers).argmin(2)
-        if labels is not None and torch.equal(new_labels, labels):
-            break
-        labels = new_labels
-        onehot = torch.nn.functional.one_hot(labels, k).to(x.dtype) * valid[:, :, None]
-        sums = torch.bmm(onehot.transpose(1, 2), x)  # (P, k, d)
-        counts = onehot.sum(1)  # (P, k)
-        centers = torch.where(counts[:, :, None] > 0, sums / counts.clamp_min(1)[:, :, None], centers)
-    dist = sq_dist(centers)
-    labels = dist.argmin(2)
-    inertia = (dist.gather(2, labels[:, :, None])[:, :, 0].double() * valid).sum(1)
-    return centers, labels, inertia.cpu().numpy()
-
-
-# --------------------------------------------------------------------------- many problems
-def batched_kmeans(
-    x: np.ndarray,
-    groups: Sequence[np.ndarray],
-    n_clusters: int,
-    *,
-    backend: str = "auto",
-    seed: int = 0,
-    max_iter: int = 25,
-    n_jobs: int | None = None,
-    device: str | None = None,
-    seeds: Sequence[int] | None = None,
-) -> list[KMeansResult]:
-    """Solve one k-means problem per group of rows of ``x``.
-
-    Parameters
-    ----------
-    x : array, shape (n, d)
-        Finite features shared by all problems.
-    groups : list of int arrays
-        Row indices of each problem (a row may appear in several problems).
-    n_clusters : int
-    backend : {'auto', 'cuml', 'faiss', 'torch', 'sklearn'}, default='auto'
-        - ``'torch'``: one segmented Lloyd advancing every problem together.
-        - ``'faiss'``: a thread pool of ``n_jobs`` workers, each running faiss with one
-          OpenMP thread (faiss releases the GIL).
-        - ``'sklearn'`` / ``'cuml'``: problems run one after another.
-    seed : int, default=0
-        Problem ``i`` uses seed ``seed + i`` for the faiss/sklearn/cuml backends, so its result
-        equals ``kmeans(x[groups[i]], ..., seed=seed + i)``. The torch backend draws all
-        initialisations from one generator seeded with ``seed``.
-    max_iter : int, default=25
-    n_jobs : int, optional
-        Threads for the faiss pool; default ``os.cpu_count()``.
-    device : str, optional
-        Torch backend device.
-    seeds : sequence of int, optional
-        One seed per problem (faiss/sklearn/cuml), overriding ``seed + i``. Lets a caller
-        that splits its problems into several calls (out-of-core blocks) keep every
-        problem's result independent of how the problems were split.
-
-    Returns
-    -------
-    list of KMeansResult
-        One per group, labels aligned with ``x[groups[i]]``.
-    """
-    x = as_features(x, name="x")
-    k = check_positive_int(n_clusters, "n_clusters")
-    check_positive_int(max_iter, "max_iter")
-    chosen = resolve_backend(backend, batched=True)
-    if chosen == "cuml_dask":
-        raise ValueError("backend='cuml_dask' solves one large problem across GPUs; use kmeans(), or 'torch'/'cuml' here")
-    if seeds is not None:
-        seeds = [int(s) for s in seeds]
-        if len(seeds) != len(groups):
-            raise ValueError(f"seeds has {len(seeds)} entries but there are {len(groups)} groups")
-    else:
-        seeds = [int(seed) + i for i in range(len(groups))]
-    idx = []
-    for i, g in enumerate(groups):
-        g = np.asarray(g)
-        if g.ndim != 1 or (g.size and not np.issubdtype(g.dtype, np.integer)):
-            raise TypeError(f"groups[{i}] must be a 1-D integer index array")
-        if g.size and (g.min() < 0 or g.max() >= x.shape[0]):
-            raise ValueError(f"groups[{i}] has indices outside [0, {x.shape[0]})")
-        idx.append(g.astype(np.int64))
-    results: list[KMeansResult | None] = [None] * len(idx)
-    todo = []
-    for i, g in enumerate(idx):
-        if g.size <= k:  # trivial or empty problem: every row its own cluster
-            results[i] = _trivial(x[g])
-        else:
-            todo.append(i)
-    if not todo:
-        return results  # type: ignore[return-value]
-
-    if chosen == "torch":
-        solved = _segmented_lloyd(_GroupRows(x, [idx[i] for i in todo]), k, seed=seed, max_iter=max_iter,
-                                  device=device)
-        for i, r in zip(todo, solved):
-            results[i] = r
-    elif chosen == "faiss":
-        workers = n_jobs or os.cpu_count() or 1
-        xf = np.ascontiguousarray(x, dtype=np.float32)
-
-        def solve(i: int) -> KMeansResult:
-            return _kmeans_faiss(xf[idx[i]], k, seeds[i], max_iter)
-
-        def job(i: int) -> KMeansResult:  # a pool thread: faiss's OpenMP count is per thread
-            with faiss_threads(1):
-                return solve(i)
-
-        # Tiny problems (a few hundred rows): the per-problem work is shorter than a thread
-        # hand-off, so run them in this thread. Larger ones: one problem per core, each
-        # single-threaded (faiss via OpenMP, numpy's BLAS in the k-means++ seeding via
-        # threadpoolctl), which measured 1.6-2x faster on 2 cores than threads competing.
-        median_work = float(np.median([idx[i].size for i in todo])) * x.shape[1]
-        if workers == 1 or median_work < SMALL_PROBLEM_WORK:
-            with faiss_threads(1):
-                solved = [solve(i) for i in todo]
-        else:
-            from threadpoolctl import threadpool_limits
-
-            with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(max_workers=workers) as pool:
-                solved = list(pool.map(job, todo))
-        for i, r in zip(todo, solved):
-            results[i] = r
-    else:
-        fn = _DISPATCH[chosen]
-        for i in todo:
-            results[i] = fn(x[idx[i]], k, seeds[i], max_iter)
-    return results  # type: ignore[return-value]
