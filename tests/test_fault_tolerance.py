@@ -393,10 +393,10 @@ def test_feature_cache_half_entry_or_temp_file_is_a_miss(tmp_path):
     feature_file.unlink()
     (tmp_path / f".{files[0]}.xyz.tmp.npy").write_bytes(good[:100])
     calls = []
-    real = F._inference
+    real = F.run_inference
     F_inference = lambda *a, **k: calls.append(1) or real(*a, **k)  # noqa: E731
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(F, "_inference", F_inference)
+        mp.setattr(F, "run_inference", F_inference)
         again, _ = F.extract_features(model, ds, device="cpu", cache_dir=tmp_path, cache_key="digits64")
         assert calls == [1]  # recomputed, not read from the temp file
         cached, _ = F.extract_features(model, ds, device="cpu", cache_dir=tmp_path, cache_key="digits64")
@@ -508,7 +508,7 @@ def test_extract_features_checks_disk_before_any_work(tmp_path, monkeypatch):
 
     model = build_model("small_cnn", 10, in_channels=1)
     monkeypatch.setattr(guards.shutil, "disk_usage", _fake_usage(1024))
-    monkeypatch.setattr(F, "_inference", lambda *a, **k: pytest.fail("inference ran before the disk check"))
+    monkeypatch.setattr(F, "run_inference", lambda *a, **k: pytest.fail("inference ran before the disk check"))
     with pytest.raises(OSError, match=r"not enough disk space for the feature cache"):
         F.extract_features(model, Digits(64), device="cpu", cache_dir=tmp_path / "cache", cache_key="x")
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
