@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from urnet_core.utils.memory import release_pages
+from urnet_core.utils.memory import as_float32, release_pages, take_rows
 from urnet_core.utils.validation import as_features, as_labels, check_positive_int, nonfinite_rows
 
 logger = logging.getLogger(__name__)
@@ -189,7 +189,7 @@ def instance_weights(
 
     pos = select_positives(labels, ranks, sources, top_r=top_r, clean_source=clean_source)
     # Only the positives are held in memory; NaN/inf anywhere is caught chunk by chunk below.
-    feats_pos = as_features(np.asarray(features[pos], dtype=np.float32), name="features")
+    feats_pos = as_features(as_float32(take_rows(features, pos)), name="features")
     mean = feats_pos.mean(0)
     std = feats_pos.std(0)
     std = np.where(std > 1e-6, std, 1.0).astype(np.float32)  # constant dims: leave unscaled

@@ -58,3 +58,35 @@ def release_pages(arr: Any, start: int | None = None, stop: int | None = None) -
             mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
     except (AttributeError, OSError, ValueError, BufferError, TypeError):  # no madvise, closed map
         pass
+
+
+def take_rows(arr: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``arr[rows]`` (rows of a 2-D array, possibly a memory map) as a new in-memory array.
+
+    ``np.take`` copies whole rows; numpy's fancy indexing ``arr[rows]`` on a float16 memory
+    map copied element by element and measured ~10x slower (0.8 s against 0.08 s for 600k
+    rows of 256 float16 values), which made it the largest part of the cluster step's training.
+    """
+    return np.asarray(np.take(arr, np.asarray(rows, dtype=np.intp), axis=0))
+
+
+def as_float32(block: np.ndarray) -> np.ndarray:
+    """``block`` as a float32 array: itself when already float32, else converted by torch.
+
+    numpy's float16 -> float32 ``astype`` runs at ~150M values/s on one core; torch's copy
+    is several times faster (both exact: every float16 is a float32).
+    """
+    if block.dtype == np.float32:
+        return block
+    if block.dtype not in (np.float16, np.float64):
+        return np.asarray(block, dtype=np.float32)
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():  # read-only memory maps: torch warns, nothing writes to them
+        warnings.simplefilter("ignore", UserWarning)
+        src = torch.from_numpy(np.ascontiguousarray(block))
+    out = torch.empty(src.shape, dtype=torch.float32)
+    out.copy_(src)
+    return out.numpy()

@@ -24,7 +24,7 @@ from urnet_core.reweight.cluster.equation import Grouping
 from urnet_core.reweight.cluster.one_pass import nonfinite_error
 from urnet_core.reweight.cluster.problems import ClusterStats, ProblemSet, schedule_problems
 from urnet_core.reweight.kmeans import batched_kmeans
-from urnet_core.utils.memory import release_pages
+from urnet_core.utils.memory import as_float32, release_pages, take_rows
 
 #: Bytes of each chunk read by :func:`read_rows` (64 MB of float32).
 READ_CHUNK_BYTES = 64 << 20
@@ -34,7 +34,7 @@ def read_rows(features: np.ndarray, rows: np.ndarray, chunk_rows: int) -> np.nda
     """``features[rows]`` as float32 (rows sorted), read in chunks, NaN/inf rows named."""
     out = np.empty((rows.size, features.shape[1]), dtype=np.float32)
     for start in range(0, rows.size, chunk_rows):
-        part = np.asarray(features[rows[start : start + chunk_rows]], dtype=np.float32)
+        part = as_float32(take_rows(features, rows[start : start + chunk_rows]))
         finite = np.isfinite(part).all(axis=1)
         if not finite.all():
             bad = np.flatnonzero(~finite)

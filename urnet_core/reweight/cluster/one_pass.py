@@ -7,9 +7,11 @@ is ~82 GB of copies) only serves the final assignment. In one-pass mode:
 1. :func:`train_centers`: each problem's training rows are drawn as
    :func:`~urnet_core.reweight.kmeans.training_subsample` (the draw
    :func:`~urnet_core.reweight.kmeans.kmeans` makes, seed ``seed + i``), gathered from
-   ``features`` in batches of problems (unique rows, read forwards), and faiss trains the
-   centres (k-means++ initialised) on them: work ``O(C k 256 d)``, independent of ``n`` once
-   problems have ``256 k`` rows;
+   ``features`` in batches of problems (unique rows, read forwards, with ``np.take`` and one
+   torch float32 conversion: numpy's fancy indexing and float16 ``astype`` made this gather
+   half of the step), seeded by k-means++ a cache-sized group of problems at a time
+   (:mod:`~urnet_core.reweight.kmeans.seeding`), and faiss trains the centres on them: work
+   ``O(C k 256 d)``, independent of ``n`` once problems have ``256 k`` rows;
 2. :func:`one_pass_assign` then reads the file once, in sequential row chunks (float32
    conversion, NaN/inf check, pages released), and assigns each row to its nearest centre in
    every problem it belongs to with one matrix product against the stacked centres of those
@@ -31,8 +33,10 @@ import numpy as np
 
 from urnet_core.reweight.cluster.equation import Grouping
 from urnet_core.reweight.cluster.problems import ClusterStats, ProblemSet
-from urnet_core.reweight.kmeans import SMALL_PROBLEM_WORK, faiss_threads, faiss_train, nearest_centroid, training_subsample
-from urnet_core.utils.memory import release_pages
+from urnet_core.reweight.kmeans import faiss_threads, nearest_centroid, training_subsample
+from urnet_core.reweight.kmeans.backends import faiss_fit
+from urnet_core.reweight.kmeans.seeding import padded_groups, seed_problems
+from urnet_core.utils.memory import as_float32, release_pages, take_rows
 from urnet_core.utils.validation import nonfinite_rows
 
 #: float32 values per chunk of the one-pass assignment (64 MB).
@@ -203,55 +207,67 @@ def _gather(features: np.ndarray, batch: list) -> tuple[np.ndarray, np.ndarray, 
     """The batch's training rows as one float32 block (unique rows, read forwards) and each row's place in it."""
     allrows = np.concatenate([b[1] for b in batch])
     uniq, inverse = np.unique(allrows, return_inverse=True)  # sorted: the file is read forwards, once
-    block = np.asarray(features[uniq])
+    block = as_float32(take_rows(features, uniq))
     release_pages(features)
-    bad = nonfinite_rows(block)
+    bad = nonfinite_rows(block)  # on float32: the screen is one sum
     if bad.size:
         raise nonfinite_error(bad.size, int(uniq[bad[0]]))
-    return np.asarray(block, dtype=np.float32), inverse, int(allrows.size)
+    return block, inverse, int(allrows.size)
 
 
 def train_centers(features: np.ndarray, jobs: list, k: int, *, seed_of: dict[int, int], max_iter: int,
                   n_jobs: int | None, stats: ClusterStats) -> dict[int, np.ndarray]:
-    """faiss centres (k, d) of every job ``(class, training rows, generator)``, problem by problem.
+    """faiss centres (k, d) of every job ``(class, training rows, generator)``: :func:`faiss_train`'s, problem by problem.
 
-    Training rows are gathered in batches of :data:`TRAIN_BATCH_BYTES`; each problem trains
-    single-threaded (faiss OpenMP and numpy BLAS at one thread), on ``n_jobs`` threads when
-    problems are large enough to beat a thread hand-off (:data:`SMALL_PROBLEM_WORK`).
+    Training rows are gathered in batches of :data:`TRAIN_BATCH_BYTES` and padded into
+    cache-sized groups of problems (:func:`~urnet_core.reweight.kmeans.seeding.padded_groups`).
+    A group is one task: its problems are seeded together
+    (:func:`~urnet_core.reweight.kmeans.seeding.seed_problems`, the k-means++ centres
+    :func:`faiss_train` draws, in a few batched products), then faiss runs Lloyd on each of
+    them. Tasks run on ``n_jobs`` threads, each single-threaded (faiss OpenMP, numpy BLAS and
+    torch at one thread); faiss and torch release the GIL, so the threads run in parallel.
     """
+    import torch
     from threadpoolctl import threadpool_limits
 
     d = features.shape[1]
     workers = n_jobs or os.cpu_count() or 1
     centers: dict[int, np.ndarray] = {}
 
-    def train(job) -> np.ndarray:
-        j, sub, rng = job
+    def train(task) -> list[tuple[int, np.ndarray]]:
+        group, x, sizes = task
+        inits = seed_problems(x, sizes, k, [rng for _, _, rng in group])
         with faiss_threads(1):
-            return faiss_train(sub, k, seed_of[j], max_iter, rng)
+            return [(j, faiss_fit(x[q, : sizes[q]].numpy(), inits[q], seed_of[j], max_iter)[0])
+                    for q, (j, _, _) in enumerate(group)]
 
     batch_rows = max(1, TRAIN_BATCH_BYTES // (4 * max(d, 1)))
-    i = 0
-    while i < len(jobs):
-        batch, rows_in = [], 0
-        while i < len(jobs) and (not batch or rows_in + jobs[i][1].size <= batch_rows):
-            batch.append(jobs[i])
-            rows_in += jobs[i][1].size
-            i += 1
-        block, inverse, n_gathered = _gather(features, batch)
-        stats.train_rows += n_gathered
-        offs = np.concatenate([[0], np.cumsum([b[1].size for b in batch])])
-        subs = [(j, block[inverse[offs[q]:offs[q + 1]]], rng) for q, (j, _, rng) in enumerate(batch)]
-        median_work = float(np.median([sj[1].shape[0] for sj in subs])) * d
-        with threadpool_limits(1, user_api="blas"):
-            if workers == 1 or len(subs) == 1 or median_work < SMALL_PROBLEM_WORK:
-                results = [train(sj) for sj in subs]
-            else:
-                with ThreadPoolExecutor(max_workers=workers) as pool:
-                    results = list(pool.map(train, subs))
-        for (j, _, _), cen in zip(subs, results):
-            centers[j] = cen
-        del block, subs
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        i = 0
+        while i < len(jobs):
+            batch, rows_in = [], 0
+            while i < len(jobs) and (not batch or rows_in + jobs[i][1].size <= batch_rows):
+                batch.append(jobs[i])
+                rows_in += jobs[i][1].size
+                i += 1
+            block, inverse, n_gathered = _gather(features, batch)
+            stats.train_rows += n_gathered
+            offs = np.concatenate([[0], np.cumsum([b[1].size for b in batch])])
+            rows = [inverse[offs[q]:offs[q + 1]] for q in range(len(batch))]
+            tasks = [(batch[first:first + len(sizes)], x, sizes) for first, x, sizes in padded_groups(block, rows)]
+            with threadpool_limits(1, user_api="blas"):
+                if workers == 1 or len(tasks) == 1:
+                    results = [train(t) for t in tasks]
+                else:
+                    with ThreadPoolExecutor(max_workers=workers) as pool:
+                        results = list(pool.map(train, tasks))
+            for part in results:
+                centers.update(part)
+            del block, tasks
+    finally:
+        torch.set_num_threads(old_threads)
     return centers
 
 

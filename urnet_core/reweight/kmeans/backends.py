@@ -191,11 +191,11 @@ def faiss_train(sub: np.ndarray, k: int, seed: int, max_iter: int, rng: np.rando
     sub = np.ascontiguousarray(sub, dtype=np.float32)
     # faiss initialises from random rows (one run), which often puts two centres in one
     # cluster; seed it with greedy k-means++ on the rows it trains on.
-    centers, _ = _faiss_fit(sub, _kmeanspp(sub, k, rng), seed, max_iter)
+    centers, _ = faiss_fit(sub, _kmeanspp(sub, k, rng), seed, max_iter)
     return centers
 
 
-def _faiss_fit(x: np.ndarray, init: np.ndarray, seed: int, max_iter: int):
+def faiss_fit(x: np.ndarray, init: np.ndarray, seed: int, max_iter: int):
     """faiss k-means on the float32 rows ``x`` from the centres ``init`` (k, d): (centres (k, d), trained index).
 
     ``faiss.Clustering`` directly, not the ``faiss.Kmeans`` wrapper: the wrapper copies every
@@ -245,7 +245,7 @@ def _kmeans_faiss(x: np.ndarray, k: int, seed: int, max_iter: int) -> KMeansResu
     rng = np.random.default_rng(seed)
     # k-means++ on the same-size subsample faiss trains on (faiss draws its own 256 k rows below).
     sub = xf if xf.shape[0] <= 256 * k else xf[np.sort(rng.choice(xf.shape[0], 256 * k, replace=False))]
-    centers, index = _faiss_fit(xf, _kmeanspp(sub, k, rng), seed, max_iter)
+    centers, index = faiss_fit(xf, _kmeanspp(sub, k, rng), seed, max_iter)
     dist, idx = index.search(xf, 1)
     # faiss's objective is measured on the training subsample; report the inertia of all rows.
     return KMeansResult(
