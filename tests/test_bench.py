@@ -295,3 +295,26 @@ def test_instance_stage_is_compared_with_its_floors():
                                  {"instance_floor_steps_s": 200.0, "read_pass": 1.5})
     assert "100 steps/s = 2.00x the floor" in note and "scoring = 2.00x one read pass" in note
     assert P.instance_floor_note({"train": 1.0, "train_steps": 0, "score": 1.0}, {}) == ""
+
+
+def test_instance_floors_and_their_targets():
+    assert P.instance_score_floor(8, text_dim=6, rows=64, reps=1) > 0
+    res = {"instance": {"train": 10.0, "train_steps": 1000, "score": 3.0}, "instance_floor_steps_s": 120.0,
+           "read_pass": 2.0, "instance_score_floor_s_per_row": 1e-6}
+    floors = P.instance_floors(res, 1_000_000)
+    assert floors == pytest.approx({"train_ratio": 1.2, "score_vs_read": 1.5, "score_vs_arithmetic": 3.0})
+    assert "3.00x its arithmetic alone (1.00 us/row" in P.instance_floor_note(res["instance"], res, 1_000_000)
+    assert P.instance_floors({"instance": {}}, 10) == {}
+    proj = {"seconds": 290.0, "linear_bound": 400.0, "from": {"C": 5000, "D": 256, "N_max": 4_000_000},
+            "exact_setting": True, "cluster_16m": 28.0, "read_pass_16m": 9.0,
+            "stages": {"cluster": {"train": 15.0, "assign": 10.0}}, "instance_floors": dict(floors, score_vs_read=4.0)}
+    table = R.make_table([{"section": "pipeline", "item": "urnet weights", "N": 1, "C": 2, "D": 3, "seconds": 1.0,
+                           "peak_rss_gb": 1.0}])
+    targets = {t["target"]: t["result"] for t in R.evaluate_targets(table, proj)}
+    assert targets[R.TARGETS["projected_16m_minutes"]] == "PASS"  # 4.8 min <= 5
+    assert targets[R.TARGETS["cluster_16m"]] == "PASS"
+    assert targets[R.TARGETS["instance_train"]] == "PASS"
+    assert targets[R.TARGETS["instance_score"]] == "FAIL"  # 4.0x > 3x
+    proj["seconds"] = 301.0
+    targets = {t["target"]: t["result"] for t in R.evaluate_targets(table, proj)}
+    assert targets[R.TARGETS["projected_16m_minutes"]] == "FAIL"

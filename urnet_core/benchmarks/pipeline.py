@@ -273,6 +273,32 @@ def instance_train_floor(feature_dim: int, *, text_dim: int = 300, batch_size: i
     return steps / (time.perf_counter() - t0)
 
 
+def instance_score_floor(feature_dim: int, *, text_dim: int = 300, rows: int = 1 << 16, reps: int = 5,
+                         seed: int = 0) -> float:
+    """Seconds per row of the scoring pass's arithmetic alone: the confidence model's image tower,
+    the normalisation and the dot product with each row's label vector, on one resident float32 chunk
+    (nothing read or converted). The scoring pass over this is its read and conversion overhead."""
+    import torch
+    import torch.nn.functional as F
+
+    from urnet_core.models.confidence import ConfidenceModel
+
+    gen = torch.Generator().manual_seed(seed)
+    model = ConfidenceModel(feature_dim, text_dim).eval()
+    x = torch.randn(rows, feature_dim, generator=gen)
+    v_t = F.normalize(torch.randn(5000, 128, generator=gen), dim=1)
+    y = torch.randint(0, 5000, (rows,), generator=gen)
+    with torch.inference_mode():
+        def once() -> None:
+            (F.normalize(model.embed_image(x), dim=1) * v_t[y]).sum(1)
+
+        once()  # warm-up
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            once()
+        return (time.perf_counter() - t0) / (reps * rows)
+
+
 def one_minute_load() -> float:
     """The 1-minute load average (NaN where the platform has none)."""
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -306,6 +332,7 @@ def weights_section(data: SyntheticData, variant: WeightsVariant, *, instance_ep
     best["attempts"] = attempts
     best["read_pass"] = read_pass_seconds(inputs["features"])
     best["instance_floor_steps_s"] = instance_train_floor(data.size.d)
+    best["instance_score_floor_s_per_row"] = instance_score_floor(data.size.d)
     best["variant"] = asdict(variant)
     return best
 
@@ -317,7 +344,7 @@ def train_rows(problem_rows: Sequence[int], k: int = 5) -> int:
     return int(sum(min(int(m), TRAIN_POINTS_PER_CENTROID * k) for m in problem_rows if m > k))
 
 
-def instance_floor_note(ins: dict[str, Any], res: dict[str, Any]) -> str:
+def instance_floor_note(ins: dict[str, Any], res: dict[str, Any], n_rows: int | None = None) -> str:
     """The instance stage against its floors: training steps/s over :func:`instance_train_floor`'s,
     scoring over one read pass of the features."""
     note = ""
@@ -327,7 +354,26 @@ def instance_floor_note(ins: dict[str, Any], res: dict[str, Any]) -> str:
         note += f"; training {rate:.0f} steps/s = {floor / rate:.2f}x the floor ({floor:.0f} steps/s on resident tensors)"
     if res.get("read_pass"):
         note += f"; scoring = {ins['score'] / res['read_pass']:.2f}x one read pass"
+    per_row = res.get("instance_score_floor_s_per_row")
+    if per_row and n_rows:
+        tower = per_row * n_rows
+        note += (f", {ins['score'] / tower:.2f}x its arithmetic alone ({per_row * 1e6:.2f} us/row: the image tower "
+                 "on resident rows)")
     return note
+
+
+def instance_floors(res: dict[str, Any], n_rows: int) -> dict[str, float]:
+    """The instance stage of one run against its floors: ``train_ratio`` (floor steps/s over the
+    run's), ``score_vs_read`` (scoring over one read pass) and ``score_vs_arithmetic`` (scoring over
+    :func:`instance_score_floor` times the rows). Missing measurements are left out."""
+    ins, out = res.get("instance") or {}, {}
+    if ins.get("train_steps") and ins.get("train", 0) > 0 and res.get("instance_floor_steps_s"):
+        out["train_ratio"] = res["instance_floor_steps_s"] / (ins["train_steps"] / ins["train"])
+    if ins.get("score") is not None and res.get("read_pass"):
+        out["score_vs_read"] = ins["score"] / res["read_pass"]
+    if ins.get("score") is not None and res.get("instance_score_floor_s_per_row"):
+        out["score_vs_arithmetic"] = ins["score"] / (res["instance_score_floor_s_per_row"] * n_rows)
+    return out
 
 
 def load_note(res: dict[str, Any]) -> str:
@@ -355,7 +401,7 @@ def pipeline_rows(results: Sequence[tuple[Size, dict[str, Any]]], *, instance_ep
         if ins:
             parts += (f"; instance = train {ins['train']:.3g}s ({ins['train_steps']:,} steps) + score pass "
                       f"{ins['score']:.3g}s")
-            parts += instance_floor_note(ins, res)
+            parts += instance_floor_note(ins, res, size.n)
         rows.append({
             "section": "pipeline", "item": f"urnet weights [{WeightsVariant(**res['variant'])}]", "N": size.n,
             "C": size.c, "D": size.d, "seconds": res["total"], "peak_rss_gb": res["peak_rss_bytes"] / 1e9,
@@ -429,5 +475,5 @@ def projection(results: Sequence[tuple[Size, dict[str, Any]]], *, n_to: int = PR
     bound = float(sum(last["seconds"].get(s, 0.0) for s in WEIGHTS_STAGES) * scale)
     return {"from": {"C": key[0], "D": key[1], "N_max": n_max, "dtype": dtype}, "seconds": total,
             "linear_bound": bound, "stages": stages, "exact_setting": key == (c_to, d_to),
-            "read_pass_16m": last["read_pass"] * scale,
+            "read_pass_16m": last["read_pass"] * scale, "instance_floors": instance_floors(last, n_max),
             "cluster_16m": stages.get("cluster", {}).get("seconds", float("nan"))}
