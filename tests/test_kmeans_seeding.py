@@ -115,3 +115,21 @@ def test_take_rows_and_as_float32_equal_numpy(tmp_path):
     same = x.astype(np.float32)
     assert as_float32(same) is same
     np.testing.assert_array_equal(as_float32(np.arange(4, dtype=np.int64)), np.arange(4, dtype=np.float32))
+
+
+def test_take_rows_of_a_memory_map_in_chunks_releases_pages(tmp_path, monkeypatch):
+    import urnet_core.utils.memory as M
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(300, 5)).astype(np.float16)
+    np.save(tmp_path / "x.npy", x)
+    mm = np.asarray(np.load(tmp_path / "x.npy", mmap_mode="r"))  # a plain view of the map, as the CLI holds it
+    rows = rng.integers(0, 300, size=97)
+    released = []
+    monkeypatch.setattr(M, "release_pages", lambda arr, start=None, stop=None: released.append((start, stop)))
+    got = M.take_rows(mm, rows, chunk_bytes=10 * 5 * 2)  # 10 rows per chunk
+    np.testing.assert_array_equal(got, x[rows])
+    assert len(released) == 10 and all(lo <= hi for lo, hi in released)
+    released.clear()
+    np.testing.assert_array_equal(M.take_rows(x, rows, chunk_bytes=10), x[rows])  # in memory: one take, no release
+    assert released == []

@@ -60,14 +60,47 @@ def release_pages(arr: Any, start: int | None = None, stop: int | None = None) -
         pass
 
 
-def take_rows(arr: np.ndarray, rows: np.ndarray) -> np.ndarray:
+#: Bytes of rows :func:`take_rows` copies between two releases of a memory map's pages.
+TAKE_CHUNK_BYTES = 16 << 20
+
+
+def take_rows(arr: np.ndarray, rows: np.ndarray, *, chunk_bytes: int = TAKE_CHUNK_BYTES) -> np.ndarray:
     """``arr[rows]`` (rows of a 2-D array, possibly a memory map) as a new in-memory array.
 
     ``np.take`` copies whole rows; numpy's fancy indexing ``arr[rows]`` on a float16 memory
     map copied element by element and measured ~10x slower (0.8 s against 0.08 s for 600k
     rows of 256 float16 values), which made it the largest part of the cluster step's training.
+    For a memory map the rows are copied ``chunk_bytes`` at a time and the mapping's pages are
+    released after each chunk (:func:`release_pages`): the kernel maps neighbouring pages with
+    every fault, so gathering 135k scattered rows of 2048 float16 at once left 3.3 GB resident
+    for a 0.55 GB result.
     """
-    return np.asarray(np.take(arr, np.asarray(rows, dtype=np.intp), axis=0))
+    idx = np.asarray(rows, dtype=np.intp)
+    if not _is_memmap(arr):
+        return np.asarray(np.take(arr, idx, axis=0))
+    row_bytes = max(1, int(np.prod(arr.shape[1:], dtype=np.int64)) * arr.dtype.itemsize)
+    step = max(1, int(chunk_bytes) // row_bytes)
+    out = np.empty((idx.size,) + tuple(arr.shape[1:]), dtype=arr.dtype)
+    for start in range(0, idx.size, step):
+        part = idx[start:start + step]
+        np.take(arr, part, axis=0, out=out[start:start + step])
+        if part.size:
+            release_pages(arr, int(part.min()), int(part.max()) + 1)
+    return out
+
+
+def _is_memmap(arr: Any) -> bool:
+    """Whether ``arr`` is (a view of) a memory map."""
+    import mmap
+
+    obj = arr
+    for _ in range(8):
+        if isinstance(obj, (np.memmap, mmap.mmap)) or getattr(obj, "_mmap", None) is not None:
+            return True
+        obj = getattr(obj, "base", None)
+        if obj is None:
+            return False
+    return False
 
 
 def as_float32(block: np.ndarray) -> np.ndarray:
