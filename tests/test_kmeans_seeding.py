@@ -5,7 +5,8 @@
 - :func:`train_centers` (gather with ``np.take`` + torch conversion, grouped seeding, faiss
   Lloyd per problem) returns :func:`faiss_train`'s centres for every problem, so inertia and
   weights are unchanged;
-- :func:`take_rows` / :func:`as_float32` equal numpy's fancy indexing and ``astype``.
+- :func:`take_rows` (also converting into a float32 ``out``) / :func:`as_float32` equal numpy's
+  fancy indexing and ``astype``.
 """
 
 from __future__ import annotations
@@ -68,9 +69,14 @@ def test_seeding_of_duplicate_rows_falls_back_to_the_per_problem_code():
 
 
 @pytest.mark.skipif(not kb.HAS_FAISS, reason="needs faiss")
-def test_train_centers_equal_faiss_train_per_problem(tmp_path):
+@pytest.mark.parametrize("n_jobs,batch_bytes", [(2, 256 << 20), (2, 40_000), (1, 40_000)])
+def test_train_centers_equal_faiss_train_per_problem(tmp_path, monkeypatch, n_jobs, batch_bytes):
+    """One batch, or many small ones (gathered into two buffers in turn while the pool trains)."""
+    import urnet_core.reweight.cluster.one_pass as op
     from urnet_core.reweight.cluster.one_pass import train_centers
     from urnet_core.reweight.cluster.problems import ClusterStats
+
+    monkeypatch.setattr(op, "TRAIN_BATCH_BYTES", batch_bytes)  # 40 kB: 625 rows of 16 float32, ~1-2 problems
 
     rng = np.random.default_rng(0)
     block, rows = _problems(rng, 12, 16)
@@ -87,7 +93,7 @@ def test_train_centers_equal_faiss_train_per_problem(tmp_path):
         seed_of[j] = 7 + j
     ref_jobs = copy.deepcopy(jobs)
     stats = ClusterStats()
-    got = train_centers(mm, jobs, 5, seed_of=seed_of, max_iter=25, n_jobs=2, stats=stats)
+    got = train_centers(mm, jobs, 5, seed_of=seed_of, max_iter=25, n_jobs=n_jobs, stats=stats)
     assert stats.train_rows == sum(j[1].size for j in jobs) and jobs[-1][1].size == 1280
     f32 = feats.astype(np.float32)
     for j, sub_rows, gen in ref_jobs:
@@ -133,3 +139,19 @@ def test_take_rows_of_a_memory_map_in_chunks_releases_pages(tmp_path, monkeypatc
     released.clear()
     np.testing.assert_array_equal(M.take_rows(x, rows, chunk_bytes=10), x[rows])  # in memory: one take, no release
     assert released == []
+
+
+@pytest.mark.parametrize("memmap", [True, False])
+def test_take_rows_into_a_float32_buffer_converts_chunk_by_chunk(tmp_path, memmap):
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(400, 6)).astype(np.float16)
+    x[5, 1] = np.inf
+    np.save(tmp_path / "x.npy", x)
+    src = np.load(tmp_path / "x.npy", mmap_mode="r") if memmap else x
+    rows = np.sort(rng.choice(400, 123, replace=False))
+    buf = np.full((123, 6), -7.0, dtype=np.float32)
+    got = take_rows(src, rows, out=buf, chunk_bytes=10 * 6 * 2)  # 10 rows per chunk, 13 chunks
+    assert got is buf
+    np.testing.assert_array_equal(buf, x[rows].astype(np.float32))
+    with pytest.raises(ValueError, match="out has shape"):
+        take_rows(src, rows, out=np.empty((122, 6), dtype=np.float32))

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -217,17 +217,18 @@ def read_pass_seconds(features_path: Path, *, chunk_values: int = 1 << 24, worke
     """
     import torch
 
+    from urnet_core.reweight.cluster.one_pass import as_float32_tensor
     from urnet_core.utils.memory import release_pages
 
     x = np.load(features_path, mmap_mode="r")
     step = max(1, chunk_values // x.shape[1])
+    local = threading.local()
 
     def work(s: int) -> None:
         torch.set_num_threads(1)
-        with warnings.catch_warnings():  # a read-only memory map: torch warns, nothing writes to it
-            warnings.simplefilter("ignore", UserWarning)
-            block = torch.from_numpy(np.asarray(x[s : s + step]))
-        block.float().sum()  # to float32, as the assignment pass converts it
+        if getattr(local, "buf", None) is None:  # one reused float32 buffer per thread, as the pass has
+            local.buf = torch.empty((step, x.shape[1]), dtype=torch.float32)
+        as_float32_tensor(np.asarray(x[s : s + step]), out=local.buf).sum()  # the pass's one conversion
         release_pages(x, s, s + step)
 
     old = torch.get_num_threads()
@@ -273,15 +274,21 @@ def instance_train_floor(feature_dim: int, *, text_dim: int = 300, batch_size: i
     return steps / (time.perf_counter() - t0)
 
 
-def instance_score_floor(feature_dim: int, *, text_dim: int = 300, rows: int = 1 << 16, reps: int = 5,
+def instance_score_floor(feature_dim: int, *, text_dim: int = 300, rows: int | None = None, reps: int | None = None,
                          seed: int = 0) -> float:
     """Seconds per row of the scoring pass's arithmetic alone: the confidence model's image tower,
     the normalisation and the dot product with each row's label vector, on one resident float32 chunk
-    (nothing read or converted). The scoring pass over this is its read and conversion overhead."""
+    of the pass's size (``rows``, default its ``DEFAULT_SCORE_ROWS``; nothing read or converted),
+    ``reps`` times (default: ~320k rows in all). The scoring pass over this is its read and
+    conversion overhead."""
     import torch
     import torch.nn.functional as F
 
     from urnet_core.models.confidence import ConfidenceModel
+    from urnet_core.reweight.instance_weight import DEFAULT_SCORE_ROWS
+
+    rows = int(rows or DEFAULT_SCORE_ROWS)
+    reps = int(reps or max(5, -(-(5 << 16) // rows)))
 
     gen = torch.Generator().manual_seed(seed)
     model = ConfidenceModel(feature_dim, text_dim).eval()

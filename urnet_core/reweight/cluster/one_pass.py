@@ -25,6 +25,7 @@ from a different draw (faiss drew its own).
 from __future__ import annotations
 
 import os
+import threading
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -35,8 +36,8 @@ from urnet_core.reweight.cluster.equation import Grouping
 from urnet_core.reweight.cluster.problems import ClusterStats, ProblemSet
 from urnet_core.reweight.kmeans import faiss_threads, nearest_centroid, training_subsample
 from urnet_core.reweight.kmeans.backends import faiss_fit
-from urnet_core.reweight.kmeans.seeding import padded_groups, seed_problems
-from urnet_core.utils.memory import as_float32, release_pages, take_rows
+from urnet_core.reweight.kmeans.seeding import group_plan, pad_group, seed_problems
+from urnet_core.utils.memory import release_pages, take_rows
 from urnet_core.utils.validation import nonfinite_rows
 
 #: float32 values per chunk of the one-pass assignment (64 MB).
@@ -126,6 +127,9 @@ def one_pass_assign(
     own = np.full(n, -1, dtype=np.int8)
     pieces = []
     chunk = max(1, chunk_values // max(d, 1))
+    # One float32 buffer per thread, reused for every chunk: a fresh 64 MB tensor per chunk is a
+    # new memory mapping whose first-touch page faults cost ~8x the float16 conversion itself.
+    local = threading.local()
 
     def work(start: int):
         torch.set_num_threads(1)  # OpenMP's thread count is per calling thread
@@ -134,7 +138,9 @@ def one_pass_assign(
         bad = nonfinite_rows(block)
         if bad.size:
             return start, bad, None
-        x = as_float32_tensor(block)
+        if block.dtype != np.float32 and getattr(local, "buf", None) is None:
+            local.buf = torch.empty((chunk, d), dtype=torch.float32)
+        x = as_float32_tensor(block, out=getattr(local, "buf", None))
         lab = labels[start:stop]
         order = None
         if lab.size > 1 and not np.all(lab[1:] >= lab[:-1]):  # rows not ordered by class: group them
@@ -203,11 +209,16 @@ def _training_jobs(problems: ProblemSet, k: int, seed: int) -> tuple[list, list[
     return jobs, trivial
 
 
-def _gather(features: np.ndarray, batch: list) -> tuple[np.ndarray, np.ndarray, int]:
-    """The batch's training rows as one float32 block (unique rows, read forwards) and each row's place in it."""
+def _gather(features: np.ndarray, batch: list, buf: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+    """The batch's training rows as one float32 block (unique rows, read forwards) and each row's place in it.
+
+    The block is written into ``buf`` (a reused (R, d) float32 buffer) when it fits there.
+    """
     allrows = np.concatenate([b[1] for b in batch])
     uniq, inverse = np.unique(allrows, return_inverse=True)  # sorted: the file is read forwards, once
-    block = as_float32(take_rows(features, uniq))
+    d = features.shape[1]
+    out = buf[: uniq.size] if buf is not None and buf.shape[0] >= uniq.size else np.empty((uniq.size, d), np.float32)
+    block = take_rows(features, uniq, out=out)  # converted to float32 chunk by chunk
     release_pages(features)
     bad = nonfinite_rows(block)  # on float32: the screen is one sum
     if bad.size:
@@ -215,13 +226,28 @@ def _gather(features: np.ndarray, batch: list) -> tuple[np.ndarray, np.ndarray, 
     return block, inverse, int(allrows.size)
 
 
+def _batches(jobs: list, batch_rows: int) -> list[list]:
+    """Consecutive jobs whose training rows add up to at most ``batch_rows`` (a larger job alone)."""
+    batches, i = [], 0
+    while i < len(jobs):
+        batch, rows_in = [], 0
+        while i < len(jobs) and (not batch or rows_in + jobs[i][1].size <= batch_rows):
+            batch.append(jobs[i])
+            rows_in += jobs[i][1].size
+            i += 1
+        batches.append(batch)
+    return batches
+
+
 def train_centers(features: np.ndarray, jobs: list, k: int, *, seed_of: dict[int, int], max_iter: int,
                   n_jobs: int | None, stats: ClusterStats) -> dict[int, np.ndarray]:
     """faiss centres (k, d) of every job ``(class, training rows, generator)``: :func:`faiss_train`'s, problem by problem.
 
-    Training rows are gathered in batches of :data:`TRAIN_BATCH_BYTES` and padded into
-    cache-sized groups of problems (:func:`~urnet_core.reweight.kmeans.seeding.padded_groups`).
-    A group is one task: its problems are seeded together
+    Training rows are gathered in batches of :data:`TRAIN_BATCH_BYTES` (into two float32
+    buffers used in turn, so the next batch is gathered while the pool trains the current one)
+    and split into cache-sized groups of problems
+    (:func:`~urnet_core.reweight.kmeans.seeding.group_plan`). A group is one task: it pads its
+    problems (:func:`~urnet_core.reweight.kmeans.seeding.pad_group`), seeds them together
     (:func:`~urnet_core.reweight.kmeans.seeding.seed_problems`, the k-means++ centres
     :func:`faiss_train` draws, in a few batched products), then faiss runs Lloyd on each of
     them. Tasks run on ``n_jobs`` threads, each single-threaded (faiss OpenMP, numpy BLAS and
@@ -235,37 +261,49 @@ def train_centers(features: np.ndarray, jobs: list, k: int, *, seed_of: dict[int
     centers: dict[int, np.ndarray] = {}
 
     def train(task) -> list[tuple[int, np.ndarray]]:
-        group, x, sizes = task
+        torch.set_num_threads(1)  # OpenMP's thread count is per calling thread
+        group, src, rows, n_max = task
+        x = pad_group(src, rows, n_max)
+        sizes = np.array([r.size for r in rows], dtype=np.int64)
         inits = seed_problems(x, sizes, k, [rng for _, _, rng in group])
         with faiss_threads(1):
             return [(j, faiss_fit(x[q, : sizes[q]].numpy(), inits[q], seed_of[j], max_iter)[0])
                     for q, (j, _, _) in enumerate(group)]
 
     batch_rows = max(1, TRAIN_BATCH_BYTES // (4 * max(d, 1)))
+    batches = _batches(jobs, batch_rows)
+    n_rows = max((sum(job[1].size for job in b) for b in batches), default=0)
+    buffers = [np.empty((min(n_rows, batch_rows), d), np.float32) for _ in range(min(2, len(batches)))]
+
+    def tasks_of(i: int) -> list:
+        batch = batches[i]
+        block, inverse, n_gathered = _gather(features, batch, buffers[i % 2])
+        stats.train_rows += n_gathered
+        src = torch.from_numpy(block)
+        offs = np.concatenate([[0], np.cumsum([b[1].size for b in batch])])
+        rows = [inverse[offs[q]:offs[q + 1]] for q in range(len(batch))]
+        return [(batch[a:b], src, rows[a:b], n_max) for a, b, n_max in group_plan([r.size for r in rows], d)]
+
     old_threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        i = 0
-        while i < len(jobs):
-            batch, rows_in = [], 0
-            while i < len(jobs) and (not batch or rows_in + jobs[i][1].size <= batch_rows):
-                batch.append(jobs[i])
-                rows_in += jobs[i][1].size
-                i += 1
-            block, inverse, n_gathered = _gather(features, batch)
-            stats.train_rows += n_gathered
-            offs = np.concatenate([[0], np.cumsum([b[1].size for b in batch])])
-            rows = [inverse[offs[q]:offs[q + 1]] for q in range(len(batch))]
-            tasks = [(batch[first:first + len(sizes)], x, sizes) for first, x, sizes in padded_groups(block, rows)]
-            with threadpool_limits(1, user_api="blas"):
-                if workers == 1 or len(tasks) == 1:
-                    results = [train(t) for t in tasks]
-                else:
-                    with ThreadPoolExecutor(max_workers=workers) as pool:
-                        results = list(pool.map(train, tasks))
-            for part in results:
-                centers.update(part)
-            del block, tasks
+        with threadpool_limits(1, user_api="blas"):
+            if workers == 1:
+                for i in range(len(batches)):
+                    for task in tasks_of(i):
+                        centers.update(train(task))
+            else:
+                with ThreadPoolExecutor(max_workers=workers) as pool:
+                    pending: list = []
+                    for i in range(len(batches)):
+                        # gathered while the previous batch trains; its buffer is free once that
+                        # batch's results are in (two buffers in turn)
+                        futures = [pool.submit(train, t) for t in tasks_of(i)]
+                        for f in pending:
+                            centers.update(f.result())
+                        pending = futures
+                    for f in pending:
+                        centers.update(f.result())
     finally:
         torch.set_num_threads(old_threads)
     return centers

@@ -30,30 +30,48 @@ from urnet_core.reweight.kmeans.backends import _kmeanspp
 GROUP_BYTES = 16 << 20
 
 
+def group_plan(sizes: Sequence[int], d: int, *, group_bytes: int = GROUP_BYTES) -> list[tuple[int, int, int]]:
+    """``(first, stop, n_max)`` of each cache-sized group of consecutive problems of ``sizes`` rows.
+
+    Problems ``first .. stop - 1`` padded to ``n_max`` rows of ``d`` float32 take at most
+    ``group_bytes`` (a single larger problem is a group of its own).
+    """
+    sizes = np.asarray(sizes, dtype=np.int64)
+    plan, i = [], 0
+    while i < len(sizes):
+        j, n_max = i + 1, int(sizes[i])
+        while j < len(sizes) and (j + 1 - i) * max(n_max, int(sizes[j])) * d * 4 <= group_bytes:
+            n_max = max(n_max, int(sizes[j]))
+            j += 1
+        plan.append((i, j, n_max))
+        i = j
+    return plan
+
+
+def pad_group(src, rows: Sequence[np.ndarray], n_max: int):
+    """Problems ``rows`` padded into one (P, n_max, d) float32 tensor by one ``index_select`` from ``src``
+    (a (R, d) float32 tensor; padding repeats row 0 and is masked by the sizes)."""
+    import torch
+
+    idx = np.zeros((len(rows), n_max), dtype=np.int64)
+    for q, r in enumerate(rows):
+        idx[q, : r.size] = r
+    return src.index_select(0, torch.from_numpy(idx.reshape(-1))).reshape(len(rows), n_max, src.shape[1])
+
+
 def padded_groups(block: np.ndarray, rows: Sequence[np.ndarray], *, group_bytes: int = GROUP_BYTES):
     """Yield ``(first, x, sizes)``: problems ``first .. first + len(sizes) - 1`` padded into ``x`` (P, n_max, d).
 
-    ``block`` (R, d) float32 holds the rows; ``rows[i]`` indexes problem ``i``'s rows in it. ``x``
-    is one ``index_select`` from ``block`` (padding repeats row 0 and is masked by ``sizes``);
-    ``x[i, :sizes[i]]`` is problem ``i``'s rows in order, contiguous.
+    ``block`` (R, d) float32 holds the rows; ``rows[i]`` indexes problem ``i``'s rows in it
+    (groups of :func:`group_plan`, each padded by :func:`pad_group`); ``x[i, :sizes[i]]`` is
+    problem ``i``'s rows in order, contiguous.
     """
     import torch
 
     src = torch.from_numpy(np.ascontiguousarray(block, dtype=np.float32))
-    d = src.shape[1]
     sizes_all = np.array([r.size for r in rows], dtype=np.int64)
-    i = 0
-    while i < len(rows):
-        j, n_max = i + 1, int(sizes_all[i])
-        while j < len(rows) and (j + 1 - i) * max(n_max, int(sizes_all[j])) * d * 4 <= group_bytes:
-            n_max = max(n_max, int(sizes_all[j]))
-            j += 1
-        sizes = sizes_all[i:j]
-        idx = np.zeros((j - i, n_max), dtype=np.int64)
-        for q in range(j - i):
-            idx[q, : sizes[q]] = rows[i + q]
-        yield i, src.index_select(0, torch.from_numpy(idx.reshape(-1))).reshape(j - i, n_max, d), sizes
-        i = j
+    for i, j, n_max in group_plan(sizes_all, src.shape[1], group_bytes=group_bytes):
+        yield i, pad_group(src, rows[i:j], n_max), sizes_all[i:j]
 
 
 def seed_problems(x, sizes: np.ndarray, k: int, rngs: Sequence[np.random.Generator]) -> np.ndarray:
