@@ -64,7 +64,7 @@ def test_weights_cli_reports_stages_and_rss(tmp_path):
     assert res["peak_rss_bytes"] > 50e6 and res["ru_maxrss_bytes"] > 0
     assert res["n"] == 600 and res["read_pass"] > 0
     timings = res["timings"]  # what the child wrote into weights.json (no log parsing)
-    assert {"validate_features", "cluster", "instance", "file_hash"} <= set(timings)
+    assert {"import_torch", "validate_features", "cluster", "instance", "file_hash"} <= set(timings)
     if "cluster.train_rows" in timings:  # written by the cluster step once it reports its split
         assert res["cluster"]["train_rows"] > 0  # the one-pass cluster step ran (faiss)
     else:
@@ -133,7 +133,7 @@ def test_projection_follows_stage_models():
     def res(n, scale):
         return {"variant": {"dtype": "float16", "probs": "ids"}, "read_pass": 1e-6 * n,
                 "seconds": {"validate_features": 1e-6 * n, "instance": 50 + 2e-6 * n, "cluster": 20 + 1e-6 * n,
-                            "other": 1.0},
+                            "other": 1.0, "import_torch": 2.5},
                 "cluster": {"train": 20.0 * scale, "assign": 1e-6 * n, "train_rows": 1}}
 
     pipe = [(D.Size(n, 5000, 256), res(n, min(1.0, n / 1e6))) for n in (100_000, 1_000_000, 4_000_000)]
@@ -143,6 +143,8 @@ def test_projection_follows_stage_models():
     assert proj["exact_setting"]
     assert st["validate_features"]["seconds"] == pytest.approx(16.0)  # linear x4
     assert st["other"]["seconds"] == pytest.approx(4.0)
+    assert st["import_torch"]["seconds"] == pytest.approx(2.5)  # fixed: kept as measured
+    assert proj["linear_bound"] - proj["seconds"] >= 3 * 2.5  # ... while the bound scales it
     assert st["instance"]["seconds"] == pytest.approx(50 + 2e-6 * 16e6, rel=1e-6)  # affine fit
     assert st["cluster"]["train"] == pytest.approx(20.0)  # fixed: training rows do not grow
     assert st["cluster"]["assign"] == pytest.approx(16.0)

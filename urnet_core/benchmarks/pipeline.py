@@ -34,11 +34,12 @@ from urnet_core.utils.io import atomic_path, read_json, write_text
 #: :func:`~urnet_core.reweight.compose.compose_weights` fills, plus ``file_hash``: hashing the inputs),
 #: then what they do not cover (``other``: interpreter start, imports, reading the table and the .npy
 #: headers, writing the outputs).
-WEIGHTS_STAGES = ("validate_features", "validate_probs", "class", "cluster", "instance", "combine", "label",
-                  "file_hash", "other")
+WEIGHTS_STAGES = ("import_torch", "validate_features", "validate_probs", "class", "cluster", "instance", "combine",
+                  "label", "file_hash", "other")
 #: How each stage grows with N at fixed C and D (see :func:`projection`): ``linear`` = a pass over
-#: the rows; ``affine`` = a fixed part (depends on C only) plus a pass over the rows.
-STAGE_MODEL = {"validate_features": "linear", "validate_probs": "linear", "class": "linear",
+#: the rows; ``affine`` = a fixed part (depends on C only) plus a pass over the rows; ``fixed`` =
+#: independent of N (importing PyTorch).
+STAGE_MODEL = {"import_torch": "fixed", "validate_features": "linear", "validate_probs": "linear", "class": "linear",
                "cluster_train": "train_rows", "cluster_assign": "linear", "instance": "affine",
                "combine": "linear", "label": "linear", "file_hash": "linear", "other": "linear"}
 @dataclass(frozen=True)
@@ -425,6 +426,7 @@ def projection(results: Sequence[tuple[Size, dict[str, Any]]], *, n_to: int = PR
 
     Per stage, a model that follows what the stage does (:data:`STAGE_MODEL`):
 
+    - ``fixed`` (importing PyTorch): ``t(N_max)``;
     - ``linear`` (a pass over the rows: validation, hashing, assignment, combining, writing):
       ``t(n_to) = t(N_max) * n_to / N_max``, the start-up cost included (an upper bound);
     - ``train_rows`` (cluster centroid training on at most ``256 k`` rows per problem):
@@ -476,6 +478,8 @@ def projection(results: Sequence[tuple[Size, dict[str, Any]]], *, n_to: int = PR
                                min_slope=read_per_row)
             stages[stage] = {"seconds": a + b * n_to, "measured": t_last,
                              "model": f"{a:.1f}s + {b * 1e6:.2f}us/row (fit over N)"}
+        elif STAGE_MODEL.get(stage) == "fixed":
+            stages[stage] = {"seconds": t_last, "measured": t_last, "model": "x1 (independent of N)"}
         else:
             stages[stage] = {"seconds": t_last * scale, "measured": t_last, "model": f"x{scale:g} (linear)"}
     total = float(sum(v["seconds"] for v in stages.values()))

@@ -411,8 +411,10 @@ def write_report(path: str | os.PathLike, table: pd.DataFrame, targets: Sequence
             "`compose_weights` times `validate_features` (NaN/inf pass over the features), `validate_probs` "
             "(the pass over the probabilities: checks + argmax), `class`, `cluster` (confusion matrix + cluster "
             "weights; split into centroid training on the subsamples and the one assignment pass), `instance`, "
-            "`combine`, `label`; `file_hash` sums the hashes of the inputs (sha256 of the whole file); `other` is "
-            "the rest of the wall time (interpreter start and imports, reading the table, writing the outputs). "
+            "`combine`, `label`; `file_hash` sums the hashes of the inputs (sha256 of the whole file); "
+            "`import_torch` is the CLI's import of PyTorch before the stages that use it (else the first of them "
+            "would carry it); `other` is the rest of the wall time (interpreter start and the other imports, "
+            "reading the table, writing the outputs). "
             "`wall` is the child's wall time. `peak_rss_gb` is the child's own peak RSS: `ru_maxrss` from "
             "`wait4` in a launcher that forks it (no vfork, so the bench's memory is not inherited), checked "
             "against VmHWM polled from `/proc/<pid>/status`. `one read pass` is, separately, the time to read "
@@ -435,6 +437,7 @@ def write_report(path: str | os.PathLike, table: pd.DataFrame, targets: Sequence
             "- instance weights: the confidence model trains on top_r x C positives, so its training time "
             "(`instance: train`, measured at N_max) is kept as it is; the scoring pass and the rest of the "
             "stage are scaled linearly;",
+            "- importing PyTorch (`import_torch`) does not depend on N: kept as measured;",
             "- no stage is given an exponent below 1 in N for its per-row part; the all-linear bound scales "
             "every stage's time at N_max by 16M / N_max.", "",
             "| stage | measured at N_max (s) | model | projected at 16M (s) |", "|---|---|---|---|",

@@ -20,7 +20,8 @@ Rows of ``--features``/``--probs`` follow the rows of the table's ``--split`` (d
 * ``weights.json``, the index: config, input hashes, per-component statistics,
   ``targets_file``, the set's ``key``, every file with its size and ``timings``: the seconds
   of each stage (those :func:`~urnet_core.reweight.compose.compose_weights` fills, such as
-  ``validate_features``, ``cluster``, ``instance``, plus ``file_hash``, hashing the inputs);
+  ``validate_features``, ``cluster``, ``instance``, plus ``file_hash``, hashing the inputs, and
+  ``import_torch``, importing PyTorch before the stages that use it);
   ``urnet bench`` reads them.
 
 The four files are one artefact set (:func:`urnet_core.utils.artefacts.artefact_set`): they are
@@ -266,6 +267,13 @@ def weights_command(args: argparse.Namespace) -> int:
     ranks = table["rank"].to_numpy(np.float64) if "rank" in table.columns else None
     sources = table["source"].to_numpy(object) if "source" in table.columns else None
     timings: dict[str, float] = {}  # seconds per stage (compose_weights fills it), written to weights.json
+    if config.cluster_reweight or config.instance_reweight or plus is not None:
+        # Imported here, timed on its own: a fixed cost (seconds) that the first stage using torch
+        # would otherwise carry, and that a projection in N must not scale.
+        t_import = time.perf_counter()
+        import torch  # noqa: F401
+
+        timings["import_torch"] = time.perf_counter() - t_import
     if plus is not None:
         from urnet_core.cli.weights_plus import urnet_plus_arrays
 
