@@ -218,6 +218,10 @@ def test_targets_and_report_written(tiny_run, tmp_path):
     fig_path = tmp_path / "figures" / "benchmark_scaling.png"
     R.save_figure(R.scaling_figure(table, proj), fig_path)
     assert fig_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    sections = set(table["section"])
+    assert len(R.scaling_figure(table, proj).axes) == len(sections & {"kmeans", "pipeline"})
+    only_pipe = table[table["section"] == "pipeline"]
+    assert len(R.scaling_figure(only_pipe, proj).axes) == 1  # no empty k-means panel
     report = {"sizes": settings.sizes, "sections": settings.sections, "backends": ["sklearn", "faiss", "torch"],
               "max_problems": settings.max_problems, "instance_epochs": 1, "pipeline_backend": "auto",
               "wall_seconds": 1.0}

@@ -302,17 +302,24 @@ def evaluate_targets(table: pd.DataFrame, proj: dict[str, Any] | None) -> list[d
 def scaling_figure(table: pd.DataFrame, proj: dict[str, Any] | None = None):
     """Log-log time vs N: k-means backends (left) and the whole pipeline (right), one line per (C, D).
 
+    A section the run did not measure gets no panel (a run of ``--sections pipeline`` draws one).
     With ``proj`` the pipeline panel also shows the projection to 16M (dashed, star) and the
     5-minute target.
     """
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(10, 4))
-    axes = fig.subplots(1, 2)
-    for ax, section, title in ((axes[0], "kmeans", "k-means, cluster-reweighting workload"),
-                               (axes[1], "pipeline", "urnet weights, end to end")):
+    panels = []
+    for section, title in (("kmeans", "k-means, cluster-reweighting workload"),
+                           ("pipeline", "urnet weights, end to end")):
         sub = table[(table["section"] == section) & ~table["item"].str.startswith("projection")] \
             if "section" in table else table.iloc[0:0]
+        if len(sub):
+            panels.append((section, title, sub))
+    if not panels:  # nothing measured: one empty, titled panel
+        panels = [("pipeline", "urnet weights, end to end (nothing measured)", table.iloc[0:0])]
+    fig = Figure(figsize=(5 * len(panels), 4))
+    axes = np.atleast_1d(fig.subplots(1, len(panels)))
+    for ax, (section, title, sub) in zip(axes, panels):
         for (item, c, d), grp in sub.groupby(["item", "C", "D"]):
             grp = grp.sort_values("N")
             label = f"{item} C={int(c)} D={int(d)}"
