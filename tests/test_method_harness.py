@@ -70,6 +70,10 @@ def _weights_hash(model: torch.nn.Module) -> str:
 # urnet_bag with the bag branch (bag_size 3), the same weights and LabelPairs targets (classes
 # from rng 4, beta 0.7); its hash covers the backbone ("model.") and the bag branch ("bag.").
 # (sha256 of the final state_dict: sorted keys and raw tensor bytes; final train_loss; final top1.)
+# The float32 kernels torch picks depend on the CPU, so the bits do too: REFERENCE was taken on
+# the machine of that commit; AVX2_REFERENCE on a CPU whose torch capability is AVX2
+# (``torch.backends.cpu.get_cpu_capability()``), where the old loops at 9cb07c8 and the harness
+# gave these same six results. A run must reproduce one recorded set exactly.
 REFERENCE = {
     "urnet_bag": ("151a5cced3c34aceb8c321729a6806200ba398462b647dde406f41b041e77433", 1.16143987376309, 0.784),
     "ce_weights": ("e3e1a598d863794b78ce4c8de9c9c084b77b9e633c96d1102d0d65350c8ca026", 1.3823790216445924, 0.09),
@@ -78,6 +82,15 @@ REFERENCE = {
     "coteaching": ("a1d1caa67e8eadd92375793e34f028ce7d601723e94f68dec4a09f11edaee22a", 0.4697141613960266, 0.91),
     "dividemix": ("e4b9e6df83455108aff344e4ef93c67a3480424f2bc7d742b1e04e74b90f96a9", 1.3770383927073793, 0.834),
 }
+AVX2_REFERENCE = {
+    "urnet_bag": ("df0469693f0b9393716ee6506b0763fb8decc66c01977746fdc5694c7bbbcaa6", 1.1614398825803451, 0.784),
+    "ce_weights": ("859a908de2780c5023cec62d047e2634b4767ed990c318c3ad7f0102590491be", 1.3825438413619995, 0.088),
+    "gce": ("885f01f4f6e30658043a50fc1e2fe9c18cf4df7c386ed4b374981ebc687fb9c1", 0.4524346623420715, 0.284),
+    "elr": ("0b81faa5200efd56c96ded017d9ab3bea5bfd0e330d7a1a64928814674d680c7", 0.600354896068573, 0.698),
+    "coteaching": ("2056e30a505c67324f4b7f01197ad1236e0878875e210c13fd83ebd89706979e", 0.46971120762825014, 0.91),
+    "dividemix": ("76c419e03b3b171dcfff1270d923f1a5bc027a11d56868ce5e9324a59b974234", 1.3770388904279165, 0.834),
+}
+REFERENCE_SETS = (REFERENCE, AVX2_REFERENCE)
 
 
 @pytest.fixture
@@ -107,9 +120,9 @@ def test_bit_identical_to_the_loops_before_the_harness(name, one_torch_thread):
         result = train(train_ds, config=dataclasses.replace(cfg, loss="gce"), sample_weights=weights, **common)
     else:
         result = train(train_ds, config=cfg, method=make_method(name, **PEER_OPTIONS[name]), **common)
-    digest, train_loss, top1 = REFERENCE[name]
-    assert _weights_hash(result.model) == digest
-    assert result.final_metrics["train_loss"] == train_loss and result.final_metrics["top1"] == top1
+    got = (_weights_hash(result.model), result.final_metrics["train_loss"], result.final_metrics["top1"])
+    assert got in [ref[name] for ref in REFERENCE_SETS], (
+        f"{name}: {got} matches no recorded set (CPU capability {torch.backends.cpu.get_cpu_capability()})")
 
 
 class _Stop(Exception):
