@@ -112,9 +112,14 @@ def take_rows(arr: np.ndarray, rows: np.ndarray, *, chunk_bytes: int = TAKE_CHUN
 def _copy_converted(dst: np.ndarray, src: np.ndarray) -> None:
     """``dst[...] = src`` with a dtype conversion (torch's copy for float16/float64 -> float32, as :func:`as_float32`)."""
     if dst.dtype == np.float32 and src.dtype in (np.float16, np.float64) and src.size:
+        import warnings
+
         import torch
 
-        torch.from_numpy(dst).copy_(torch.from_numpy(np.ascontiguousarray(src)))
+        with warnings.catch_warnings():  # read-only memory maps: torch warns, nothing writes to them
+            warnings.simplefilter("ignore", UserWarning)
+            src_t = torch.from_numpy(np.ascontiguousarray(src))
+        torch.from_numpy(dst).copy_(src_t)
     else:
         np.copyto(dst, src, casting="unsafe")  # as astype
 
@@ -141,15 +146,6 @@ def as_float32(block: np.ndarray) -> np.ndarray:
     """
     if block.dtype == np.float32:
         return block
-    if block.dtype not in (np.float16, np.float64):
-        return np.asarray(block, dtype=np.float32)
-    import warnings
-
-    import torch
-
-    with warnings.catch_warnings():  # read-only memory maps: torch warns, nothing writes to them
-        warnings.simplefilter("ignore", UserWarning)
-        src = torch.from_numpy(np.ascontiguousarray(block))
-    out = torch.empty(src.shape, dtype=torch.float32)
-    out.copy_(src)
-    return out.numpy()
+    out = np.empty(np.shape(block), dtype=np.float32)
+    _copy_converted(out, np.asarray(block))
+    return out
