@@ -55,8 +55,13 @@ def test_synthetic_data_is_cached_and_web_shaped(tmp_path):
 
 def test_weights_cli_reports_stages_and_rss(tmp_path):
     data = D.synthetic_data(D.Size(600, 20, 8), tmp_path, progress=False)
-    res = P.weights_section(data, P.WeightsVariant("float16", "ids"), instance_epochs=1, max_load=float("inf"))
+    res = P.weights_section(data, P.WeightsVariant("float16", "ids"), instance_epochs=1,
+                            max_other_cores=float("inf"))
     assert len(res["attempts"]) == 1 and len(res["load"]) == 2  # the load is recorded with the row
+    cpu = res["cpu"]  # what other work took meanwhile, measured by the launcher
+    if cpu.get("other_cores") is not None:
+        assert cpu["child_s"] > 0 and cpu["machine_busy_s"] > 0 and cpu["other_cores"] >= 0
+        assert "other work" in P.load_note(res) and "cores" in P.load_note(res)
     st = res["seconds"]
     for stage in ("validate_features", "validate_probs", "class", "cluster", "instance", "combine", "label", "other"):
         assert stage in st and st[stage] >= 0, stage
@@ -69,9 +74,10 @@ def test_weights_cli_reports_stages_and_rss(tmp_path):
         assert res["cluster"]["train_rows"] > 0  # the one-pass cluster step ran (faiss)
     else:
         assert res["cluster"] == {}  # no split: the projection scales the whole cluster stage
-    dense = P.weights_section(data, P.WeightsVariant("float32", "dense"), instance_epochs=1, max_load=-1.0)
+    dense = P.weights_section(data, P.WeightsVariant("float32", "dense"), instance_epochs=1,
+                              max_other_cores=-1.0)
     assert dense["inputs_bytes"]["probs"] > 600 * 20 * 4 and dense["inputs_bytes"]["features"] > 600 * 8 * 4
-    # a load over max_load repeats the row once, and the note names the other run
+    # other work over max_other_cores repeats the row once, and the note names the other run
     assert len(dense["attempts"]) == 2 and "repeated" in P.load_note(dense)
 
 
@@ -127,6 +133,25 @@ def test_launcher_records_the_childs_exit_code_wall_and_peak_rss(tmp_path):
     meta = json.loads(out.read_text())
     assert proc.returncode == 3 and meta["status"] == 3 and meta["wall"] > 0
     assert meta["ru_maxrss_bytes"] > 200e6
+    assert meta["cpu"]["child_s"] >= 0 and "other_cores" in meta["cpu"]
+
+
+def test_cpu_share_separates_the_childs_cpu_from_other_work():
+    from urnet_core.benchmarks.launch import cpu_share
+
+    # 10 s of wall on 2 cores: the machine was busy 18 s, the child used 12 s, the launcher 1 s
+    share = cpu_share(10.0, 12.0, (100.0, 5.0), (118.0, 6.0), own_cpu=1.0)
+    assert share["other_cores"] == 0.5 and share["steal_cores"] == 0.1 and share["machine_busy_s"] == 18.0
+    assert cpu_share(10.0, 12.0, None, None)["other_cores"] is None  # no /proc/stat: unknown, not 0
+    quiet = {"cpu": {"other_cores": 0.02, "steal_cores": 0.01}}
+    busy = {"cpu": {"other_cores": 0.9, "steal_cores": 0.1}, "max_other_cores": 0.25}
+    assert P.contention(quiet) == 0.03 and P.contention(busy) == 1.0
+    assert P.contention({}) != P.contention({})  # NaN: never triggers a repeat
+    size = D.Size(10, 2, 2)
+    assert "otherwise idle" in R.contention_lines([(size, quiet)])[0]
+    line = R.contention_lines([(size, quiet), (size, busy)])[0]
+    assert "0.03 to 1.00 cores" in line and "upper bounds" in line
+    assert R.contention_lines([(size, {})]) == []
 
 
 def test_projection_follows_stage_models():
@@ -152,6 +177,18 @@ def test_projection_follows_stage_models():
     for k, v in st.items():  # never below the measurement at N_max
         assert v["seconds"] >= v["measured"] - 1e-9, k
     assert proj["linear_bound"] >= proj["seconds"]
+    assert not proj["measured"]
+    # a series that reaches 16M is the measurement itself: every model x1, no projection
+    pipe16 = pipe + [(D.Size(16_000_000, 5000, 256), res(16_000_000, 1.0))]
+    measured = P.projection(pipe16, problem_rows={16_000_000: big})
+    assert measured["measured"] and measured["from"]["N_max"] == 16_000_000
+    assert measured["seconds"] == pytest.approx(sum(pipe16[-1][1]["seconds"].values()))
+    assert measured["seconds"] == pytest.approx(measured["linear_bound"])
+    row = {"section": "pipeline", "item": "urnet weights [float16, class ids]", "N": 16_000_000, "C": 5000,
+           "D": 256, "seconds": measured["seconds"], "peak_rss_gb": 1.0}
+    targets = R.evaluate_targets(R.make_table([row]), measured)
+    assert "measured at N=16,000,000" in targets[0]["value"]
+    assert targets[0]["result"] == ("PASS" if measured["seconds"] <= 300 else "FAIL")
 
 
 def test_data_loading_creates_a_missing_cache_dir(tmp_path):
@@ -233,6 +270,10 @@ def test_targets_and_report_written(tiny_run, tmp_path):
                    "## Targets", "PASS" if "PASS" in str(targets) else "n/a", "figures/benchmark_scaling.png"):
         assert needle in text
     assert not list(tmp_path.glob(".*.tmp*"))  # atomic writes leave no temporaries
+    # a series measured at 16M itself: its stages, said to be measured, and no projection models
+    text = R.write_report(tmp_path / "measured.md", table, targets, R.machine_info(), settings=report,
+                          figure_path=fig_path, proj=dict(proj, measured=True), pipe=pipe).read_text()
+    assert "### 16M x 5000 x 256, measured" in text and "### Projection" not in text and "(no model applied)" in text
 
 
 def test_cli_registers_and_rejects_bad_sizes(capsys):

@@ -7,6 +7,7 @@ Also reads a written report back (:func:`table_from_markdown`) and re-renders it
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import os
 import platform
 import re
@@ -227,8 +228,11 @@ def evaluate_targets(table: pd.DataFrame, proj: dict[str, Any] | None) -> list[d
     if proj is not None:
         minutes = proj["seconds"] / 60
         src = proj["from"]
-        value = (f"{minutes:.1f} min (all-linear bound {proj['linear_bound'] / 60:.1f} min) from C={src['C']}, "
-                 f"D={src['D']}, N_max={src['N_max']:,}")
+        if proj.get("measured"):
+            value = f"{minutes:.1f} min measured at N={src['N_max']:,}, C={src['C']}, D={src['D']} (no projection)"
+        else:
+            value = (f"{minutes:.1f} min (all-linear bound {proj['linear_bound'] / 60:.1f} min) from C={src['C']}, "
+                     f"D={src['D']}, N_max={src['N_max']:,}")
         if not proj["exact_setting"]:
             value += " - NOT the 5000/256 setting, indicative only"
         out.append({"target": TARGETS["projected_16m_minutes"], "value": value,
@@ -369,6 +373,21 @@ def weights_table(pipe: Sequence[tuple[Size, dict[str, Any]]]) -> pd.DataFrame:
     return df
 
 
+def contention_lines(pipe: Sequence[tuple[Size, dict[str, Any]]]) -> list[str]:
+    """The machine line on other work during the timed ``urnet weights`` runs, from what their launcher measured."""
+    from urnet_core.benchmarks.pipeline import MAX_OTHER_CORES, contention
+
+    shares = [c for c in (contention(res) for _, res in pipe) if not math.isnan(c)]
+    if not shares:
+        return []
+    limit = max((res.get("max_other_cores", MAX_OTHER_CORES) for _, res in pipe), default=MAX_OTHER_CORES)
+    worst = max(shares)
+    verdict = (f"over {limit:g} cores in some runs: their times are upper bounds for an idle machine" if worst > limit
+               else f"under {limit:g} cores in every kept run: the times are those of an otherwise idle machine")
+    return [f"- other work during the kept `urnet weights` runs (other processes' CPU time plus hypervisor steal, "
+            f"averaged over each run): {min(shares):.2f} to {worst:.2f} cores; {verdict}"]
+
+
 def write_report(path: str | os.PathLike, table: pd.DataFrame, targets: Sequence[dict[str, Any]],
                  info: dict[str, Any], *, settings: dict[str, Any], figure_path: str | os.PathLike | None,
                  proj: dict[str, Any] | None, pipe: Sequence[tuple[Size, dict[str, Any]]] | None = None) -> Path:
@@ -391,7 +410,8 @@ def write_report(path: str | os.PathLike, table: pd.DataFrame, targets: Sequence
     ]
     if load:
         lines.append(f"- 1-minute load average at the start / end of the run: {load[0]:.1f} / {load[1]:.1f} on "
-                     f"{info['cores']} cores (other work shared the CPUs: times are upper bounds for an idle machine)")
+                     f"{info['cores']} cores (it counts the bench's own threads)")
+    lines += contention_lines(pipe or [])
     lines += [
         "", "## What was run", "",
         f"- sizes (N x C x D): {', '.join(f'{s.n:,} x {s.c} x {s.d}' for s in settings['sizes'])}",
@@ -429,7 +449,22 @@ def write_report(path: str | os.PathLike, table: pd.DataFrame, targets: Sequence
             "and threads (no distances).", "",
             to_markdown(weights_table(pipe)), "",
         ]
-    if proj is not None:
+    if proj is not None and proj.get("measured"):
+        src = proj["from"]
+        lines += [
+            "### 16M x 5000 x 256, measured", "",
+            f"The float16 / class-ids series C={src['C']}, D={src['D']} was run at N={src['N_max']:,} itself: "
+            "these are that run's stages (no model applied).", "",
+            "| stage | measured (s) |", "|---|---|",
+        ]
+        lines += [f"| {k} | {v['measured']:.3g} |" for k, v in proj["stages"].items()]
+        lines += [
+            f"| **total** | **{proj['seconds']:.0f} s = {proj['seconds'] / 60:.1f} min** |", "",
+            f"Cluster step at 16M x 5000 x 256 (float16): **{proj['cluster_16m']:.0f} s** measured; one read pass of "
+            f"the 16M-row float16 file: {proj['read_pass_16m']:.1f} s; ratio "
+            f"{proj['cluster_16m'] / proj['read_pass_16m']:.1f}x.", "",
+        ]
+    elif proj is not None:
         src = proj["from"]
         lines += [
             "### Projection to 16M x 5000 x 256", "",
