@@ -89,6 +89,11 @@ def test_weights_variants_leave_out_inputs_too_large_to_write():
     assert kinds[sizes[2]] == [("float16", "ids")]  # 8.2 GB of float32 features
     notes = [n for s in sizes for n in P.skipped_variants(s, sizes)]
     assert len(notes) == 3 and all("not run" in n for n in notes)
+    # with 16M in the series, float32 runs at the largest N where it fits (4M), not at none
+    series = sizes[:2] + [D.Size(16_000_000, 5000, 256)]
+    assert ("float32", "ids") in [(v.dtype, v.probs) for v in P.weights_variants(series[1], series)]
+    assert [v.dtype for v in P.weights_variants(series[2], series)] == ["float16"]
+    assert "float32 runs at N=4,000,000 instead" in " ".join(P.skipped_variants(series[2], series))
     small = [D.Size(1000, 20, 8), D.Size(4000, 20, 8)]
     assert [(v.dtype, v.probs) for v in P.weights_variants(small[0], small)] == [("float16", "ids"), ("float16", "dense")]
 
@@ -342,6 +347,16 @@ def test_instance_stage_is_compared_with_its_floors():
                                  {"instance_floor_steps_s": 200.0, "read_pass": 1.5})
     assert "100 steps/s = 2.00x the floor" in note and "scoring = 2.00x one read pass" in note
     assert P.instance_floor_note({"train": 1.0, "train_steps": 0, "score": 1.0}, {}) == ""
+
+
+def test_floors_keep_the_fastest_of_their_repeats(monkeypatch):
+    import types
+
+    # three timings of one step / one chunk each: 1 s, 0.5 s, 2 s -> the floor is the 0.5 s one
+    clock = iter([0.0, 1.0, 10.0, 10.5, 20.0, 22.0] * 2)
+    monkeypatch.setattr(P, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
+    assert P.instance_train_floor(8, text_dim=6, batch_size=4, steps=1, repeats=3) == pytest.approx(2.0)
+    assert P.instance_score_floor(8, text_dim=6, rows=4, reps=1, repeats=3) == pytest.approx(0.5 / 4)
 
 
 def test_instance_floors_and_their_targets():
