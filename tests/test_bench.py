@@ -120,11 +120,13 @@ def test_stage_seconds_read_the_timings_and_their_splits_when_present():
     assert seconds == {**plain, "other": pytest.approx(3.5)}
     assert splits == {"cluster": {}, "instance": {}}
     full = {**plain, "cluster.train_s": 1.0, "cluster.train_rows": 1280, "cluster.assign_s": 1.5,
-            "instance.train_s": 1.2, "instance.score_s": 0.6, "instance.train_steps": 40}
+            "instance.train_s": 1.2, "instance.score_s": 0.6, "instance.train_steps": 40,
+            "instance.fastest_epoch_s": 0.1, "instance.epoch_steps": 4}
     seconds, splits = P.stage_seconds(full, wall=10.0)
     assert set(seconds) == set(plain) | {"other"}  # split keys are not stages
     assert splits["cluster"] == {"train": 1.0, "train_rows": 1280, "assign": 1.5}
-    assert splits["instance"] == {"train": 1.2, "score": 0.6, "train_steps": 40}
+    assert splits["instance"] == {"train": 1.2, "score": 0.6, "train_steps": 40, "fastest_epoch": 0.1,
+                                  "epoch_steps": 4}
 
 
 def test_launcher_records_the_childs_exit_code_wall_and_peak_rss(tmp_path):
@@ -380,3 +382,12 @@ def test_instance_floors_and_their_targets():
     proj["seconds"] = 301.0
     targets = {t["target"]: t["result"] for t in R.evaluate_targets(table, proj)}
     assert targets[R.TARGETS["projected_16m_minutes"]] == "FAIL"
+    # with its fastest epoch, the training is judged like with like (fastest against fastest)
+    res["instance"].update(fastest_epoch=0.1, epoch_steps=10)  # 100 steps/s at its best, as on average
+    drift = dict(res, instance=dict(res["instance"], train=20.0))  # the whole run at half that rate
+    floors = P.instance_floors(drift, 1_000_000)
+    assert floors["train_ratio"] == pytest.approx(2.4) and floors["train_ratio_best"] == pytest.approx(1.2)
+    target = next(t for t in R.evaluate_targets(table, dict(proj, instance_floors=floors))
+                  if t["target"] == R.TARGETS["instance_train"])
+    assert target["result"] == "PASS" and "2.40x over the whole training" in target["value"]
+    assert "its fastest epoch 100 steps/s = 1.20x" in P.instance_floor_note(drift["instance"], drift)

