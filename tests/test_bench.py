@@ -266,6 +266,12 @@ def test_targets_and_report_written(tiny_run, tmp_path):
     assert len(R.scaling_figure(table, proj).axes) == len(sections & {"kmeans", "pipeline"})
     only_pipe = table[table["section"] == "pipeline"]
     assert len(R.scaling_figure(only_pipe, proj).axes) == 1  # no empty k-means panel
+    rows = [{"section": "pipeline", "item": "urnet weights [float16, class ids]", "N": n, "C": 5000, "D": 256,
+             "seconds": t, "peak_rss_gb": 1.0} for n, t in ((4_000_000, 250.0), (16_000_000, 314.0))]
+    for n_max, label in ((16_000_000, "16M measured"), (4_000_000, "projection to 16M")):
+        fig = R.scaling_figure(R.make_table(rows), {"seconds": 314.0, "from": {"C": 5000, "D": 256, "N_max": n_max}})
+        labels = fig.axes[0].get_legend_handles_labels()[1]
+        assert any(lab.startswith(label) for lab in labels), labels
     report = {"sizes": settings.sizes, "sections": settings.sections, "backends": ["sklearn", "faiss", "torch"],
               "max_problems": settings.max_problems, "instance_epochs": 1, "pipeline_backend": "auto",
               "wall_seconds": 1.0}

@@ -313,8 +313,8 @@ def scaling_figure(table: pd.DataFrame, proj: dict[str, Any] | None = None):
     """Log-log time vs N: k-means backends (left) and the whole pipeline (right), one line per (C, D).
 
     A section the run did not measure gets no panel (a run of ``--sections pipeline`` draws one).
-    With ``proj`` the pipeline panel also shows the projection to 16M (dashed, star) and the
-    5-minute target.
+    With ``proj`` the pipeline panel also shows the projection to 16M (dashed, star; a star alone
+    on the 16M row when the series was measured there) and the 5-minute target.
     """
     from matplotlib.figure import Figure
 
@@ -338,7 +338,10 @@ def scaling_figure(table: pd.DataFrame, proj: dict[str, Any] | None = None):
             src = proj["from"]
             last = sub[(sub["C"] == src["C"]) & (sub["D"] == src["D"]) & (sub["N"] == src["N_max"])
                        & (sub["item"] == f"urnet weights [{WeightsVariant(src.get('dtype', 'float16'), 'ids')}]")]
-            if len(last):
+            if len(last) and src["N_max"] >= PROJECTION_N:  # the series reached 16M: nothing projected
+                ax.plot([src["N_max"]], [float(last["seconds"].iloc[0])], "k*", markersize=10,
+                        label=f"16M measured (C={src['C']} D={src['D']}, no projection)")
+            elif len(last):
                 ax.plot([src["N_max"], PROJECTION_N], [float(last["seconds"].iloc[0]), proj["seconds"]], "k--",
                         marker="*", markersize=10, label=f"projection to 16M (from C={src['C']} D={src['D']})")
             ax.axhline(5 * 60, color="r", lw=0.8, ls=":", label="5 min target")
