@@ -124,3 +124,25 @@ def test_score_rows_names_the_file_row_of_a_nan():
     ranks = np.arange(300, dtype=float)
     with pytest.raises(ValueError, match="row 250"):
         instance_weights(x, labels, text, ranks=ranks, top_r=5, epochs=1, chunk_rows=100)
+
+
+def test_training_is_the_same_on_one_and_two_threads():
+    """A label used by several rows of a batch gets their gradients summed; with indexing's
+    backward (atomic adds over the OpenMP threads) that sum's order, and so the trained model,
+    changed from run to run on 2 threads. Few classes and a full batch: most labels are used 3+
+    times a batch, and the gradient (256 x 2 x 128 values) is large enough to be split over threads."""
+    rng = np.random.default_rng(0)
+    c, per_class = 200, 12
+    labels = np.repeat(np.arange(c), per_class)
+    x = rng.normal(size=(labels.size, 8)).astype(np.float32)
+    text = rng.normal(size=(c, 12)).astype(np.float32)
+    old = torch.get_num_threads()
+    runs = []
+    try:
+        for threads in (1, 2, 2, 2):
+            torch.set_num_threads(threads)
+            runs.append(instance_weights(x, labels, text, top_r=per_class, epochs=8, batch_size=256, seed=0))
+    finally:
+        torch.set_num_threads(old)
+    for w in runs[1:]:
+        np.testing.assert_array_equal(w, runs[0])

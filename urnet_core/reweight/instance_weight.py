@@ -19,7 +19,10 @@ Choices the paper leaves open:
   chunks of ``chunk_rows`` rows, so memory stays ``O(top_r * C * d + chunk_rows * d + n)``.
 - Training runs in float32 with a seeded CPU ``torch.Generator`` for shuffling and
   negatives, and the initial weights drawn under a forked, seeded global RNG (restored
-  afterwards), so a seed fixes the result on CPU (the default ``device``). With
+  afterwards), so a seed fixes the result on CPU (the default ``device``), also on several
+  threads: a label's gradient, summed over the batch rows that use it, is added in batch order
+  (with indexing's atomic adds it changed from run to run); on 1 and 2 threads the result is
+  the same (tested). With
   ``device="cuda"`` the same random draws are used; results then agree with CPU up to float
   rounding, not bit for bit.
 """
@@ -261,16 +264,21 @@ def _train(model, opt, x_pos, y_pos, t_all, c: int, *, epochs: int, batch_size: 
         for s in range(0, n_pos, batch_size):
             pairs = pairs_epoch[s : s + batch_size]
             v_i_n = F.normalize(model.embed_image(x_pos[perm_dev[s : s + batch_size]]), dim=1)
+            # Rows of the label embeddings are picked with F.embedding, not indexing: indexing's
+            # backward accumulates repeated labels with atomic adds spread over the OpenMP
+            # threads, so on 2+ threads the sum order (and the trained model) changed from run to
+            # run; embedding's backward adds each label's rows in batch order on one thread,
+            # the result of the serial accumulation (equal for any thread count).
             if on_cuda:
                 # All C labels in one launch: cheap on a GPU and no host sync (torch.unique syncs).
-                v_t_n = F.normalize(model.embed_text(t_all), dim=1)[pairs]
+                v_t_n = F.embedding(pairs, F.normalize(model.embed_text(t_all), dim=1))
             else:
                 # Embed only the labels this batch uses (its own and its negatives): the text
                 # tower has no batch statistics, so this equals embedding all C labels and
                 # picking rows, at O(B) instead of O(C) per step (O(C^2) per epoch: the
                 # dominant cost at C=5000 on a CPU).
                 used, inverse = torch.unique(pairs, return_inverse=True)
-                v_t_n = F.normalize(model.embed_text(t_all[used]), dim=1)[inverse]
+                v_t_n = F.embedding(inverse, F.normalize(model.embed_text(t_all[used]), dim=1))
             cos = (v_i_n[:, None, :] * v_t_n).sum(2)  # (B, 1 + negs)
             loss = -(cos[:, 0] - cos[:, 1:].mean(1)).mean()  # eq. 8
             opt.zero_grad()
