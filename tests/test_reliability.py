@@ -214,6 +214,20 @@ def test_weights_interrupted_run_keeps_previous_complete_set(tmp_path, weights_i
     assert read_json(out / "weights.json")["config"]["class_reweight"] is True
 
 
+def test_weights_records_the_features_file_hash(tmp_path, weights_inputs):
+    """The features are hashed during their NaN/inf pass: the key still holds the file's sha256."""
+    from urnet_core.utils.io import file_hash
+
+    feats = tmp_path / "f.npy"
+    np.save(feats, np.random.default_rng(1).normal(size=(weights_inputs["n"], 6)).astype(np.float16))
+    out = tmp_path / "w"
+    assert main(_weights_argv(weights_inputs, out, "--rung", "+cluster", "--features", str(feats))) == 0
+    index = read_json(out / "weights.json")
+    assert index["inputs"]["features"] == file_hash(feats)
+    assert index["inputs"]["probs"] == file_hash(weights_inputs["probs"])
+    assert index["timings"]["validate_features"] > 0
+
+
 def test_weights_refuses_a_shared_output_folder(tmp_path, weights_inputs):
     out = tmp_path / "feats"
     out.mkdir()

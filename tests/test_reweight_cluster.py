@@ -220,3 +220,48 @@ def test_file_hash_is_sha256_of_the_whole_file(tmp_path):
     assert file_hash(path) == hashlib.sha256(data).hexdigest()[:16]
     path.write_bytes(data[:-1] + b"x")  # any change of content changes the key
     assert file_hash(path, chunk=1 << 20) != hashlib.sha256(data).hexdigest()[:16]
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "int32"])
+def test_features_hashed_during_their_check_equal_the_file_hash(tmp_path, dtype):
+    """`urnet weights` hashes the features file in the NaN/inf pass over its memory map (one read):
+    the digest is the file's sha256, over several check chunks too."""
+    from urnet_core.utils import validation
+    from urnet_core.utils.io import file_hash, load_npy, npy_digest
+    from urnet_core.utils.validation import as_features
+
+    x = np.random.default_rng(0).normal(size=(5000, 7)).astype(dtype)
+    path = tmp_path / "f.npy"
+    np.save(path, x)
+    mm = np.asarray(load_npy(path))
+    digest = npy_digest(path, mm)
+    with pytest.raises(RuntimeError, match="fed 0 of"):
+        digest.hexdigest()
+    old = validation.CHECK_CHUNK_VALUES
+    validation.CHECK_CHUNK_VALUES = 7 * 700  # 8 chunks, the last one short
+    try:
+        as_features(mm, digest=digest)
+    finally:
+        validation.CHECK_CHUNK_VALUES = old
+    assert digest.complete and digest.hexdigest() == file_hash(path)
+    # not the whole file in C order: no digest (the caller hashes the file on its own)
+    np.save(path, np.asfortranarray(x))
+    assert npy_digest(path, np.asarray(load_npy(path))) is None
+    np.save(path, x)
+    assert npy_digest(path, x[:10]) is None
+    with open(path, "ab") as fh:
+        fh.write(b"trailing")
+    assert npy_digest(path, np.asarray(load_npy(path))) is None
+
+
+def test_a_nan_is_still_named_when_the_check_also_hashes(tmp_path):
+    from urnet_core.utils.io import load_npy, npy_digest
+    from urnet_core.utils.validation import as_features
+
+    x = np.ones((300, 4), dtype=np.float16)
+    x[123, 2] = np.nan
+    path = tmp_path / "f.npy"
+    np.save(path, x)
+    mm = np.asarray(load_npy(path))
+    with pytest.raises(ValueError, match="1 row.*first at row 123"):
+        as_features(mm, digest=npy_digest(path, mm))

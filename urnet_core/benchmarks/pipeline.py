@@ -31,7 +31,8 @@ from urnet_core.utils.io import atomic_path, read_json, write_text
 
 
 #: Stages of ``urnet weights``, read from the ``timings`` of its ``weights.json`` (the seconds
-#: :func:`~urnet_core.reweight.compose.compose_weights` fills, plus ``file_hash``: hashing the inputs),
+#: :func:`~urnet_core.reweight.compose.compose_weights` fills, plus ``file_hash``: hashing the inputs
+#: other than the features, which ``validate_features`` hashes in its pass over them),
 #: then what they do not cover (``other``: interpreter start, imports, reading the table and the .npy
 #: headers, writing the outputs).
 WEIGHTS_STAGES = ("import_torch", "validate_features", "validate_probs", "class", "cluster", "instance", "combine",

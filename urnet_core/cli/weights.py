@@ -20,7 +20,8 @@ Rows of ``--features``/``--probs`` follow the rows of the table's ``--split`` (d
 * ``weights.json``, the index: config, input hashes, per-component statistics,
   ``targets_file``, the set's ``key``, every file with its size and ``timings``: the seconds
   of each stage (those :func:`~urnet_core.reweight.compose.compose_weights` fills, such as
-  ``validate_features``, ``cluster``, ``instance``, plus ``file_hash``, hashing the inputs, and
+  ``validate_features``, ``cluster``, ``instance``, plus ``file_hash``, hashing the inputs (the
+  features file is hashed in ``validate_features``, during the NaN/inf pass that reads it), and
   ``import_torch``, importing PyTorch before the stages that use it);
   ``urnet bench`` reads them.
 
@@ -49,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from urnet_core.utils.io import file_hash, load_npy, read_json, save_npy, stable_hash
+from urnet_core.utils.io import file_hash, load_npy, npy_digest, read_json, save_npy, stable_hash
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -204,8 +205,10 @@ def _label_vectors(args: argparse.Namespace, table: pd.DataFrame, num_classes: i
 
 def _write_set(args: argparse.Namespace, out: Path, *, config: Any, plus: dict | None, labels: np.ndarray,
                num_classes: int, sample_weights: np.ndarray, components: dict[str, np.ndarray], targets: Any,
-               soft: bool, timings: dict[str, float]) -> None:
-    """Write weights, targets and components as one artefact set keyed by the config and the inputs' hashes."""
+               soft: bool, timings: dict[str, float], known_hashes: dict[str, str] | None = None) -> None:
+    """Write weights, targets and components as one artefact set keyed by the config and the inputs' hashes.
+
+    ``known_hashes``: inputs already hashed (the features, during their NaN/inf pass)."""
     from urnet_core.data.targets import LabelPairs, save_label_pairs
     from urnet_core.utils.artefacts import artefact_set
 
@@ -215,7 +218,8 @@ def _write_set(args: argparse.Namespace, out: Path, *, config: Any, plus: dict |
         return {"mean": float(w.mean()), "std": float(w.std()), "min": float(w.min()), "max": float(w.max())}
 
     t_hash = time.perf_counter()
-    inputs = {k: file_hash(v) for k, v in
+    known = known_hashes or {}
+    inputs = {k: known[k] if k in known else file_hash(v) for k, v in
               (("table", args.table), ("features", args.features), ("probs", args.probs),
                ("in_sample_probs", args.in_sample_probs), ("folds", args.folds),
                ("label_vectors", args.label_vectors)) if v}  # fmt: skip
@@ -267,6 +271,7 @@ def weights_command(args: argparse.Namespace) -> int:
     ranks = table["rank"].to_numpy(np.float64) if "rank" in table.columns else None
     sources = table["source"].to_numpy(object) if "source" in table.columns else None
     timings: dict[str, float] = {}  # seconds per stage (compose_weights fills it), written to weights.json
+    known_hashes: dict[str, str] = {}
     if config.cluster_reweight or config.instance_reweight or plus is not None:
         # Imported here, timed on its own: a fixed cost (seconds) that the first stage using torch
         # would otherwise carry, and that a projection in N must not scale.
@@ -286,8 +291,13 @@ def weights_command(args: argparse.Namespace) -> int:
         targets, targets_labels = None, (labels if new_labels is None else new_labels)
         soft = new_labels is not None
     else:
+        # The features' NaN/inf pass also hashes their file (one read of it, not two).
+        digest = npy_digest(args.features, features) if features is not None else None
         ws = compose_weights(config, labels=labels, num_classes=num_classes, features=features, pred_probs=probs,
-                             label_vectors=vectors, ranks=ranks, sources=sources, seed=args.seed, timings=timings)
+                             label_vectors=vectors, ranks=ranks, sources=sources, seed=args.seed, timings=timings,
+                             features_digest=digest)
+        if digest is not None and digest.complete:
+            known_hashes["features"] = digest.hexdigest()
         sample_weights, components, targets, targets_labels = ws.sample_weights, ws.components, ws.soft_targets, labels
         soft = targets is not None
     if targets is None:  # one-hot (of the new labels for URNet+'s relabel), so `urnet train --targets` always has a file
@@ -295,7 +305,8 @@ def weights_command(args: argparse.Namespace) -> int:
                    else label_targets(targets_labels, targets_labels, num_classes, beta=1.0))
     targets_name = "targets.npz" if isinstance(targets, LabelPairs) else "targets.npy"
     _write_set(args, out, config=config, plus=plus, labels=labels, num_classes=num_classes,
-               sample_weights=sample_weights, components=components, targets=targets, soft=soft, timings=timings)
+               sample_weights=sample_weights, components=components, targets=targets, soft=soft, timings=timings,
+               known_hashes=known_hashes)
     print(f"wrote {out / 'weights.npy'} ({len(labels)} rows) and {out / targets_name}; "
           f"`urnet train --weights {out / 'weights.npy'} --targets {out}` reads them")
     return 0

@@ -18,7 +18,7 @@ import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
-from typing import Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -192,6 +192,7 @@ def compose_weights(
     compact_targets: bool | None = None,
     timings: dict[str, float] | None = None,
     cluster_counts: Sequence[str] = (),
+    features_digest: Any = None,
 ) -> WeightSet:
     """Per-instance weights and targets of the configured URNet rung.
 
@@ -236,6 +237,9 @@ def compose_weights(
         Also return the cluster weights of these count modes (``WeightSet.cluster_by_count``),
         from the same clustering as ``config.cluster_count``'s (clustering once for several
         counts; needs ``config.cluster_reweight``).
+    features_digest : :class:`~urnet_core.utils.io.NpyDigest`, optional
+        Fed the features' bytes by their NaN/inf pass (``validate_features`` then also hashes the
+        file: ``urnet weights`` reads it once for both).
 
     Returns
     -------
@@ -262,7 +266,7 @@ def compose_weights(
 
     if features is not None:
         with stage("validate_features"):  # streamed: pages released chunk by chunk
-            features = as_features(features, n_rows=n)
+            features = as_features(features, n_rows=n, digest=features_digest)
     predicted = None
     if pred_probs is not None:
         with stage("validate_probs"):

@@ -97,6 +97,66 @@ def save_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
     return Path(path)
 
 
+class NpyDigest:
+    """The sha256 of a ``.npy`` file, fed its header here and its data by the pass that checks
+    its memory map (:func:`~urnet_core.utils.validation.as_features` with ``digest=``): one read
+    of the file instead of two (at 16M x 256 float16, 7.6 GiB, the second read took ~5 s).
+
+    Build it with :func:`npy_digest`. :meth:`hexdigest` equals :func:`file_hash` of the file
+    once every data byte was fed (:attr:`complete`); before that it raises.
+    """
+
+    def __init__(self, prefix: bytes, data_bytes: int) -> None:
+        self._h = hashlib.sha256(prefix)
+        self.data_bytes = int(data_bytes)
+        self.fed = 0
+
+    def update(self, data: memoryview) -> None:
+        self._h.update(data)
+        self.fed += memoryview(data).nbytes
+
+    @property
+    def complete(self) -> bool:
+        return self.fed == self.data_bytes
+
+    def hexdigest(self, length: int = 16) -> str:
+        if not self.complete:
+            raise RuntimeError(f"the digest was fed {self.fed} of {self.data_bytes} data bytes")
+        return self._h.hexdigest()[:length]
+
+
+def npy_digest(path: str | os.PathLike, arr: np.ndarray) -> NpyDigest | None:
+    """A :class:`NpyDigest` of the ``.npy`` file ``path`` whose whole array ``arr`` is (its memory
+    map, :func:`load_npy`), or None when ``arr`` does not hold the rest of the file in C order
+    (Fortran order, trailing bytes, another shape or dtype, a newer format): hash it on its own then."""
+    arr = np.asarray(arr)
+    prefix = _npy_data_prefix(path, arr)
+    return None if prefix is None else NpyDigest(prefix, arr.nbytes)
+
+
+def _npy_data_prefix(path: str | os.PathLike, arr: np.ndarray) -> bytes | None:
+    """The bytes of ``path`` before its data when ``arr`` is its whole array in C order, else None."""
+    arr = np.asarray(arr)
+    try:
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                           (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+            if read_header is None:  # a newer format: hashed in its own pass
+                return None
+            shape, fortran, dtype = read_header(fh)
+            offset = fh.tell()
+            fh.seek(0)
+            prefix = fh.read(offset)
+    except (OSError, ValueError):
+        return None
+    if fortran or tuple(shape) != arr.shape or dtype != arr.dtype or not arr.flags.c_contiguous:
+        return None
+    if os.stat(path).st_size != offset + arr.nbytes:
+        return None
+    return prefix
+
+
 def load_npy(path: str | os.PathLike, *, mmap: bool = True) -> np.ndarray:
     """Load a ``.npy`` file, memory-mapped by default so arrays sized by N stay off the heap."""
     return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)

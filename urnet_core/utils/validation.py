@@ -77,12 +77,17 @@ def nonfinite_rows(block: np.ndarray) -> np.ndarray:
     return np.flatnonzero(~np.isfinite(block).all(axis=1))
 
 
-def as_features(features: Any, *, n_rows: int | None = None, name: str = "features") -> np.ndarray:
+def as_features(features: Any, *, n_rows: int | None = None, name: str = "features", digest: Any = None) -> np.ndarray:
     """Return a 2-D float array, raising on NaN/inf (naming the first bad row) or a row-count mismatch.
 
     The check streams row chunks of :data:`CHECK_CHUNK_VALUES` values and, for a memory map,
     releases each chunk's pages after it (:func:`release_pages`), so validating a file of any
     size keeps the resident set near one chunk.
+
+    ``digest`` (a ``hashlib`` object, optional) is fed the array's bytes in C order, chunk by
+    chunk, on a second thread while this one checks the chunk (hashlib releases the GIL), so a
+    caller that also hashes the file behind a memory map reads it once instead of twice
+    (:class:`urnet_core.utils.io.NpyDigest`). The array must then be C-contiguous.
     """
     arr = np.asarray(features)
     if arr.ndim != 2:
@@ -91,21 +96,38 @@ def as_features(features: Any, *, n_rows: int | None = None, name: str = "featur
         raise TypeError(f"{name} must be numeric, got dtype {arr.dtype}")
     if n_rows is not None and arr.shape[0] != n_rows:
         raise ValueError(f"{name} has {arr.shape[0]} rows but {n_rows} were expected")
-    if np.issubdtype(arr.dtype, np.floating):
-        # In row chunks: a memory-mapped (n, d) array is checked with O(chunk) temporaries, not O(n d).
-        chunk = max(1, CHECK_CHUNK_VALUES // max(arr.shape[1], 1))
-        n_bad, first = 0, -1
+    floating = np.issubdtype(arr.dtype, np.floating)
+    if not floating and digest is None:
+        return arr
+    if digest is not None and not arr.flags.c_contiguous:
+        raise ValueError(f"{name}: a digest needs a C-contiguous array")
+    # In row chunks: a memory-mapped (n, d) array is checked with O(chunk) temporaries, not O(n d).
+    chunk = max(1, CHECK_CHUNK_VALUES // max(arr.shape[1], 1))
+    n_bad, first = 0, -1
+    pool = None
+    if digest is not None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(max_workers=1)
+    try:
         for start in range(0, arr.shape[0], chunk):
-            bad = nonfinite_rows(arr[start : start + chunk])
+            block = arr[start : start + chunk]
+            hashing = pool.submit(digest.update, memoryview(block).cast("B")) if pool is not None else None
+            bad = nonfinite_rows(block) if floating else np.zeros(0, dtype=np.int64)
+            if hashing is not None:
+                hashing.result()  # the chunk's bytes are hashed in order before its pages go
             release_pages(arr, start, start + chunk)  # no-op unless memory-mapped
             if bad.size:
                 n_bad += bad.size
                 first = start + int(bad[0]) if first < 0 else first
-        if n_bad:
-            raise ValueError(
-                f"{name} contain NaN or inf in {n_bad} row(s), first at row {first}; "
-                "check the feature extraction (e.g. a diverged model) before reweighting"
-            )
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    if n_bad:
+        raise ValueError(
+            f"{name} contain NaN or inf in {n_bad} row(s), first at row {first}; "
+            "check the feature extraction (e.g. a diverged model) before reweighting"
+        )
     return arr
 
 
