@@ -299,7 +299,8 @@ def instance_score_floor(feature_dim: int, *, text_dim: int = 300, rows: int | N
     """Seconds per row of the scoring pass's arithmetic alone: the confidence model's image tower,
     the normalisation and the dot product with each row's label vector, on one resident float32 chunk
     of the pass's size (``rows``, default its ``DEFAULT_SCORE_ROWS``; nothing read or converted),
-    ``reps`` times (default: ~320k rows in all), the fastest of ``repeats`` such timings (as
+    ``reps`` times (default: ~320k rows in all) on one thread per core as the pass runs its
+    chunks, the fastest of ``repeats`` such timings (as
     :func:`instance_train_floor`). The scoring pass over this is its read and conversion overhead."""
     import torch
     import torch.nn.functional as F
@@ -315,18 +316,25 @@ def instance_score_floor(feature_dim: int, *, text_dim: int = 300, rows: int | N
     x = torch.randn(rows, feature_dim, generator=gen)
     v_t = F.normalize(torch.randn(5000, 128, generator=gen), dim=1)
     y = torch.randint(0, 5000, (rows,), generator=gen)
-    with torch.inference_mode():
-        def once() -> None:
+    workers = os.cpu_count() or 1
+
+    def once(_: int = 0) -> None:
+        torch.set_num_threads(1)  # threaded as the pass is: a chunk per thread, one torch thread each
+        with torch.inference_mode():
             (F.normalize(model.embed_image(x), dim=1) * v_t[y]).sum(1)
 
-        once()  # warm-up
-        best = float("inf")
-        for _ in range(max(1, int(repeats))):
-            t0 = time.perf_counter()
-            for _ in range(reps):
-                once()
-            best = min(best, (time.perf_counter() - t0) / (reps * rows))
-        return best
+    old = torch.get_num_threads()
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(once, range(workers)))  # warm-up
+            best = float("inf")
+            for _ in range(max(1, int(repeats))):
+                t0 = time.perf_counter()
+                list(pool.map(once, range(reps)))
+                best = min(best, (time.perf_counter() - t0) / (reps * rows))
+    finally:
+        torch.set_num_threads(old)
+    return best
 
 
 def page_cache_fraction(path: str | os.PathLike) -> float:
