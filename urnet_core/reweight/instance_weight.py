@@ -306,7 +306,8 @@ def score_rows(model, features: np.ndarray, labels: np.ndarray, text: Any, mean:
     torch thread, as the cluster step's assignment pass does: the chunks' products are too small
     for two OpenMP threads to share one without waiting on each other (2M x 256 float16 on 2
     cores, in cache: 3.2-3.4 s against 3.4-4.3 s), and a thread reading its chunk from disk
-    leaves the core to the other. A row's score does not depend on the chunking or the threads (tests check it).
+    leaves the core to the other. A row's score does not depend on the chunking or the threads
+    (tests check it).
     """
     import os
     import threading
@@ -327,7 +328,7 @@ def score_rows(model, features: np.ndarray, labels: np.ndarray, text: Any, mean:
         std_t = torch.from_numpy(np.asarray(std, dtype=np.float32)).to(dev)
     local = threading.local()  # one reused float32 buffer per thread
 
-    def score(s: int) -> tuple[int, np.ndarray]:
+    def score(s: int) -> tuple[int, np.ndarray | None]:
         raw = np.asarray(features[s : s + chunk_rows])
         bad = nonfinite_rows(raw)
         if bad.size:
