@@ -17,7 +17,6 @@ import sys
 import tempfile
 import time
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -28,6 +27,7 @@ import pandas as pd
 from urnet_core.benchmarks.data import PROJECTION_C, PROJECTION_D, PROJECTION_N, Size, SyntheticData
 from urnet_core.benchmarks.fit import affine_fit
 from urnet_core.utils.io import atomic_path, read_json, write_text
+from urnet_core.utils.threads import single_threaded_pool
 
 
 #: Stages of ``urnet weights``, read from the ``timings`` of its ``weights.json`` (the seconds
@@ -239,19 +239,14 @@ def read_pass_seconds(features_path: Path, *, chunk_values: int = 1 << 24, worke
     local = threading.local()
 
     def work(s: int) -> None:
-        torch.set_num_threads(1)
         if getattr(local, "buf", None) is None:  # one reused float32 buffer per thread, as the pass has
             local.buf = torch.empty((step, x.shape[1]), dtype=torch.float32)
         as_float32_tensor(np.asarray(x[s : s + step]), out=local.buf).sum()  # the pass's one conversion
         release_pages(x, s, s + step)
 
-    old = torch.get_num_threads()
     t0 = time.perf_counter()
-    try:
-        with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-            list(pool.map(work, range(0, x.shape[0], step)))
-    finally:
-        torch.set_num_threads(old)
+    with single_threaded_pool(workers) as pool:
+        list(pool.map(work, range(0, x.shape[0], step)))
     return time.perf_counter() - t0
 
 
@@ -316,24 +311,17 @@ def instance_score_floor(feature_dim: int, *, text_dim: int = 300, rows: int | N
     x = torch.randn(rows, feature_dim, generator=gen)
     v_t = F.normalize(torch.randn(5000, 128, generator=gen), dim=1)
     y = torch.randint(0, 5000, (rows,), generator=gen)
-    workers = os.cpu_count() or 1
-
     def once(_: int = 0) -> None:
-        torch.set_num_threads(1)  # threaded as the pass is: a chunk per thread, one torch thread each
         with torch.inference_mode():
             (F.normalize(model.embed_image(x), dim=1) * v_t[y]).sum(1)
 
-    old = torch.get_num_threads()
-    try:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(once, range(workers)))  # warm-up
-            best = float("inf")
-            for _ in range(max(1, int(repeats))):
-                t0 = time.perf_counter()
-                list(pool.map(once, range(reps)))
-                best = min(best, (time.perf_counter() - t0) / (reps * rows))
-    finally:
-        torch.set_num_threads(old)
+    with single_threaded_pool() as pool:  # threaded as the pass is: a chunk per thread, one torch thread each
+        list(pool.map(once, range(os.cpu_count() or 1)))  # warm-up: a chunk per worker
+        best = float("inf")
+        for _ in range(max(1, int(repeats))):
+            t0 = time.perf_counter()
+            list(pool.map(once, range(reps)))
+            best = min(best, (time.perf_counter() - t0) / (reps * rows))
     return best
 
 

@@ -303,18 +303,18 @@ def score_rows(model, features: np.ndarray, labels: np.ndarray, text: Any, mean:
     released. Per-element float32 arithmetic, so the result equals standardising in numpy.
 
     On a CPU the chunks are scored by ``workers`` threads (default: one per core), each with one
-    torch thread, as the cluster step's assignment pass does: the chunks' products are too small
-    for two OpenMP threads to share one without waiting on each other (2M x 256 float16 on 2
-    cores, in cache: 3.2-3.4 s against 3.4-4.3 s), and a thread reading its chunk from disk
-    leaves the core to the other. A row's score does not depend on the chunking or the threads
+    torch thread (:func:`~urnet_core.utils.threads.single_threaded_pool`, as the cluster step's
+    assignment pass): two OpenMP threads sharing a chunk's small products wait on each other (2M x
+    256 float16 on 2 cores, in cache: 3.2-3.4 s against 3.4-4.3 s), and a thread reading its chunk
+    from disk leaves the core to the other. A row's score does not depend on the chunking or the threads
     (tests check it).
     """
-    import os
     import threading
-    from concurrent.futures import ThreadPoolExecutor
 
     import torch
     from torch.nn import functional as F
+
+    from urnet_core.utils.threads import single_threaded_pool
 
     n, d = features.shape
     chunk_rows = max(1, min(int(chunk_rows), n))
@@ -357,27 +357,13 @@ def score_rows(model, features: np.ndarray, labels: np.ndarray, text: Any, mean:
             )
 
     starts = range(0, n, chunk_rows)
-    n_workers = max(1, min(workers or os.cpu_count() or 1, len(starts)))
-    if dev.type != "cpu" or n_workers == 1:
+    if dev.type != "cpu" or len(starts) == 1 or workers == 1:
         for s in starts:
             check(*score(s))
         return out
-
-    def work(s: int) -> tuple[int, np.ndarray | None]:
-        torch.set_num_threads(1)  # OpenMP's thread count is per calling thread
-        return score(s)
-
-    old_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        pool = ThreadPoolExecutor(max_workers=n_workers)
-        try:
-            for s, bad in pool.map(work, starts):  # in row order: the first bad chunk is named
-                check(s, bad)
-        finally:
-            pool.shutdown(cancel_futures=True)  # a bad chunk: the chunks not started are dropped
-    finally:
-        torch.set_num_threads(old_threads)
+    with single_threaded_pool(workers, tasks=len(starts)) as pool:
+        for s, bad in pool.map(score, starts):  # in row order: the first bad chunk is named
+            check(s, bad)
     return out
 
 

@@ -28,7 +28,6 @@ import os
 import threading
 import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -38,6 +37,7 @@ from urnet_core.reweight.kmeans import faiss_threads, nearest_centroid, training
 from urnet_core.reweight.kmeans.backends import faiss_fit
 from urnet_core.reweight.kmeans.seeding import group_plan, pad_group, seed_problems
 from urnet_core.utils.memory import release_pages, take_rows
+from urnet_core.utils.threads import single_threaded_pool
 from urnet_core.utils.validation import nonfinite_rows
 
 #: float32 values per chunk of the one-pass assignment (64 MB).
@@ -132,7 +132,6 @@ def one_pass_assign(
     local = threading.local()
 
     def work(start: int):
-        torch.set_num_threads(1)  # OpenMP's thread count is per calling thread
         stop = min(n, start + chunk)
         block = np.asarray(features[start:stop])
         bad = nonfinite_rows(block)
@@ -172,22 +171,17 @@ def one_pass_assign(
     # few cores this beats one chunk at a time with intra-op threads (measured: small products
     # with 2 OpenMP threads wait on each other).
     starts = list(range(0, n, chunk))
-    old_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with ThreadPoolExecutor(max_workers=max(1, min(workers or os.cpu_count() or 1, len(starts)))) as pool:
-            for start, owns, rest in pool.map(work, starts):
-                if rest is None:
-                    bad = owns
-                    raise nonfinite_error(bad.size, start + int(bad[0]))
-                part, kept = rest
-                if part is not None:
-                    counts_flat += part
-                for rows, g in owns:
-                    own[rows] = g
-                pieces += kept
-    finally:
-        torch.set_num_threads(old_threads)
+    with single_threaded_pool(workers, tasks=len(starts)) as pool:
+        for start, owns, rest in pool.map(work, starts):
+            if rest is None:
+                bad = owns
+                raise nonfinite_error(bad.size, start + int(bad[0]))
+            part, kept = rest
+            if part is not None:
+                counts_flat += part
+            for rows, g in owns:
+                own[rows] = g
+            pieces += kept
     counts_all = counts_flat.reshape(len(probs), k, n_cols)
     return {p: counts_all[slot[p]] for p in probs}, own, pieces
 
@@ -251,7 +245,8 @@ def train_centers(features: np.ndarray, jobs: list, k: int, *, seed_of: dict[int
     (:func:`~urnet_core.reweight.kmeans.seeding.seed_problems`, the k-means++ centres
     :func:`faiss_train` draws, in a few batched products), then faiss runs Lloyd on each of
     them. Tasks run on ``n_jobs`` threads, each single-threaded (faiss OpenMP, numpy BLAS and
-    torch at one thread); faiss and torch release the GIL, so the threads run in parallel.
+    torch at one thread; :func:`~urnet_core.utils.threads.single_threaded_pool`); faiss and torch
+    release the GIL, so the threads run in parallel.
     """
     import torch
     from threadpoolctl import threadpool_limits
@@ -261,7 +256,6 @@ def train_centers(features: np.ndarray, jobs: list, k: int, *, seed_of: dict[int
     centers: dict[int, np.ndarray] = {}
 
     def train(task) -> list[tuple[int, np.ndarray]]:
-        torch.set_num_threads(1)  # OpenMP's thread count is per calling thread
         group, src, rows, n_max = task
         x = pad_group(src, rows, n_max)
         sizes = np.array([r.size for r in rows], dtype=np.int64)
@@ -284,28 +278,22 @@ def train_centers(features: np.ndarray, jobs: list, k: int, *, seed_of: dict[int
         rows = [inverse[offs[q]:offs[q + 1]] for q in range(len(batch))]
         return [(batch[a:b], src, rows[a:b], n_max) for a, b, n_max in group_plan([r.size for r in rows], d)]
 
-    old_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with threadpool_limits(1, user_api="blas"):
-            if workers == 1:
-                for i in range(len(batches)):
-                    for task in tasks_of(i):
-                        centers.update(train(task))
-            else:
-                with ThreadPoolExecutor(max_workers=workers) as pool:
-                    pending: list = []
-                    for i in range(len(batches)):
-                        # gathered while the previous batch trains; its buffer is free once that
-                        # batch's results are in (two buffers in turn)
-                        futures = [pool.submit(train, t) for t in tasks_of(i)]
-                        for f in pending:
-                            centers.update(f.result())
-                        pending = futures
-                    for f in pending:
-                        centers.update(f.result())
-    finally:
-        torch.set_num_threads(old_threads)
+    with threadpool_limits(1, user_api="blas"), single_threaded_pool(workers) as pool:
+        if workers == 1:
+            for i in range(len(batches)):
+                for task in tasks_of(i):
+                    centers.update(train(task))
+        else:
+            pending: list = []
+            for i in range(len(batches)):
+                # gathered while the previous batch trains; its buffer is free once that
+                # batch's results are in (two buffers in turn)
+                futures = [pool.submit(train, t) for t in tasks_of(i)]
+                for f in pending:
+                    centers.update(f.result())
+                pending = futures
+            for f in pending:
+                centers.update(f.result())
     return centers
 
 
